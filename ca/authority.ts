@@ -1,0 +1,383 @@
+/**
+ * The operator CA as a directory:
+ *   ca.crt       the CA certificate (PEM), the mesh's trust anchor
+ *   ca.key       the CA private key (PKCS#8 PEM, mode 0600)
+ *   index.json   every certificate issued: serial, PeerId, name, roles, namespaces, validity, revocation
+ *   crlnumber    the number of the last CRL issued (decimal)
+ * Every file is replaced atomically (temp file + rename), and changes to
+ * index.json / crlnumber run under a lock file so concurrent commands do not
+ * lose each other's updates.
+ */
+import { randomBytes } from 'node:crypto'
+import { chmod, mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises'
+import { join } from 'node:path'
+import { parseNodeCertificate, verifyNodeCertificate, type NodeCertificate } from './certificate.ts'
+import { createCrl } from './crl.ts'
+import { verifyNodeCsr } from './csr.ts'
+import { CaError, describeError } from './errors.ts'
+import { OID_NAMESPACES, OID_ROLES, PEER_URI_PREFIX } from './oids.ts'
+import { parseNamespaces, parseRoles, type Role } from './roles.ts'
+import { signForgeCertificate } from './signed.ts'
+import {
+  forge, forgeOid, generateRsaKey, nameAttributes, normalizeSerial, randomSerialHex, reencodableAttributes,
+  utf8ListExtensionValue
+} from './x509.ts'
+
+export const CA_CERT_FILE = 'ca.crt'
+export const CA_KEY_FILE = 'ca.key'
+export const CA_INDEX_FILE = 'index.json'
+export const CA_CRLNUMBER_FILE = 'crlnumber'
+const LOCK_FILE = '.lock'
+
+const DAY_MS = 24 * 60 * 60 * 1000
+/** certificates start a little in the past so peers with slightly slow clocks accept them */
+const BACKDATE_MS = 5 * 60 * 1000
+const MAX_OPERATOR_NAME_LENGTH = 61 // the CA CN is `${name} CA`, at most 64 characters
+
+export interface IndexEntry {
+  serial: string
+  peerId: string
+  name: string
+  roles: Role[]
+  namespaces: string[]
+  notBefore: string
+  notAfter: string
+  fingerprint: string
+  issuedAt: string
+  revokedAt: string | null
+}
+
+interface IndexFile {
+  version: 1
+  certificates: IndexEntry[]
+}
+
+export interface InitCaOptions {
+  /** operator name: CA subject `CN=<name> CA, O=<name>` (default 'BKG Operator') */
+  name?: string
+  /** validity in days (default 3650) */
+  days?: number
+  /** replace an existing CA (its index and CRL number are reset) */
+  force?: boolean
+  now?: Date
+}
+
+export interface LoadedCa {
+  certPem: string
+  keyPem: string
+  cert: forge.pki.Certificate
+  key: forge.pki.rsa.PrivateKey
+}
+
+export interface SignNodeCsrOptions {
+  /** default ['member'] */
+  roles?: readonly string[] | string
+  /** default [] */
+  namespaces?: readonly string[] | string
+  /** validity in days (default 365), capped at the CA's own expiry */
+  days?: number
+  now?: Date
+}
+
+export type RevokeTarget = { serial: string } | { certPem: string }
+
+// ---------------------------------------------------------------- files
+
+async function exists (path: string): Promise<boolean> {
+  try {
+    await stat(path)
+    return true
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false
+    throw err
+  }
+}
+
+/** Writes `data` to `path` atomically: a crash leaves either the old or the new file. */
+export async function writeFileAtomic (path: string, data: string, mode = 0o644): Promise<void> {
+  const tmp = `${path}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`
+  try {
+    const handle = await open(tmp, 'wx', mode)
+    try {
+      await handle.writeFile(data, 'utf8')
+      await handle.sync()
+    } finally {
+      await handle.close()
+    }
+    await chmod(tmp, mode)
+    await rename(tmp, path)
+  } catch (err) {
+    await unlink(tmp).catch(() => {})
+    throw err
+  }
+  await chmod(path, mode)
+}
+
+const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
+
+/** Runs `fn` holding DIR/.lock (created exclusively; a lock older than a minute is considered stale). */
+async function withLock<T> (dir: string, fn: () => Promise<T>): Promise<T> {
+  const lockPath = join(dir, LOCK_FILE)
+  const deadline = Date.now() + 15_000
+  for (;;) {
+    try {
+      const handle = await open(lockPath, 'wx', 0o600)
+      await handle.writeFile(`${process.pid}\n`)
+      await handle.close()
+      break
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+      const info = await stat(lockPath).catch(() => null)
+      if (info !== null && Date.now() - info.mtimeMs > 60_000) {
+        await unlink(lockPath).catch(() => {})
+        continue
+      }
+      if (Date.now() > deadline) throw new Error(`the CA directory ${dir} is locked by another process (${lockPath})`)
+      await sleep(25 + Math.random() * 50)
+    }
+  }
+  try {
+    return await fn()
+  } finally {
+    await unlink(lockPath).catch(() => {})
+  }
+}
+
+async function readIndex (dir: string): Promise<IndexFile> {
+  const path = join(dir, CA_INDEX_FILE)
+  let text: string
+  try {
+    text = await readFile(path, 'utf8')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { version: 1, certificates: [] }
+    throw err
+  }
+  try {
+    const data = JSON.parse(text) as IndexFile
+    if (!Array.isArray(data.certificates)) throw new Error('no certificates array')
+    return data
+  } catch (err) {
+    throw new Error(`the CA index ${path} is corrupt: ${describeError(err)}`)
+  }
+}
+
+async function writeIndex (dir: string, index: IndexFile): Promise<void> {
+  await writeFileAtomic(join(dir, CA_INDEX_FILE), JSON.stringify(index, null, 2) + '\n', 0o600)
+}
+
+function positiveDays (days: number, what: string): number {
+  if (typeof days !== 'number' || !Number.isFinite(days) || days <= 0) {
+    throw new RangeError(`${what} must be a positive number of days, got ${String(days)}`)
+  }
+  return days
+}
+
+// ---------------------------------------------------------------- CA
+
+/** Creates a new CA in `dir`. Refuses (CaError 'ca_exists') when one is there, unless `force`. */
+export async function initCa (dir: string, options: InitCaOptions = {}): Promise<{ certPem: string, dir: string }> {
+  const name = options.name ?? 'BKG Operator'
+  if (typeof name !== 'string' || name.trim() === '' || name.length > MAX_OPERATOR_NAME_LENGTH ||
+    /[\u0000-\u001f\u007f]/.test(name)) {
+    throw new RangeError(`invalid operator name ${JSON.stringify(name)}: expected 1-${MAX_OPERATOR_NAME_LENGTH} printable characters`)
+  }
+  const days = positiveDays(options.days ?? 3650, 'days')
+  await mkdir(dir, { recursive: true, mode: 0o700 })
+
+  return await withLock(dir, async () => {
+    const keyPath = join(dir, CA_KEY_FILE)
+    const certPath = join(dir, CA_CERT_FILE)
+    if (options.force !== true && ((await exists(keyPath)) || (await exists(certPath)))) {
+      throw new CaError('ca_exists', `a CA already exists in ${dir}: refusing to overwrite ${CA_KEY_FILE} (use force to replace it)`)
+    }
+
+    const now = options.now ?? new Date()
+    const rsa = generateRsaKey()
+    const cert = forge.pki.createCertificate()
+    cert.publicKey = rsa.publicKey
+    cert.serialNumber = randomSerialHex()
+    cert.validity.notBefore = new Date(now.getTime() - BACKDATE_MS)
+    cert.validity.notAfter = new Date(now.getTime() + days * DAY_MS)
+    cert.setSubject(nameAttributes(`${name} CA`, name))
+    cert.setIssuer(nameAttributes(`${name} CA`, name))
+    cert.setExtensions([
+      { name: 'basicConstraints', cA: true, critical: true },
+      { name: 'keyUsage', keyCertSign: true, cRLSign: true, critical: true },
+      { name: 'subjectKeyIdentifier' },
+      { name: 'authorityKeyIdentifier', keyIdentifier: true }
+    ])
+    const certPem = signForgeCertificate(cert, rsa.privateKeyPem)
+
+    await writeFileAtomic(keyPath, rsa.privateKeyPem, 0o600)
+    await writeFileAtomic(certPath, certPem, 0o644)
+    await writeIndex(dir, { version: 1, certificates: [] })
+    await unlink(join(dir, CA_CRLNUMBER_FILE)).catch(() => {})
+    return { certPem, dir }
+  })
+}
+
+/** Loads the CA of `dir`. Throws CaError('ca_missing') when there is none. */
+export async function loadCa (dir: string): Promise<LoadedCa> {
+  let certPem: string
+  let keyPem: string
+  try {
+    certPem = await readFile(join(dir, CA_CERT_FILE), 'utf8')
+    keyPem = await readFile(join(dir, CA_KEY_FILE), 'utf8')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      throw new CaError('ca_missing',
+        `no CA in ${dir}: ${CA_CERT_FILE} and ${CA_KEY_FILE} are needed (create them with \`bkg ca init --out ${dir}\`)`)
+    }
+    throw err
+  }
+  let cert: forge.pki.Certificate
+  let key: forge.pki.rsa.PrivateKey
+  try {
+    cert = forge.pki.certificateFromPem(certPem)
+    key = forge.pki.privateKeyFromPem(keyPem)
+  } catch (err) {
+    throw new CaError('ca_missing', `the CA in ${dir} is unreadable: ${describeError(err)}`)
+  }
+  const publicKey = cert.publicKey as forge.pki.rsa.PublicKey
+  if (publicKey.n.compareTo(key.n) !== 0) {
+    throw new CaError('ca_missing', `the CA in ${dir} is inconsistent: ${CA_KEY_FILE} does not belong to ${CA_CERT_FILE}`)
+  }
+  return { certPem, keyPem, cert, key }
+}
+
+function caKeyIdentifier (ca: LoadedCa): string {
+  const ski = (ca.cert.extensions as Array<{ name?: string, subjectKeyIdentifier?: string }>)
+    .find(e => e.name === 'subjectKeyIdentifier')
+  if (typeof ski?.subjectKeyIdentifier === 'string') return forge.util.hexToBytes(ski.subjectKeyIdentifier)
+  return ca.cert.generateSubjectKeyIdentifier().getBytes()
+}
+
+/**
+ * Verifies a node CSR and issues its certificate, recorded in index.json.
+ * Throws the CaErrors of verifyNodeCsr, invalid_role, invalid_namespace, ca_missing.
+ */
+export async function signNodeCsr (dir: string, csrPem: string, options: SignNodeCsrOptions = {}):
+Promise<{ certPem: string, cert: NodeCertificate }> {
+  const roles = parseRoles(options.roles ?? ['member'])
+  const namespaces = parseNamespaces(options.namespaces ?? [])
+  const days = positiveDays(options.days ?? 365, 'days')
+  const ca = await loadCa(dir)
+  const request = await verifyNodeCsr(csrPem)
+  const now = options.now ?? new Date()
+
+  return await withLock(dir, async () => {
+    const index = await readIndex(dir)
+    const used = new Set(index.certificates.map(e => e.serial))
+    let serial = randomSerialHex()
+    while (used.has(serial)) serial = randomSerialHex()
+
+    const notAfter = Math.min(now.getTime() + days * DAY_MS, ca.cert.validity.notAfter.getTime())
+    const cert = forge.pki.createCertificate()
+    cert.publicKey = forge.pki.publicKeyFromPem(request.publicKeyPem)
+    cert.serialNumber = serial
+    cert.validity.notBefore = new Date(now.getTime() - BACKDATE_MS)
+    cert.validity.notAfter = new Date(notAfter)
+    cert.setSubject(nameAttributes(request.name))
+    cert.setIssuer(reencodableAttributes(ca.cert.subject.attributes))
+    cert.setExtensions([
+      { name: 'basicConstraints', cA: false, critical: true },
+      { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },
+      { name: 'extKeyUsage', serverAuth: true, clientAuth: true },
+      { name: 'subjectAltName', altNames: [{ type: 6, value: PEER_URI_PREFIX + request.peerId }] },
+      { name: 'subjectKeyIdentifier' },
+      { name: 'authorityKeyIdentifier', keyIdentifier: caKeyIdentifier(ca) },
+      { id: forgeOid(OID_ROLES), critical: false, value: utf8ListExtensionValue(roles) },
+      { id: forgeOid(OID_NAMESPACES), critical: false, value: utf8ListExtensionValue(namespaces) }
+    ])
+    const certPem = signForgeCertificate(cert, ca.keyPem)
+    // self-check: what we hand out must pass the same verification peers run
+    const parsed = verifyNodeCertificate(certPem, { caPem: ca.certPem, now })
+
+    index.certificates.push({
+      serial: parsed.serial,
+      peerId: parsed.peerId,
+      name: parsed.name,
+      roles: parsed.roles,
+      namespaces: parsed.namespaces,
+      notBefore: parsed.notBefore.toISOString(),
+      notAfter: parsed.notAfter.toISOString(),
+      fingerprint: parsed.fingerprint,
+      issuedAt: now.toISOString(),
+      revokedAt: null
+    })
+    await writeIndex(dir, index)
+    return { certPem, cert: parsed }
+  })
+}
+
+/** Issued certificates recorded in the CA index. */
+export async function listCertificates (dir: string): Promise<IndexEntry[]> {
+  await loadCa(dir)
+  return (await readIndex(dir)).certificates
+}
+
+/**
+ * Marks a certificate issued by this CA as revoked (idempotent: the first
+ * revocation date is kept). Throws CaError('serial_unknown') for certificates
+ * this CA did not issue. Publish the change with issueCrl.
+ */
+export async function revokeCertificate (dir: string, target: RevokeTarget, options: { now?: Date } = {}): Promise<IndexEntry> {
+  await loadCa(dir)
+  let serial: string | null
+  let fingerprint: string | null = null
+  if ('certPem' in target) {
+    const cert = parseNodeCertificate(target.certPem)
+    serial = cert.serial
+    fingerprint = cert.fingerprint
+  } else {
+    serial = normalizeSerial(target.serial)
+    if (serial === null) throw new CaError('serial_unknown', `invalid serial number ${JSON.stringify(target.serial)}: expected hex`)
+  }
+  const wanted = serial
+  return await withLock(dir, async () => {
+    const index = await readIndex(dir)
+    const entry = index.certificates.find(e => e.serial === wanted)
+    if (entry === undefined || (fingerprint !== null && entry.fingerprint !== fingerprint)) {
+      throw new CaError('serial_unknown', `no certificate with serial ${wanted} was issued by the CA in ${dir}`)
+    }
+    if (entry.revokedAt === null) {
+      entry.revokedAt = (options.now ?? new Date()).toISOString()
+      await writeIndex(dir, index)
+    }
+    return entry
+  })
+}
+
+/** Issues the next CRL (cRLNumber + 1) listing every revoked certificate. */
+export async function issueCrl (dir: string, options: { days?: number, now?: Date } = {}):
+Promise<{ crlPem: string, number: bigint }> {
+  const days = positiveDays(options.days ?? 7, 'days')
+  const ca = await loadCa(dir)
+  return await withLock(dir, async () => {
+    const numberPath = join(dir, CA_CRLNUMBER_FILE)
+    let last = 0n
+    try {
+      const text = (await readFile(numberPath, 'utf8')).trim()
+      if (!/^\d+$/.test(text)) throw new Error(`the CRL number file ${numberPath} is corrupt`)
+      last = BigInt(text)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+    }
+    const number = last + 1n
+    const index = await readIndex(dir)
+    const revoked = index.certificates
+      .filter(e => e.revokedAt !== null)
+      .map(e => ({ serial: e.serial, revokedAt: new Date(e.revokedAt as string) }))
+    const thisUpdate = options.now ?? new Date()
+    const crlPem = createCrl({
+      caCertPem: ca.certPem,
+      caKeyPem: ca.keyPem,
+      number,
+      revoked,
+      thisUpdate,
+      nextUpdate: new Date(thisUpdate.getTime() + days * DAY_MS)
+    })
+    await writeFileAtomic(numberPath, `${number}\n`, 0o600)
+    return { crlPem, number }
+  })
+}

@@ -1,0 +1,26 @@
+/**
+ * Operator CA library: node CSRs, node certificates, CRLs and the CA directory.
+ */
+export { CaError, isCaError, type CaErrorCode } from './errors.ts'
+export {
+  BKG_ARC, OID_NAMESPACES, OID_PEER_KEY_PROOF, OID_ROLES, PEER_URI_PREFIX, CSR_PROOF_CONTEXT
+} from './oids.ts'
+export { ROLES, NAMESPACE_PATTERN, isRole, parseRoles, parseNamespaces, type Role } from './roles.ts'
+export {
+  createNodeCsr, verifyNodeCsr, csrProofData, validateNodeName, MAX_NODE_NAME_LENGTH,
+  type CreateNodeCsrOptions, type NodeCsr, type VerifiedCsr
+} from './csr.ts'
+export {
+  parseNodeCertificate, verifyNodeCertificate,
+  type NodeCertificate, type VerifyNodeCertificateOptions
+} from './certificate.ts'
+export {
+  createCrl, parseCrl, verifyCrl, isNewerCrl,
+  type CreateCrlOptions, type ParsedCrl, type RevokedEntry
+} from './crl.ts'
+export {
+  initCa, loadCa, signNodeCsr, revokeCertificate, issueCrl, listCertificates,
+  CA_CERT_FILE, CA_KEY_FILE, CA_INDEX_FILE, CA_CRLNUMBER_FILE,
+  type InitCaOptions, type LoadedCa, type SignNodeCsrOptions, type RevokeTarget, type IndexEntry
+} from './authority.ts'
+export { normalizeSerial } from './x509.ts'

@@ -1,0 +1,42 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import fp from 'fastify-plugin'
+import { verifyToken, type Principal } from '../auth/tokens.ts'
+import { ApiError } from './errors.ts'
+
+/** Who may call a route: anyone, any valid token, or the node's admin. */
+export type Access = 'public' | 'token' | 'admin'
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    access?: Access
+  }
+  interface FastifyRequest {
+    principal: Principal | null
+  }
+}
+
+export interface AuthOptions {
+  keys: { adminToken: string, secret: string }
+}
+
+/**
+ * Bearer-token authentication for every route. Routes declare `config.access`; anything that does
+ * not is treated as admin-only, so a forgotten declaration fails closed.
+ */
+export const authPlugin = fp<AuthOptions>(async (app: FastifyInstance, options) => {
+  app.decorateRequest('principal', null)
+  app.addHook('onRequest', async (request: FastifyRequest) => {
+    const access = request.routeOptions.config?.access ?? 'admin'
+    if (access === 'public') return
+    const header = request.headers.authorization
+    if (header == null) throw new ApiError(401, 'unauthorized', 'missing Authorization: Bearer <token> header')
+    const match = /^Bearer\s+(\S+)$/i.exec(header)
+    if (match == null) throw new ApiError(401, 'unauthorized', 'Authorization header must be "Bearer <token>"')
+    const principal = verifyToken(match[1], options.keys)
+    if (principal == null) throw new ApiError(401, 'unauthorized', 'invalid or expired token')
+    if (access === 'admin' && principal.kind !== 'node-admin') {
+      throw new ApiError(403, 'forbidden', 'this route needs the node admin token (api-token in the data dir)')
+    }
+    request.principal = principal
+  })
+}, { name: 'bkg-auth' })

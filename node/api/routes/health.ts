@@ -1,0 +1,15 @@
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
+import { z } from 'zod'
+import type { RouteDeps } from '../server.ts'
+
+export const healthRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node }) => {
+  app.get('/api/v1/health', {
+    config: { access: 'public' },
+    schema: {
+      summary: 'Liveness: answers without a token',
+      tags: ['node'],
+      security: [],
+      response: { 200: z.object({ status: z.literal('ok'), peerId: z.string() }) }
+    }
+  }, async () => ({ status: 'ok' as const, peerId: node().peerId }))
+}

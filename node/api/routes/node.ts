@@ -1,0 +1,25 @@
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
+import { z } from 'zod'
+import type { RouteDeps } from '../server.ts'
+
+export const NodeInfoSchema = z.object({
+  peerId: z.string(),
+  name: z.string(),
+  addrs: z.array(z.string()),
+  cert: z.object({ roles: z.array(z.string()), namespaces: z.array(z.string()), notAfter: z.string(), serial: z.string() }),
+  reachability: z.enum(['public', 'relayed', 'private', 'unknown']),
+  addresses: z.array(z.object({ addr: z.string(), verified: z.boolean(), type: z.string() })),
+  dht: z.object({ routingTableSize: z.number() }),
+  version: z.string()
+})
+
+export const nodeRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node }) => {
+  app.get('/api/v1/node', {
+    config: { access: 'token' },
+    schema: {
+      summary: 'This node: identity, addresses, certificate, reachability',
+      tags: ['node'],
+      response: { 200: NodeInfoSchema }
+    }
+  }, async () => node().info())
+}

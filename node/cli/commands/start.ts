@@ -1,0 +1,88 @@
+import type { Command } from 'commander'
+import { configFromEnv, readConfigFile, resolveConfig, splitList } from '../../config/load.ts'
+import type { NodeConfig } from '../../config/schema.ts'
+import { createNode } from '../../create-node.ts'
+import { dataDirPaths, defaultDataDir } from '../../identity/data-dir.ts'
+import { createLogger } from '../../log/logger.ts'
+
+interface StartFlags {
+  data: string
+  config?: string
+  name?: string
+  listen?: string
+  announce?: string
+  api?: string
+  bootstrap?: string
+  bootstrapFile?: string
+  upnp?: boolean
+  logLevel?: string
+}
+
+export function registerStartCommand (program: Command): void {
+  program.command('start')
+    .description('run a node until SIGINT/SIGTERM (settings: defaults < config file < BKG_* env < flags)')
+    .option('--data <dir>', 'node data directory', defaultDataDir())
+    .option('--config <file>', 'JSON config file (default: <data>/config.json if present)')
+    .option('--name <node>', 'node name shown to peers (default: the certificate\'s)')
+    .option('--listen <multiaddrs>', 'comma-separated listen multiaddrs (default /ip4/0.0.0.0/tcp/4001)')
+    .option('--announce <multiaddrs>', 'comma-separated addresses to advertise instead')
+    .option('--api <host:port>', 'HTTP API address (default 127.0.0.1:7070)')
+    .option('--bootstrap <multiaddrs>', 'comma-separated bootstrap peers (/ip4/…/tcp/…/p2p/<PeerId>)')
+    .option('--bootstrap-file <file>', 'bootstrap list file: one multiaddr per line')
+    .option('--upnp', 'map the listen port on the router with UPnP')
+    .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent')
+    .action(async (flags: StartFlags) => {
+      const paths = dataDirPaths(flags.data)
+      const config = resolveConfig(
+        await readConfigFile(flags.config ?? paths.config, flags.config != null),
+        configFromEnv(process.env),
+        flagsToConfig(flags)
+      )
+      await runNode(paths.dir, config)
+    })
+}
+
+function flagsToConfig (flags: StartFlags): Record<string, unknown> {
+  return {
+    name: flags.name,
+    listen: flags.listen != null ? splitList(flags.listen) : undefined,
+    announce: flags.announce != null ? splitList(flags.announce) : undefined,
+    api: flags.api,
+    bootstrap: flags.bootstrap != null ? splitList(flags.bootstrap) : undefined,
+    bootstrapFile: flags.bootstrapFile,
+    upnp: flags.upnp,
+    logLevel: flags.logLevel
+  }
+}
+
+async function runNode (dataDir: string, config: NodeConfig): Promise<void> {
+  const log = createLogger({ level: config.logLevel })
+  const node = await createNode({ dataDir, config, log })
+  await node.start()
+  // the first line on stdout is machine-readable: scripts wait for it
+  process.stdout.write(`${JSON.stringify({ event: 'started', peerId: node.peerId, api: node.url, addrs: node.host.getMultiaddrs().map(String) })}\n`)
+
+  let stoppingSince = 0
+  const shutdown = (signal: string): void => {
+    if (stoppingSince > 0) {
+      // Ctrl-C reaches a whole process group (a devnet parent forwards it too): only a repeat
+      // that comes later is a person insisting
+      if (Date.now() - stoppingSince < 1000) return
+      log.warn(`${signal} again: exiting immediately`)
+      process.exit(130)
+    }
+    stoppingSince = Date.now()
+    log.info(`${signal}: shutting down`)
+    const force = setTimeout(() => {
+      log.error('shutdown took longer than 10 s; exiting')
+      process.exit(1)
+    }, 10_000)
+    force.unref()
+    node.stop().then(() => process.exit(0), (err: Error) => {
+      log.error({ err }, 'shutdown failed')
+      process.exit(1)
+    })
+  }
+  process.on('SIGINT', () => shutdown('SIGINT'))
+  process.on('SIGTERM', () => shutdown('SIGTERM'))
+}

@@ -1,0 +1,35 @@
+import type { Command } from 'commander'
+import { createNamespaceToken, parseDuration, TOKEN_ROLES, type TokenRole } from '../../auth/tokens.ts'
+import { dataDirPaths, defaultDataDir, loadOrCreateSecret } from '../../identity/data-dir.ts'
+import { CliError } from '../errors.ts'
+import { callNode, resolveTarget } from '../node-client.ts'
+
+export function registerTokenCommands (program: Command): void {
+  const token = program.command('token').description('API tokens')
+  token.command('create')
+    .description('issue a namespace-scoped API token (printed as the last line)')
+    .option('--data <dir>', 'node data directory (signs with its token secret)', defaultDataDir())
+    .requiredOption('--namespace <ns>', 'namespace the token is limited to')
+    .option('--role <role>', 'reader|writer|admin', 'reader')
+    .option('--ttl <duration>', 'lifetime: 90s, 30m, 12h, 7d or never', '30d')
+    .option('--api <url>', 'ask this running node to issue it instead')
+    .option('--token <token>', 'admin token for --api')
+    .action(async (options: { data: string, namespace: string, role: string, ttl: string, api?: string, token?: string }) => {
+      if (!(TOKEN_ROLES as readonly string[]).includes(options.role)) throw new CliError(`role "${options.role}" is not one of ${TOKEN_ROLES.join(', ')}`, 2)
+      let issued: { token: string, expiresAt: string | null }
+      if (options.api != null) {
+        const target = await resolveTarget(options, defaultDataDir())
+        issued = await callNode(target, 'POST', '/api/v1/tokens', { namespace: options.namespace, role: options.role, ttl: options.ttl })
+      } else {
+        const secret = await loadOrCreateSecret(dataDirPaths(options.data).tokenSecret)
+        const { token: value, principal } = createNamespaceToken(secret, {
+          namespace: options.namespace,
+          role: options.role as TokenRole,
+          ttlMs: parseDuration(options.ttl)
+        })
+        issued = { token: value, expiresAt: principal.expiresAt == null ? null : new Date(principal.expiresAt).toISOString() }
+      }
+      console.error(`token for namespace ${options.namespace}, role ${options.role}, expires ${issued.expiresAt ?? 'never'}`)
+      console.log(issued.token)
+    })
+}

@@ -1,0 +1,82 @@
+import { readFile } from 'node:fs/promises'
+import { z } from 'zod'
+import { NodeConfig, type NodeConfigInput } from './schema.ts'
+
+export class ConfigError extends Error {
+  readonly code = 'config_invalid'
+}
+
+/** Environment variables `bkg start` reads; lists are comma-separated. */
+export const ENV_VARS = {
+  BKG_NAME: 'name',
+  BKG_LISTEN: 'listen',
+  BKG_ANNOUNCE: 'announce',
+  BKG_API: 'api',
+  BKG_BOOTSTRAP: 'bootstrap',
+  BKG_BOOTSTRAP_FILE: 'bootstrapFile',
+  BKG_UPNP: 'upnp',
+  BKG_LOG_LEVEL: 'logLevel'
+} as const
+
+const LIST_KEYS = new Set(['listen', 'announce', 'bootstrap'])
+const BOOLEAN_KEYS = new Set(['upnp'])
+
+export function configFromEnv (env: NodeJS.ProcessEnv): Record<string, unknown> {
+  const out: Record<string, unknown> = {}
+  for (const [variable, key] of Object.entries(ENV_VARS)) {
+    const raw = env[variable]
+    if (raw == null || raw === '') continue
+    if (LIST_KEYS.has(key)) out[key] = splitList(raw)
+    else if (BOOLEAN_KEYS.has(key)) out[key] = parseBoolean(raw, variable)
+    else out[key] = raw
+  }
+  return out
+}
+
+export function splitList (raw: string): string[] {
+  return raw.split(',').map((part) => part.trim()).filter((part) => part.length > 0)
+}
+
+function parseBoolean (raw: string, variable: string): boolean {
+  if (/^(1|true|yes|on)$/i.test(raw)) return true
+  if (/^(0|false|no|off)$/i.test(raw)) return false
+  throw new ConfigError(`${variable}=${raw}: expected true or false`)
+}
+
+export async function readConfigFile (path: string, required: boolean): Promise<Record<string, unknown>> {
+  let text: string
+  try {
+    text = await readFile(path, 'utf8')
+  } catch (err) {
+    if (!required && (err as NodeJS.ErrnoException).code === 'ENOENT') return {}
+    throw new ConfigError(`cannot read config file ${path}: ${(err as Error).message}`)
+  }
+  try {
+    const value: unknown = JSON.parse(text)
+    if (value == null || typeof value !== 'object' || Array.isArray(value)) throw new Error('not a JSON object')
+    return value as Record<string, unknown>
+  } catch (err) {
+    throw new ConfigError(`config file ${path} is not a JSON object: ${(err as Error).message}`)
+  }
+}
+
+/** Later sources win: defaults < file < environment < flags. Nested objects merge one level deep. */
+export function resolveConfig (...sources: Array<Record<string, unknown>>): NodeConfig {
+  const merged: Record<string, unknown> = {}
+  for (const source of sources) {
+    for (const [key, value] of Object.entries(source)) {
+      if (value === undefined) continue
+      const previous = merged[key]
+      merged[key] = isPlainObject(previous) && isPlainObject(value) ? { ...previous, ...value } : value
+    }
+  }
+  const parsed = NodeConfig.safeParse(merged satisfies NodeConfigInput | Record<string, unknown>)
+  if (!parsed.success) {
+    throw new ConfigError(`invalid configuration:\n${z.prettifyError(parsed.error)}`)
+  }
+  return parsed.data
+}
+
+function isPlainObject (value: unknown): value is Record<string, unknown> {
+  return value != null && typeof value === 'object' && !Array.isArray(value)
+}

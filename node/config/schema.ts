@@ -1,0 +1,58 @@
+import { multiaddr } from '@multiformats/multiaddr'
+import { z } from 'zod'
+
+const multiaddrString = z.string().trim().refine((value) => {
+  try {
+    multiaddr(value)
+    return true
+  } catch {
+    return false
+  }
+}, { message: 'not a valid multiaddr (e.g. /ip4/127.0.0.1/tcp/4001)' })
+
+const hostPort = z.string().trim().regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected HOST:PORT, e.g. 127.0.0.1:7070')
+  .refine((value) => Number(value.slice(value.lastIndexOf(':') + 1)) <= 65535, 'port must be 0-65535')
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
+
+/** Every setting of `bkg start`; file, environment and flags are merged, then validated here. */
+export const NodeConfig = z.object({
+  name: z.string().min(1).max(64).optional(),
+  listen: z.array(multiaddrString).min(1).default(['/ip4/0.0.0.0/tcp/4001']),
+  /** addresses to advertise instead of the listen addresses (e.g. behind a port forward) */
+  announce: z.array(multiaddrString).default([]),
+  api: hostPort.default('127.0.0.1:7070'),
+  bootstrap: z.array(multiaddrString).default([]),
+  bootstrapFile: z.string().optional(),
+  upnp: z.boolean().default(false),
+  autonat: z.boolean().default(true),
+  logLevel: z.enum(LOG_LEVELS).default('info'),
+  admission: z.object({
+    timeoutMs: z.number().int().min(100).max(60_000).default(5000),
+    rejectCooldownMs: z.number().int().min(0).default(60_000),
+    /** how often admitted peers are re-checked for expiry */
+    recheckIntervalMs: z.number().int().min(1000).default(60_000)
+  }).prefault({}),
+  connections: z.object({
+    max: z.number().int().min(1).default(300),
+    maxPendingInbound: z.number().int().min(1).default(64),
+    /** new inbound connections per second accepted from one host */
+    inboundPerSecondPerHost: z.number().int().min(1).default(50),
+    maxStreamsPerProtocol: z.number().int().min(1).default(64)
+  }).prefault({}),
+  relay: z.object({
+    /** run a circuit relay v2 server; `auto` = when the certificate has the `relay` role */
+    server: z.union([z.boolean(), z.literal('auto')]).default('auto'),
+    maxReservations: z.number().int().min(1).default(128),
+    /** per relayed connection; 0 = unlimited. Defaults carry a model transfer. */
+    durationLimitMs: z.number().int().min(0).default(0),
+    dataLimitBytes: z.number().int().min(0).default(0)
+  }).prefault({}),
+  http: z.object({
+    /** requests per minute per client address */
+    rateLimit: z.number().int().min(1).default(1200)
+  }).prefault({})
+}).strict()
+
+export type NodeConfig = z.infer<typeof NodeConfig>
+export type NodeConfigInput = z.input<typeof NodeConfig>

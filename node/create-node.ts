@@ -1,0 +1,183 @@
+import { rm } from 'node:fs/promises'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
+import type { Logger } from 'pino'
+import { readBootstrapList } from '../bootstrap/list.ts'
+import { AdmittedPeers } from './admission/admitted-peers.ts'
+import { RevocationService } from './admission/revocation-service.ts'
+import { Trust } from './admission/trust.ts'
+import { createApiServer, type ApiServer } from './api/server.ts'
+import type { NodeConfig } from './config/schema.ts'
+import { dataDirPaths, loadLibp2pKey, loadOrCreateSecret, type DataDirPaths } from './identity/data-dir.ts'
+import { writeFileAtomic } from './identity/files.ts'
+import { NodeMetrics, topicFamily } from './metrics/node-metrics.ts'
+import { Bootstrapper } from './p2p/bootstrapper.ts'
+import { createHost, routingTableSize, type Host } from './p2p/host.ts'
+import { reachabilityOf, type ReachabilityReport } from './p2p/reachability.ts'
+import { PubsubService } from './pubsub/pubsub-service.ts'
+import { VERSION } from './version.ts'
+
+export interface NodeInit {
+  dataDir: string
+  config: NodeConfig
+  log: Logger
+}
+
+export interface NodeInfo {
+  peerId: string
+  name: string
+  addrs: string[]
+  cert: { roles: string[], namespaces: string[], notAfter: string, serial: string }
+  reachability: ReachabilityReport['reachability']
+  addresses: ReachabilityReport['addresses']
+  dht: { routingTableSize: number }
+  version: string
+}
+
+export class NodeIdentityError extends Error {
+  readonly code = 'identity_mismatch'
+}
+
+/**
+ * One BKG node: the composition root that wires trust, admission, the libp2p host, revocation,
+ * pub/sub, bootstrap and the HTTP API together, and starts and stops them in order.
+ */
+export class BkgNode {
+  readonly paths: DataDirPaths
+  readonly config: NodeConfig
+  readonly log: Logger
+  readonly trust: Trust
+  readonly peers: AdmittedPeers
+  readonly metrics: NodeMetrics
+  readonly host: Host
+  readonly revocation: RevocationService
+  readonly pubsub: PubsubService
+  readonly api: ApiServer
+  private readonly bootstrapper: Bootstrapper
+  private apiUrl?: string
+
+  constructor (parts: {
+    paths: DataDirPaths, config: NodeConfig, log: Logger, trust: Trust, peers: AdmittedPeers,
+    metrics: NodeMetrics, host: Host, revocation: RevocationService, pubsub: PubsubService,
+    bootstrapper: Bootstrapper, api: ApiServer
+  }) {
+    this.paths = parts.paths
+    this.config = parts.config
+    this.log = parts.log
+    this.trust = parts.trust
+    this.peers = parts.peers
+    this.metrics = parts.metrics
+    this.host = parts.host
+    this.revocation = parts.revocation
+    this.pubsub = parts.pubsub
+    this.bootstrapper = parts.bootstrapper
+    this.api = parts.api
+  }
+
+  get peerId (): string {
+    return this.host.peerId.toString()
+  }
+
+  get name (): string {
+    return this.config.name ?? this.trust.own.name
+  }
+
+  /** URL of the running HTTP API */
+  get url (): string {
+    if (this.apiUrl == null) throw new Error('the node is not started')
+    return this.apiUrl
+  }
+
+  async start (): Promise<void> {
+    await this.host.start()
+    this.revocation.start()
+    this.pubsub.start()
+    this.apiUrl = await this.api.listen(this.config.api)
+    await writeFileAtomic(this.paths.apiAddress, JSON.stringify({ url: this.apiUrl, pid: process.pid, peerId: this.peerId }) + '\n')
+    // joining happens in the background: the API answers (health, reachability) while dials run
+    void this.bootstrapper.start().catch((err: Error) => this.log.error({ err }, 'bootstrap failed'))
+    this.log.info({ peerId: this.peerId, api: this.apiUrl, addrs: this.host.getMultiaddrs().map(String) }, 'node started')
+  }
+
+  async stop (): Promise<void> {
+    await this.bootstrapper.stop().catch((err: Error) => this.log.warn({ err }, 'could not save the peer cache'))
+    await rm(this.paths.apiAddress, { force: true })
+    await this.api.close()
+    this.pubsub.stop()
+    this.revocation.stop()
+    await this.host.stop()
+    this.log.info('node stopped')
+  }
+
+  info (): NodeInfo {
+    const own = this.trust.own
+    const reach = reachabilityOf(this.host)
+    return {
+      peerId: this.peerId,
+      name: this.name,
+      addrs: this.host.getMultiaddrs().map(String),
+      cert: { roles: own.roles, namespaces: own.namespaces, notAfter: own.notAfter.toISOString(), serial: own.serial },
+      reachability: reach.reachability,
+      addresses: reach.addresses,
+      dht: { routingTableSize: routingTableSize(this.host) },
+      version: VERSION
+    }
+  }
+}
+
+export async function createNode (init: NodeInit): Promise<BkgNode> {
+  const { config, log } = init
+  const paths = dataDirPaths(init.dataDir)
+  const privateKey = await loadLibp2pKey(paths)
+  const trust = await Trust.load({ caPath: paths.ca, certPath: paths.cert, crlPath: paths.crl })
+  const selfId = peerIdFromPrivateKey(privateKey).toString()
+  if (trust.own.peerId !== selfId) {
+    throw new NodeIdentityError(`node.crt is for peer ${trust.own.peerId}, but this data dir's key is ${selfId}: sign this node's own node.csr`)
+  }
+
+  const peers = new AdmittedPeers()
+  let host: Host | undefined
+  const metrics = new NodeMetrics({
+    connectedPeers: () => host?.getPeers().length ?? 0,
+    admittedPeers: () => peers.size,
+    dhtRoutingTableSize: () => host == null ? 0 : routingTableSize(host)
+  })
+  let revocation: RevocationService | undefined
+  const relayServer = config.relay.server === 'auto' ? trust.own.roles.includes('relay') : config.relay.server
+  host = await createHost({
+    privateKey,
+    config,
+    relayServer,
+    admission: {
+      trust,
+      peers,
+      log: log.child({ service: 'admission' }),
+      onOutcome: (result, code) => metrics.admissions.inc({ result, code }),
+      onCrlAdopted: (crl) => { void revocation?.enforce(crl) }
+    }
+  })
+  host.addEventListener('peer:disconnect', (event) => peers.remove(event.detail))
+  host.services.pubsub.addEventListener('message', (event) => metrics.gossipMessages.inc({ direction: 'in', topic: topicFamily(event.detail.topic) }))
+
+  revocation = new RevocationService({ recheckIntervalMs: config.admission.recheckIntervalMs }, { host, trust, peers, log: log.child({ service: 'revocation' }) })
+  const pubsub = new PubsubService({ host, peers })
+
+  const bootstrapAddrs: Multiaddr[] = [
+    ...config.bootstrap.map((addr) => multiaddr(addr)),
+    ...(config.bootstrapFile != null ? await readBootstrapList(config.bootstrapFile, true) : []),
+    ...await readBootstrapList(paths.bootstrapList, false)
+  ]
+  const bootstrapper = new Bootstrapper({ addrs: bootstrapAddrs, peerCachePath: paths.peerCache }, { host, log: log.child({ service: 'bootstrap' }) })
+
+  const [adminToken, tokenSecret] = await Promise.all([loadOrCreateSecret(paths.apiToken), loadOrCreateSecret(paths.tokenSecret)])
+  const node: BkgNode = new BkgNode({
+    paths, config, log, trust, peers, metrics, host, revocation, pubsub, bootstrapper,
+    api: await createApiServer({
+      log: log.child({ service: 'api' }),
+      keys: { adminToken, secret: tokenSecret },
+      rateLimitPerMinute: config.http.rateLimit,
+      node: () => node
+    })
+  })
+  return node
+}

@@ -1,0 +1,121 @@
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { autoNAT } from '@libp2p/autonat'
+import { circuitRelayServer, circuitRelayTransport } from '@libp2p/circuit-relay-v2'
+import { dcutr } from '@libp2p/dcutr'
+import { gossipsub, type GossipSub } from '@libp2p/gossipsub'
+import { identify } from '@libp2p/identify'
+import type { PrivateKey } from '@libp2p/interface'
+import { kadDHT, passthroughMapper, type KadDHT } from '@libp2p/kad-dht'
+import { ping, type Ping } from '@libp2p/ping'
+import { tcp } from '@libp2p/tcp'
+import { uPnPNAT } from '@libp2p/upnp-nat'
+import type { AddressManager, NodeAddress } from '@libp2p/interface-internal'
+import { createLibp2p, type Libp2p } from 'libp2p'
+import { DHT_PROTOCOL, PROTOCOL_PREFIX } from '../../protocols/ids.ts'
+import { admittingEncrypter, type AdmissionDeps } from '../admission/admitting-encrypter.ts'
+import { admissionGater } from '../admission/connection-gater.ts'
+import type { NodeConfig } from '../config/schema.ts'
+
+export interface HostServices {
+  identify: unknown
+  ping: Ping
+  dht: KadDHT
+  pubsub: GossipSub
+  autonat?: unknown
+  dcutr: unknown
+  relay?: unknown
+  upnp?: unknown
+  [key: string]: unknown
+}
+
+export type Host = Libp2p<HostServices>
+
+export interface HostInit {
+  privateKey: PrivateKey
+  config: NodeConfig
+  admission: AdmissionDeps
+  /** whether this node serves as a circuit relay (resolved from config and certificate roles) */
+  relayServer: boolean
+}
+
+/**
+ * The libp2p host: TCP + circuit relay transports, Noise wrapped by certificate admission, Yamux,
+ * a private Kademlia DHT and gossipsub. Created stopped; the node starts it.
+ */
+export async function createHost (init: HostInit): Promise<Host> {
+  const { config } = init
+  const streamLimits = {
+    maxInboundStreams: config.connections.maxStreamsPerProtocol,
+    maxOutboundStreams: config.connections.maxStreamsPerProtocol
+  }
+  const relayLimits = config.relay.durationLimitMs === 0 && config.relay.dataLimitBytes === 0
+    ? { applyDefaultLimit: false }
+    : {
+        applyDefaultLimit: true,
+        defaultDurationLimit: config.relay.durationLimitMs === 0 ? 24 * 3600_000 : config.relay.durationLimitMs,
+        defaultDataLimit: BigInt(config.relay.dataLimitBytes === 0 ? 2 ** 50 : config.relay.dataLimitBytes)
+      }
+
+  const services: Record<string, (components: any) => unknown> = {
+    identify: identify({ protocolPrefix: PROTOCOL_PREFIX, ...streamLimits }),
+    ping: ping({ protocolPrefix: PROTOCOL_PREFIX, ...streamLimits }),
+    dht: kadDHT({
+      protocol: DHT_PROTOCOL,
+      clientMode: false,
+      // meshes on 127.0.0.1 and private ranges must keep those addresses in the DHT
+      peerInfoMapper: passthroughMapper,
+      initialQuerySelfInterval: 200
+    }),
+    pubsub: gossipsub({
+      emitSelf: false,
+      allowPublishToZeroTopicPeers: true,
+      globalSignaturePolicy: 'StrictSign',
+      // validators decide; peers that keep sending rejected messages lose score and get pruned
+      scoreParams: { IPColocationFactorWeight: 0, behaviourPenaltyWeight: -10 },
+      scoreThresholds: { gossipThreshold: -100, publishThreshold: -200, graylistThreshold: -400 },
+      heartbeatInterval: 500,
+      ...streamLimits
+    }),
+    dcutr: dcutr()
+  }
+  if (config.autonat) services.autonat = autoNAT({ protocolPrefix: PROTOCOL_PREFIX })
+  if (init.relayServer) {
+    services.relay = circuitRelayServer({
+      reservations: { maxReservations: config.relay.maxReservations, ...relayLimits }
+    })
+  }
+  if (config.upnp) services.upnp = uPnPNAT()
+
+  const host = await createLibp2p({
+    privateKey: init.privateKey,
+    start: false,
+    addresses: {
+      listen: [...config.listen, '/p2p-circuit'],
+      announce: config.announce
+    },
+    transports: [tcp(), circuitRelayTransport()],
+    connectionEncrypters: [admittingEncrypter(noise(), init.admission, config.admission)],
+    streamMuxers: [yamux()],
+    connectionGater: admissionGater(init.admission.peers),
+    connectionManager: {
+      maxConnections: config.connections.max,
+      maxIncomingPendingConnections: config.connections.maxPendingInbound,
+      inboundConnectionThreshold: config.connections.inboundPerSecondPerHost,
+      inboundUpgradeTimeout: config.admission.timeoutMs + 2000
+    },
+    peerDiscovery: [],
+    services
+  })
+  return host as unknown as Host
+}
+
+/** kad-dht keeps its routing table off the public KadDHT interface; this is the one place that reaches it. */
+export function routingTableSize (host: Host): number {
+  return (host.services.dht as unknown as { routingTable: { size: number } }).routingTable.size
+}
+
+/** Addresses with AutoNAT's verification state, from libp2p's address manager. */
+export function addressesWithMetadata (host: Host): NodeAddress[] {
+  return (host as unknown as { components: { addressManager: AddressManager } }).components.addressManager.getAddressesWithMetadata()
+}

@@ -1,0 +1,24 @@
+/**
+ * Every libp2p protocol ID and gossip topic BKG defines. Nothing outside `protocols/` spells one.
+ *
+ * Gossipsub (/meshsub/…), circuit relay (/libp2p/circuit/…) and DCUtR keep their standard IDs:
+ * their implementations switch features on those exact strings. They are unreachable for a peer
+ * without a certificate anyway, because admission runs inside the connection upgrade.
+ */
+export const PROTOCOL_PREFIX = 'bkg'
+
+/** Certificate exchange, run over the Noise channel before any stream muxer exists. */
+export const ADMISSION_PROTOCOL = '/bkg/admission/1.0.0'
+
+/** Private Kademlia DHT: nodes never join (or answer) the public IPFS DHT. */
+export const DHT_PROTOCOL = '/bkg/kad/1.0.0'
+
+/** Gossip topic carrying CA-signed certificate revocation lists (PEM bytes). */
+export const CRL_TOPIC = 'bkg/crl/1'
+
+/** Operator pub/sub topics (the `/api/v1/pubsub` API) live under this prefix. */
+export const PUBSUB_TOPIC_PREFIX = 'bkg/pubsub/'
+
+export function pubsubTopic (name: string): string {
+  return `${PUBSUB_TOPIC_PREFIX}${name}`
+}
