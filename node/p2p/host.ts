@@ -9,7 +9,6 @@ import type { PrivateKey } from '@libp2p/interface'
 import { kadDHT, passthroughMapper, type KadDHT } from '@libp2p/kad-dht'
 import { ping, type Ping } from '@libp2p/ping'
 import { tcp } from '@libp2p/tcp'
-import { uPnPNAT } from '@libp2p/upnp-nat'
 import type { AddressManager, NodeAddress } from '@libp2p/interface-internal'
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { DHT_PROTOCOL, PROTOCOL_PREFIX } from '../../protocols/ids.ts'
@@ -85,7 +84,11 @@ export async function createHost (init: HostInit): Promise<Host> {
       reservations: { maxReservations: config.relay.maxReservations, ...relayLimits }
     })
   }
-  if (config.upnp) services.upnp = uPnPNAT()
+  if (config.upnp) {
+    // opt-in, and its SSDP client is a noticeable share of start-up time
+    const { uPnPNAT } = await import('@libp2p/upnp-nat')
+    services.upnp = uPnPNAT()
+  }
 
   const host = await createLibp2p({
     privateKey: init.privateKey,

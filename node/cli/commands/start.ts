@@ -1,7 +1,6 @@
 import type { Command } from 'commander'
 import { configFromEnv, readConfigFile, resolveConfig, splitList } from '../../config/load.ts'
 import type { NodeConfig } from '../../config/schema.ts'
-import { createNode } from '../../create-node.ts'
 import { dataDirPaths, defaultDataDir } from '../../identity/data-dir.ts'
 import { createLogger } from '../../log/logger.ts'
 
@@ -57,6 +56,8 @@ function flagsToConfig (flags: StartFlags): Record<string, unknown> {
 
 async function runNode (dataDir: string, config: NodeConfig): Promise<void> {
   const log = createLogger({ level: config.logLevel })
+  // loaded here so that light commands (`bkg --help`, `bkg ca …`) do not pay for the libp2p stack
+  const { createNode } = await import('../../create-node.ts')
   const node = await createNode({ dataDir, config, log })
   await node.start()
   // the first line on stdout is machine-readable: scripts wait for it
