@@ -21,13 +21,15 @@ export interface AuthOptions {
 
 /**
  * Bearer-token authentication for every route. Routes declare `config.access`; anything that does
- * not is treated as admin-only, so a forgotten declaration fails closed.
+ * not is treated as admin-only, so a forgotten declaration fails closed. It runs in `preParsing`,
+ * after the rate limiter's `onRequest`, so failed logins count against the limit, and before any
+ * body is read.
  */
 export const authPlugin = fp<AuthOptions>(async (app: FastifyInstance, options) => {
   app.decorateRequest('principal', null)
-  app.addHook('onRequest', async (request: FastifyRequest) => {
+  app.addHook('preParsing', async (request: FastifyRequest, _reply, payload) => {
     const access = request.routeOptions.config?.access ?? 'admin'
-    if (access === 'public') return
+    if (access === 'public') return payload
     const header = request.headers.authorization
     if (header == null) throw new ApiError(401, 'unauthorized', 'missing Authorization: Bearer <token> header')
     const match = /^Bearer\s+(\S+)$/i.exec(header)
@@ -38,5 +40,6 @@ export const authPlugin = fp<AuthOptions>(async (app: FastifyInstance, options) 
       throw new ApiError(403, 'forbidden', 'this route needs the node admin token (api-token in the data dir)')
     }
     request.principal = principal
+    return payload
   })
 }, { name: 'bkg-auth' })

@@ -5,9 +5,12 @@ import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod'
 export class ApiError extends Error {
   readonly status: number
   readonly code: string
+  /** read by Fastify plugins (e.g. the rate limiter) that throw errors on our behalf */
+  readonly statusCode: number
   constructor (status: number, code: string, message: string) {
     super(message)
     this.status = status
+    this.statusCode = status
     this.code = code
   }
 }

@@ -6,7 +6,7 @@ import type { Logger } from 'pino'
 import type { BkgNode } from '../create-node.ts'
 import { VERSION } from '../version.ts'
 import { authPlugin } from './auth.ts'
-import { errorBody, installErrorHandlers } from './errors.ts'
+import { ApiError, installErrorHandlers } from './errors.ts'
 import { crlRoutes } from './routes/crl.ts'
 import { healthRoutes } from './routes/health.ts'
 import { metricsRoutes } from './routes/metrics.ts'
@@ -53,10 +53,8 @@ export async function createApiServer (init: ApiServerInit): Promise<ApiServer> 
   await app.register(rateLimit, {
     max: init.rateLimitPerMinute,
     timeWindow: 60_000,
-    errorResponseBuilder: (_request, context) => ({
-      statusCode: 429,
-      ...errorBody('rate_limited', `more than ${context.max} requests per minute; retry in ${Math.ceil(context.ttl / 1000)} s`)
-    })
+    errorResponseBuilder: (_request, context) =>
+      new ApiError(429, 'rate_limited', `more than ${context.max} requests per minute; retry in ${Math.ceil(context.ttl / 1000)} s`)
   })
   await app.register(authPlugin, { keys: init.keys })
 

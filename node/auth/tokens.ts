@@ -24,6 +24,7 @@ const Claims = z.object({
 }).strict()
 
 const PREFIX = 'bkgt1.'
+const MAX_TTL_MS = 3650 * 86_400_000
 
 export class TokenError extends Error {
   readonly code = 'invalid_token'
@@ -73,6 +74,7 @@ export function parseDuration (text: string): number | null {
   const unit = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[match[2] as 's' | 'm' | 'h' | 'd']
   const ms = Number(match[1]) * unit
   if (ms <= 0) throw new TokenError('a token lifetime must be positive')
+  if (ms > MAX_TTL_MS) throw new TokenError(`a token lifetime may be at most ${MAX_TTL_MS / 86_400_000}d; use \`never\` for a token that does not expire`)
   return ms
 }
 

@@ -10,8 +10,9 @@ const multiaddrString = z.string().trim().refine((value) => {
   }
 }, { message: 'not a valid multiaddr (e.g. /ip4/127.0.0.1/tcp/4001)' })
 
-const hostPort = z.string().trim().regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected HOST:PORT, e.g. 127.0.0.1:7070')
-  .refine((value) => Number(value.slice(value.lastIndexOf(':') + 1)) <= 65535, 'port must be 0-65535')
+const hostPort = z.string().trim().refine(
+  (value) => /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/.test(value) && Number(value.slice(value.lastIndexOf(':') + 1)) <= 65535,
+  { message: 'expected HOST:PORT with a port 0-65535, e.g. 127.0.0.1:7070' })
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
 
@@ -32,14 +33,14 @@ export const NodeConfig = z.object({
     rejectCooldownMs: z.number().int().min(0).default(60_000),
     /** how often admitted peers are re-checked for expiry */
     recheckIntervalMs: z.number().int().min(1000).default(60_000)
-  }).prefault({}),
+  }).strict().prefault({}),
   connections: z.object({
     max: z.number().int().min(1).default(300),
     maxPendingInbound: z.number().int().min(1).default(64),
     /** new inbound connections per second accepted from one host */
     inboundPerSecondPerHost: z.number().int().min(1).default(50),
     maxStreamsPerProtocol: z.number().int().min(1).default(64)
-  }).prefault({}),
+  }).strict().prefault({}),
   relay: z.object({
     /** run a circuit relay v2 server; `auto` = when the certificate has the `relay` role */
     server: z.union([z.boolean(), z.literal('auto')]).default('auto'),
@@ -47,11 +48,11 @@ export const NodeConfig = z.object({
     /** per relayed connection; 0 = unlimited. Defaults carry a model transfer. */
     durationLimitMs: z.number().int().min(0).default(0),
     dataLimitBytes: z.number().int().min(0).default(0)
-  }).prefault({}),
+  }).strict().prefault({}),
   http: z.object({
     /** requests per minute per client address */
     rateLimit: z.number().int().min(1).default(1200)
-  }).prefault({})
+  }).strict().prefault({})
 }).strict()
 
 export type NodeConfig = z.infer<typeof NodeConfig>

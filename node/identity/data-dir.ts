@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { mkdir, readFile } from 'node:fs/promises'
 import { homedir } from 'node:os'
-import { join, resolve } from 'node:path'
+import { basename, join, resolve } from 'node:path'
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import type { PrivateKey } from '@libp2p/interface'
 import { writeSecretFile } from './files.ts'
@@ -84,6 +84,17 @@ export async function loadOrCreateLibp2pKey (paths: DataDirPaths): Promise<{ key
   const key = await generateKeyPair('Ed25519')
   await writeSecretFile(paths.libp2pKey, privateKeyToProtobuf(key))
   return { key, created: true }
+}
+
+/** Reads a secret that `bkg init` created; never makes one up, so nothing signs with a key no node knows. */
+export async function loadSecret (path: string, dir: string): Promise<string> {
+  try {
+    const value = (await readFile(path, 'utf8')).trim()
+    if (value.length > 0) return value
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+  }
+  throw new IdentityMissingError(`${dir} is not an initialised node data dir (no ${basename(path)}): run \`bkg init --data ${dir}\` first`)
 }
 
 /** Reads a secret, creating a random one (0600) on first use. */

@@ -33,7 +33,7 @@ export const tokenRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { keys 
         expiresAt: principal.expiresAt == null ? null : new Date(principal.expiresAt).toISOString()
       }
     } catch (err) {
-      if (err instanceof TokenError) throw new ApiError(400, err.code, err.message)
+      if (err instanceof TokenError) throw new ApiError(400, 'invalid_request', err.message)
       throw err
     }
   })

@@ -1,6 +1,6 @@
 import type { Command } from 'commander'
 import { createNamespaceToken, parseDuration, TOKEN_ROLES, type TokenRole } from '../../auth/tokens.ts'
-import { dataDirPaths, defaultDataDir, loadOrCreateSecret } from '../../identity/data-dir.ts'
+import { dataDirPaths, defaultDataDir, loadSecret } from '../../identity/data-dir.ts'
 import { CliError } from '../errors.ts'
 import { callNode, resolveTarget } from '../node-client.ts'
 
@@ -21,7 +21,8 @@ export function registerTokenCommands (program: Command): void {
         const target = await resolveTarget(options, defaultDataDir())
         issued = await callNode(target, 'POST', '/api/v1/tokens', { namespace: options.namespace, role: options.role, ttl: options.ttl })
       } else {
-        const secret = await loadOrCreateSecret(dataDirPaths(options.data).tokenSecret)
+        const paths = dataDirPaths(options.data)
+        const secret = await loadSecret(paths.tokenSecret, paths.dir)
         const { token: value, principal } = createNamespaceToken(secret, {
           namespace: options.namespace,
           role: options.role as TokenRole,
