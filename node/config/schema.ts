@@ -44,6 +44,8 @@ export const NodeConfig = z.object({
   relay: z.object({
     /** run a circuit relay v2 server; `auto` = when the certificate has the `relay` role */
     server: z.union([z.boolean(), z.literal('auto')]).default('auto'),
+    /** hold a reservation on a relay so peers can reach this node through it (for nodes behind NAT) */
+    reserve: z.boolean().default(false),
     maxReservations: z.number().int().min(1).default(128),
     /** per relayed connection; 0 = unlimited. Defaults carry a model transfer. */
     durationLimitMs: z.number().int().min(0).default(0),

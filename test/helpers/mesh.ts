@@ -111,15 +111,25 @@ export async function peerIdsOf (node: TestNode): Promise<string[]> {
   return body.map((peer) => peer.peerId)
 }
 
-/** Opens an SSE subscription to a pub/sub topic and collects the messages. */
-export async function subscribeTopic (node: TestNode, topic: string): Promise<{ messages: Array<{ from: string, data: string }>, close: () => void }> {
+export interface TopicMessage {
+  from: string
+  /** payload as UTF-8 */
+  data: string
+  /** when the node received it from the mesh (node clock, ms epoch) */
+  receivedAt: number
+  /** when the SSE frame reached this process (ms epoch) */
+  arrivedAt: number
+}
+
+/** Opens an SSE subscription to a pub/sub topic and collects the messages (and hands each to `onMessage`). */
+export async function subscribeTopic (node: TestNode, topic: string, onMessage?: (message: TopicMessage) => void): Promise<{ messages: TopicMessage[], close: () => void }> {
   const controller = new AbortController()
   const response = await fetch(`${node.url}/api/v1/pubsub/topics/${encodeURIComponent(topic)}/messages`, {
     headers: { authorization: `Bearer ${node.token}` },
     signal: controller.signal
   })
-  if (!response.ok || response.body == null) throw new Error(`subscribe failed: ${response.status}`)
-  const messages: Array<{ from: string, data: string }> = []
+  if (!response.ok || response.body == null) throw new Error(`${node.name}: subscribe failed: HTTP ${response.status}`)
+  const messages: TopicMessage[] = []
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader()
   let subscribed!: () => void
   const ready = new Promise<void>((resolve) => { subscribed = resolve })
@@ -129,6 +139,7 @@ export async function subscribeTopic (node: TestNode, topic: string): Promise<{ 
       while (true) {
         const { value, done } = await reader.read()
         if (done) return
+        const arrivedAt = Date.now()
         buffer += value
         let end
         while ((end = buffer.indexOf('\n\n')) >= 0) {
@@ -138,8 +149,10 @@ export async function subscribeTopic (node: TestNode, topic: string): Promise<{ 
           const data = /^data: (.*)$/m.exec(frame)?.[1]
           if (event === 'subscribed') subscribed()
           if (event === 'message' && data != null) {
-            const parsed = JSON.parse(data) as { from: string, data: string }
-            messages.push({ from: parsed.from, data: Buffer.from(parsed.data, 'base64').toString('utf8') })
+            const parsed = JSON.parse(data) as { from: string, data: string, receivedAt: number }
+            const message = { from: parsed.from, data: Buffer.from(parsed.data, 'base64').toString('utf8'), receivedAt: parsed.receivedAt, arrivedAt }
+            messages.push(message)
+            onMessage?.(message)
           }
         }
       }

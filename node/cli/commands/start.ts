@@ -14,6 +14,7 @@ interface StartFlags {
   bootstrap?: string
   bootstrapFile?: string
   upnp?: boolean
+  relayReserve?: boolean
   logLevel?: string
 }
 
@@ -29,6 +30,7 @@ export function registerStartCommand (program: Command): void {
     .option('--bootstrap <multiaddrs>', 'comma-separated bootstrap peers (/ip4/…/tcp/…/p2p/<PeerId>)')
     .option('--bootstrap-file <file>', 'bootstrap list file: one multiaddr per line')
     .option('--upnp', 'map the listen port on the router with UPnP')
+    .option('--relay-reserve', 'hold a reservation on a relay peer so others can reach this node through it (behind NAT)')
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent')
     .action(async (flags: StartFlags) => {
       const paths = dataDirPaths(flags.data)
@@ -50,6 +52,7 @@ function flagsToConfig (flags: StartFlags): Record<string, unknown> {
     bootstrap: flags.bootstrap != null ? splitList(flags.bootstrap) : undefined,
     bootstrapFile: flags.bootstrapFile,
     upnp: flags.upnp,
+    relay: flags.relayReserve === true ? { reserve: true } : undefined,
     logLevel: flags.logLevel
   }
 }

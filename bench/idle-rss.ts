@@ -1,0 +1,64 @@
+import type { TestNode } from '../test/helpers/mesh.ts'
+import { failedMetric, fmt, median, metric, processCpuMs, processMemory, progress, round, sleep, type Metric } from './lib.ts'
+
+const TARGET_MIB = 150
+
+/**
+ * Issue target: an idle node stays under 150 MB RSS.
+ *
+ * Lets the mesh sit idle for `idleMs`, then reads VmRSS of every node process from
+ * /proc/<pid>/status. The CPU the nodes burn while idle (utime+stime over the same window) is
+ * reported as context: it is background load on the other measurements.
+ */
+export async function measureIdleRss (nodes: TestNode[], idleMs = 5000): Promise<Metric[]> {
+  try {
+    const pids = nodes.map((node) => {
+      const pid = node.proc?.child.pid
+      if (pid == null) throw new Error(`${node.name} is not running`)
+      return pid
+    })
+    const cpuBefore = await Promise.all(pids.map(processCpuMs))
+    const t0 = performance.now()
+    await sleep(idleMs)
+    const windowMs = performance.now() - t0
+    const cpuAfter = await Promise.all(pids.map(processCpuMs))
+    const memory = await Promise.all(pids.map(processMemory))
+    const rss = memory.map((m) => m.rssMiB)
+    const cpuPercent = cpuAfter.map((after, i) => (100 * (after - cpuBefore[i])) / windowMs)
+    progress(`idle RSS: ${rss.map((r) => Math.round(r)).join(', ')} MiB`)
+    const perNode = Object.fromEntries(nodes.map((node, i) => [node.name, {
+      rssMiB: round(rss[i]),
+      peakRssMiB: round(memory[i].peakMiB),
+      idleCpuPercent: round(cpuPercent[i])
+    }]))
+    return [
+      metric({
+        id: 'idle_rss_mib',
+        name: 'idle node RSS (median)',
+        value: round(median(rss)),
+        unit: 'MiB',
+        target: { op: '<', value: TARGET_MIB },
+        note: `max ${fmt(Math.max(...rss))} MiB, peak (VmHWM) max ${fmt(Math.max(...memory.map((m) => m.peakMiB)))} MiB, n=${rss.length}`,
+        detail: { idleMs: round(windowMs), max: round(Math.max(...rss)), perNode }
+      }),
+      metric({
+        id: 'idle_rss_max_mib',
+        name: '  idle node RSS (max)',
+        value: round(Math.max(...rss)),
+        unit: 'MiB',
+        target: { op: '<', value: TARGET_MIB },
+        note: ''
+      }),
+      metric({
+        id: 'idle_cpu_percent',
+        name: '  idle node CPU (median)',
+        value: round(median(cpuPercent)),
+        unit: '%',
+        target: null,
+        note: `of one core over ${fmt(windowMs / 1000)} s idle; max ${fmt(Math.max(...cpuPercent))} %, all nodes together ${fmt(cpuPercent.reduce((a, b) => a + b, 0))} %`
+      })
+    ]
+  } catch (err) {
+    return [failedMetric('idle_rss_mib', 'idle node RSS (median)', 'MiB', { op: '<', value: TARGET_MIB }, err)]
+  }
+}
