@@ -73,7 +73,7 @@ export async function createHost (init: HostInit): Promise<Host> {
       // validators decide; peers that keep sending rejected messages lose score and get pruned
       scoreParams: { IPColocationFactorWeight: 0, behaviourPenaltyWeight: -10 },
       scoreThresholds: { gossipThreshold: -100, publishThreshold: -200, graylistThreshold: -400 },
-      heartbeatInterval: 500,
+      heartbeatInterval: 1000,
       // without this every duplicate copy of a message pays an Ed25519 verification before it is
       // recognised (~30 % of a node's CPU under load); the signature is part of the id, so a
       // forged copy cannot shadow the real message

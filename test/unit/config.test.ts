@@ -29,7 +29,7 @@ describe('resolveConfig', () => {
     expect(config.logLevel).toBe('info')
     expect(config.admission).toEqual({ timeoutMs: 5000, rejectCooldownMs: 60_000, recheckIntervalMs: 60_000 })
     expect(config.connections).toEqual({ max: 300, maxPendingInbound: 64, inboundPerSecondPerHost: 50, maxStreamsPerProtocol: 64 })
-    expect(config.relay).toEqual({ server: 'auto', maxReservations: 128, durationLimitMs: 0, dataLimitBytes: 0 })
+    expect(config.relay).toEqual({ server: 'auto', reserve: false, maxReservations: 128, durationLimitMs: 0, dataLimitBytes: 0 })
     expect(config.http).toEqual({ rateLimit: 1200 })
   })
 
