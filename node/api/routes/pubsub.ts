@@ -29,15 +29,16 @@ export const pubsubRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node
         data: z.string().max(MAX_MESSAGE_BYTES),
         encoding: z.enum(['utf8', 'base64']).default('utf8')
       }).strict(),
-      response: { 200: z.object({ topic: z.string(), bytes: z.number(), recipients: z.number() }) }
+      response: { 200: z.object({ topic: z.string(), bytes: z.number(), recipients: z.number(), publishedAt: z.number() }) }
     }
   }, async (request) => {
     const bytes = Buffer.from(request.body.data, request.body.encoding)
     if (bytes.byteLength > MAX_MESSAGE_BYTES) throw new ApiError(413, 'body_too_large', `messages are limited to ${MAX_MESSAGE_BYTES} bytes`)
     try {
+      const publishedAt = Date.now()
       const { recipients } = await node().pubsub.publish(request.params.topic, bytes)
       node().metrics.gossipMessages.inc({ direction: 'out', topic: 'bkg/pubsub' })
-      return { topic: request.params.topic, bytes: bytes.byteLength, recipients }
+      return { topic: request.params.topic, bytes: bytes.byteLength, recipients, publishedAt }
     } catch (err) {
       if (err instanceof TopicNameError) throw new ApiError(400, err.code, err.message)
       throw err
