@@ -1,10 +1,13 @@
 import { pino, type Logger, type LevelWithSilent } from 'pino'
-import pretty from 'pino-pretty'
 
-/** JSON lines for machines; readable colour output when a person watches a terminal. */
-export function createLogger (options: { level: LevelWithSilent, pretty?: boolean, name?: string }): Logger {
+/**
+ * JSON lines for machines; readable colour output when a person watches a terminal. pino-pretty
+ * is loaded only then: it is ~9 MiB of a node's memory otherwise spent on nothing.
+ */
+export async function createLogger (options: { level: LevelWithSilent, pretty?: boolean, name?: string }): Promise<Logger> {
   const usePretty = options.pretty ?? process.stdout.isTTY === true
   const base = { level: options.level, ...(options.name != null ? { name: options.name } : {}) }
   if (!usePretty) return pino(base)
+  const { default: pretty } = await import('pino-pretty')
   return pino(base, pretty({ colorize: true, translateTime: 'HH:MM:ss.l', ignore: 'pid,hostname', sync: true }))
 }

@@ -58,7 +58,7 @@ function flagsToConfig (flags: StartFlags): Record<string, unknown> {
 }
 
 async function runNode (dataDir: string, config: NodeConfig): Promise<void> {
-  const log = createLogger({ level: config.logLevel })
+  const log = await createLogger({ level: config.logLevel })
   // loaded here so that light commands (`bkg --help`, `bkg ca …`) do not pay for the libp2p stack
   const { createNode } = await import('../../create-node.ts')
   const node = await createNode({ dataDir, config, log })
