@@ -1,10 +1,11 @@
 import type { TestNode } from '../test/helpers/mesh.ts'
 import { failedMetric, fmt, median, metric, processCpuMs, processMemory, progress, round, sleep, type Metric } from './lib.ts'
 
-const TARGET_MIB = 150
+/** the issue says 150 MB: 150 × 10^6 bytes */
+const TARGET_MIB = round(150e6 / 2 ** 20)
 
 /**
- * Issue target: an idle node stays under 150 MB RSS.
+ * Issue target: an idle node stays under 150 MB (143 MiB) RSS.
  *
  * Lets the mesh sit idle for `idleMs`, then reads VmRSS of every node process from
  * /proc/<pid>/status. The CPU the nodes burn while idle (utime+stime over the same window) is
@@ -24,11 +25,13 @@ export async function measureIdleRss (nodes: TestNode[], idleMs = 5000): Promise
     const cpuAfter = await Promise.all(pids.map(processCpuMs))
     const memory = await Promise.all(pids.map(processMemory))
     const rss = memory.map((m) => m.rssMiB)
+    const pss = memory.map((m) => m.pssMiB)
     const cpuPercent = cpuAfter.map((after, i) => (100 * (after - cpuBefore[i])) / windowMs)
     progress(`idle RSS: ${rss.map((r) => Math.round(r)).join(', ')} MiB`)
     const perNode = Object.fromEntries(nodes.map((node, i) => [node.name, {
       rssMiB: round(rss[i]),
       peakRssMiB: round(memory[i].peakMiB),
+      pssMiB: round(pss[i]),
       idleCpuPercent: round(cpuPercent[i])
     }]))
     return [
@@ -48,6 +51,14 @@ export async function measureIdleRss (nodes: TestNode[], idleMs = 5000): Promise
         unit: 'MiB',
         target: { op: '<', value: TARGET_MIB },
         note: ''
+      }),
+      metric({
+        id: 'idle_pss_mib',
+        name: '  idle node PSS (median)',
+        value: round(median(pss)),
+        unit: 'MiB',
+        target: null,
+        note: 'RSS with shared pages (node binary, libraries) split among the node processes'
       }),
       metric({
         id: 'idle_cpu_percent',

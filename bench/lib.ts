@@ -124,15 +124,22 @@ export async function pollUntil<T> (what: string, probe: () => Promise<T | undef
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last != null ? `: ${errorText(last)}` : ''}`)
 }
 
-/** VmRSS (and VmHWM, the peak) of a process, in MiB, from /proc/<pid>/status (Linux only). */
-export async function processMemory (pid: number): Promise<{ rssMiB: number, peakMiB: number }> {
-  const status = await readFile(`/proc/${pid}/status`, 'utf8')
-  const kib = (field: string): number => {
-    const match = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)
-    if (match == null) throw new Error(`no ${field} in /proc/${pid}/status`)
+/**
+ * VmRSS (and VmHWM, the peak) of a process from /proc/<pid>/status, and its PSS (resident pages,
+ * shared ones divided among the processes sharing them, e.g. the node binary) from
+ * /proc/<pid>/smaps_rollup; MiB, Linux only.
+ */
+export async function processMemory (pid: number): Promise<{ rssMiB: number, peakMiB: number, pssMiB: number }> {
+  const [status, rollup] = await Promise.all([
+    readFile(`/proc/${pid}/status`, 'utf8'),
+    readFile(`/proc/${pid}/smaps_rollup`, 'utf8')
+  ])
+  const kib = (text: string, field: string): number => {
+    const match = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(text)
+    if (match == null) throw new Error(`no ${field} in /proc/${pid}`)
     return Number(match[1])
   }
-  return { rssMiB: kib('VmRSS') / 1024, peakMiB: kib('VmHWM') / 1024 }
+  return { rssMiB: kib(status, 'VmRSS') / 1024, peakMiB: kib(status, 'VmHWM') / 1024, pssMiB: kib(rollup, 'Pss') / 1024 }
 }
 
 /** user+system CPU time of a process in milliseconds, from /proc/<pid>/stat. */
