@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 
-export const CLI_ENTRY = fileURLToPath(new URL('../cli/main.ts', import.meta.url))
+export const CLI_ENTRY = fileURLToPath(new URL('../cli/main.js', import.meta.url))
 
 /**
  * V8 flags for node processes. A 4 MiB young generation (V8's default grows to 16 MiB per
