@@ -6,6 +6,7 @@ import { registerCaCommands } from './commands/ca.ts'
 import { registerCrlCommands } from './commands/crl.ts'
 import { registerDevnetCommand } from './commands/devnet.ts'
 import { registerInitCommand } from './commands/init.ts'
+import { registerModelCommands } from './commands/model.ts'
 import { registerStartCommand } from './commands/start.ts'
 import { registerTokenCommands } from './commands/token.ts'
 import { CliError } from './errors.ts'
@@ -13,6 +14,8 @@ import { CliError } from './errors.ts'
 const program = new Command('bkg')
   .description('BKG mesh node: operator CA, certified peers on a private Kademlia DHT')
   .version(VERSION)
+  // root options only before the subcommand: `bkg model pack … --version 1.0.0` is the model's version
+  .enablePositionalOptions()
   .showHelpAfterError('(run with --help for usage)')
   .exitOverride()
 
@@ -21,6 +24,7 @@ registerInitCommand(program)
 registerStartCommand(program)
 registerTokenCommands(program)
 registerCrlCommands(program)
+registerModelCommands(program)
 registerDevnetCommand(program)
 
 try {

@@ -1,0 +1,76 @@
+import { readFile } from 'node:fs/promises'
+import { resolve } from 'node:path'
+import type { Command } from 'commander'
+import { parseNodeCertificate, verifyCrl, type ParsedCrl } from '../../../ca/index.ts'
+import { totalSize } from '../../../protocols/model-package.ts'
+import { dataDirPaths, defaultDataDir } from '../../identity/data-dir.ts'
+import { openPackage, verifyPackageContent } from '../../models/package-file.ts'
+import { packModel } from '../../models/pack.ts'
+import { verifyEnvelope } from '../../models/package-signing.ts'
+import { CliError } from '../errors.ts'
+import { positiveInt, readInput } from '../options.ts'
+
+export function registerModelCommands (program: Command): void {
+  const model = program.command('model').description('signed model packages (.bkg)')
+
+  model.command('pack')
+    .description('write a signed .bkg package from a file or directory (needs a certificate with the publisher role)')
+    .argument('<path>', 'model file or directory')
+    .requiredOption('--name <name>', 'model name: lowercase letters, digits, . _ -')
+    .requiredOption('--version <semver>', 'model version, e.g. 1.0.0')
+    .requiredOption('--out <file>', 'where to write the package (FILE.bkg)')
+    .option('--licence <spdx>', 'SPDX licence id or expression', 'NOASSERTION')
+    .option('--architecture <arch>', 'model architecture, e.g. llama', 'unspecified')
+    .option('--chunk-size <bytes>', 'UnixFS chunk size (64 KiB-4 MiB)', positiveInt, 1024 * 1024)
+    .option('--data <dir>', 'data dir of the publishing node (its certificate and key sign)', defaultDataDir())
+    .action(async (path: string, options: { name: string, version: string, out: string, licence: string, architecture: string, chunkSize: number, data: string }) => {
+      const paths = dataDirPaths(options.data)
+      const certPem = await readInput(paths.cert, 'the node certificate')
+      const keyPem = await readInput(paths.x509Key, 'the node\'s X.509 key')
+      const started = performance.now()
+      const envelope = await packModel({
+        source: resolve(path),
+        name: options.name,
+        version: options.version,
+        architecture: options.architecture,
+        licence: options.licence,
+        chunkSize: options.chunkSize,
+        publisher: { certPem, keyPem },
+        publisherCert: parseNodeCertificate(certPem),
+        out: resolve(options.out)
+      })
+      const { manifest } = envelope
+      console.error(`signed by ${manifest.publisher.name} (${manifest.publisher.peerId}); ${manifest.files.length} file(s), ${totalSize(manifest)} bytes, ${Math.round(performance.now() - started)} ms`)
+      console.log(`${manifest.name}@${manifest.version} → ${options.out}`)
+    })
+
+  model.command('verify')
+    .description('check a .bkg package: publisher certificate, signature and every file\'s size, sha256 and CID (exit 0 only when it verifies)')
+    .argument('<file>', 'the package')
+    .option('--data <dir>', 'take the CA certificate and CRL from this node data dir', defaultDataDir())
+    .option('--ca <file>', 'operator CA certificate (instead of <data>/ca.crt)')
+    .option('--crl <file>', 'CRL to honour (instead of <data>/crl.pem, if present)')
+    .option('--json', 'print the verified manifest as JSON')
+    .action(async (file: string, options: { data: string, ca?: string, crl?: string, json?: boolean }) => {
+      const paths = dataDirPaths(options.data)
+      const caPem = await readInput(options.ca ?? paths.ca, 'the CA certificate (pass --ca FILE or --data DIR)')
+      const crl = await loadCrl(options.crl ?? paths.crl, options.crl != null, caPem)
+      const opened = await openPackage(resolve(file))
+      const { manifest, publisher } = verifyEnvelope(opened.envelope, { caPem, crl })
+      await verifyPackageContent(resolve(file), opened)
+      if (options.json === true) console.log(JSON.stringify(manifest, null, 2))
+      else console.log(`verified ${manifest.name}@${manifest.version}: ${manifest.files.length} file(s), ${totalSize(manifest)} bytes, signed by ${publisher.name} (${publisher.peerId})`)
+    })
+}
+
+async function loadCrl (path: string, required: boolean, caPem: string): Promise<ParsedCrl | null> {
+  let pem: string
+  try {
+    pem = await readFile(path, 'utf8')
+  } catch {
+    if (required) throw new CliError(`cannot read CRL ${path}`)
+    return null
+  }
+  return verifyCrl(pem, caPem)
+}
+
