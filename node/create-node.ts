@@ -11,6 +11,7 @@ import type { NodeConfig } from './config/schema.ts'
 import { dataDirPaths, loadLibp2pKey, loadOrCreateSecret, type DataDirPaths } from './identity/data-dir.ts'
 import { writeFileAtomic } from './identity/files.ts'
 import { NodeMetrics, topicFamily } from './metrics/node-metrics.ts'
+import { ModelService } from './models/model-service.ts'
 import { Bootstrapper } from './p2p/bootstrapper.ts'
 import { createHost, routingTableSize, type Host } from './p2p/host.ts'
 import { reachabilityOf, type ReachabilityReport } from './p2p/reachability.ts'
@@ -52,6 +53,7 @@ export class BkgNode {
   readonly host: Host
   readonly revocation: RevocationService
   readonly pubsub: PubsubService
+  readonly models: ModelService
   readonly api: ApiServer
   private readonly bootstrapper: Bootstrapper
   private apiUrl?: string
@@ -59,7 +61,7 @@ export class BkgNode {
   constructor (parts: {
     paths: DataDirPaths, config: NodeConfig, log: Logger, trust: Trust, peers: AdmittedPeers,
     metrics: NodeMetrics, host: Host, revocation: RevocationService, pubsub: PubsubService,
-    bootstrapper: Bootstrapper, api: ApiServer
+    models: ModelService, bootstrapper: Bootstrapper, api: ApiServer
   }) {
     this.paths = parts.paths
     this.config = parts.config
@@ -70,6 +72,7 @@ export class BkgNode {
     this.host = parts.host
     this.revocation = parts.revocation
     this.pubsub = parts.pubsub
+    this.models = parts.models
     this.bootstrapper = parts.bootstrapper
     this.api = parts.api
   }
@@ -92,6 +95,7 @@ export class BkgNode {
     await this.host.start()
     this.revocation.start()
     this.pubsub.start()
+    await this.models.start()
     this.apiUrl = await this.api.listen(this.config.api)
     await writeFileAtomic(this.paths.apiAddress, JSON.stringify({ url: this.apiUrl, pid: process.pid, peerId: this.peerId }) + '\n')
     // joining happens in the background: the API answers (health, reachability) while dials run
@@ -103,6 +107,7 @@ export class BkgNode {
     await this.bootstrapper.stop().catch((err: Error) => this.log.warn({ err }, 'could not save the peer cache'))
     await rm(this.paths.apiAddress, { force: true })
     await this.api.close()
+    await this.models.stop()
     this.pubsub.stop()
     this.revocation.stop()
     await this.host.stop()
@@ -161,6 +166,7 @@ export async function createNode (init: NodeInit): Promise<BkgNode> {
 
   revocation = new RevocationService({ recheckIntervalMs: config.admission.recheckIntervalMs }, { host, trust, peers, log: log.child({ service: 'revocation' }) })
   const pubsub = new PubsubService({ host, peers })
+  const models = new ModelService(paths.models, { host, trust, log: log.child({ service: 'models' }) })
 
   const bootstrapAddrs: Multiaddr[] = [
     ...config.bootstrap.map((addr) => multiaddr(addr)),
@@ -171,7 +177,7 @@ export async function createNode (init: NodeInit): Promise<BkgNode> {
 
   const [adminToken, tokenSecret] = await Promise.all([loadOrCreateSecret(paths.apiToken), loadOrCreateSecret(paths.tokenSecret)])
   const node: BkgNode = new BkgNode({
-    paths, config, log, trust, peers, metrics, host, revocation, pubsub, bootstrapper,
+    paths, config, log, trust, peers, metrics, host, revocation, pubsub, models, bootstrapper,
     api: await createApiServer({
       log: log.child({ service: 'api' }),
       keys: { adminToken, secret: tokenSecret },

@@ -22,3 +22,6 @@ export const PUBSUB_TOPIC_PREFIX = 'bkg/pubsub/'
 export function pubsubTopic (name: string): string {
   return `${PUBSUB_TOPIC_PREFIX}${name}`
 }
+
+/** Gossip topic carrying signed model package envelopes (JSON) when a node publishes a model. */
+export const MODELS_TOPIC = 'bkg/models/1'

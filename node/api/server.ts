@@ -10,6 +10,7 @@ import { ApiError, installErrorHandlers } from './errors.ts'
 import { crlRoutes } from './routes/crl.ts'
 import { healthRoutes } from './routes/health.ts'
 import { metricsRoutes } from './routes/metrics.ts'
+import { modelRoutes } from './routes/models.ts'
 import { nodeRoutes } from './routes/node.ts'
 import { peerRoutes } from './routes/peers.ts'
 import { pubsubRoutes } from './routes/pubsub.ts'
@@ -70,6 +71,7 @@ export async function createApiServer (init: ApiServerInit): Promise<ApiServer> 
   await app.register(pubsubRoutes, deps)
   await app.register(tokenRoutes, deps)
   await app.register(crlRoutes, deps)
+  await app.register(modelRoutes, deps)
   await app.register(metricsRoutes, deps)
   app.get('/api/v1/openapi.json', { config: { access: 'public' }, schema: { hide: true } }, async () => app.swagger())
 

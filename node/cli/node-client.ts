@@ -1,4 +1,6 @@
-import { readFile } from 'node:fs/promises'
+import { createReadStream } from 'node:fs'
+import { readFile, stat } from 'node:fs/promises'
+import { Readable } from 'node:stream'
 import { dataDirPaths } from '../identity/data-dir.ts'
 import { CliError } from './errors.ts'
 
@@ -36,13 +38,29 @@ export async function resolveTarget (options: TargetOptions, defaultDataDir: str
 }
 
 export async function callNode<T> (target: NodeTarget, method: string, path: string, body?: unknown): Promise<T> {
+  return await send<T>(target, method, path, body !== undefined
+    ? { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }
+    : {})
+}
+
+/** Streams a file as the request body (application/octet-stream), e.g. a model package. */
+export async function uploadToNode<T> (target: NodeTarget, method: string, path: string, file: string): Promise<T> {
+  const { size } = await stat(file)
+  return await send<T>(target, method, path, {
+    headers: { 'content-type': 'application/octet-stream', 'content-length': String(size) },
+    body: Readable.toWeb(createReadStream(file)) as ReadableStream<Uint8Array>,
+    duplex: 'half'
+  })
+}
+
+async function send<T> (target: NodeTarget, method: string, path: string, init: { headers?: Record<string, string>, body?: string | ReadableStream<Uint8Array>, duplex?: 'half' }): Promise<T> {
   let response: Response
   try {
     response = await fetch(`${target.url}${path}`, {
       method,
-      headers: { authorization: `Bearer ${target.token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
-      body: body !== undefined ? JSON.stringify(body) : undefined
-    })
+      ...init,
+      headers: { authorization: `Bearer ${target.token}`, ...init.headers }
+    } as RequestInit)
   } catch (err) {
     throw new CliError(`cannot reach the node at ${target.url}: ${(err as Error).message}`)
   }

@@ -27,6 +27,8 @@ export interface DataDirPaths {
   bootstrapList: string
   /** peers last seen, so a restarted node can rejoin without its bootstrap list */
   peerCache: string
+  /** held models: blockstore and registry */
+  models: string
 }
 
 export function defaultDataDir (): string {
@@ -48,7 +50,8 @@ export function dataDirPaths (dir: string): DataDirPaths {
     apiAddress: join(root, 'api.json'),
     config: join(root, 'config.json'),
     bootstrapList: join(root, 'bootstrap.txt'),
-    peerCache: join(root, 'peers.json')
+    peerCache: join(root, 'peers.json'),
+    models: join(root, 'models')
   }
 }
 

@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises'
+import { access, readFile } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import type { Command } from 'commander'
 import { parseNodeCertificate, verifyCrl, type ParsedCrl } from '../../../ca/index.ts'
@@ -8,6 +8,7 @@ import { openPackage, verifyPackageContent } from '../../models/package-file.ts'
 import { packModel } from '../../models/pack.ts'
 import { verifyEnvelope } from '../../models/package-signing.ts'
 import { CliError } from '../errors.ts'
+import { callNode, resolveTarget, uploadToNode } from '../node-client.ts'
 import { positiveInt, readInput } from '../options.ts'
 
 export function registerModelCommands (program: Command): void {
@@ -44,6 +45,50 @@ export function registerModelCommands (program: Command): void {
       console.log(`${manifest.name}@${manifest.version} → ${options.out}`)
     })
 
+  model.command('publish')
+    .description('add a .bkg package to a running node: verified, stored, announced in the DHT, manifest gossiped')
+    .argument('<file>', 'the package')
+    .option('--data <dir>', 'data dir of the running node', defaultDataDir())
+    .option('--api <url>', 'node API URL instead of --data')
+    .option('--token <token>', 'admin token for --api')
+    .action(async (file: string, options: { data: string, api?: string, token?: string }) => {
+      await access(file).catch(() => { throw new CliError(`cannot read package ${file}: no such file`) })
+      const target = await resolveTarget(options, defaultDataDir())
+      const result = await uploadToNode<{ name: string, version: string, totalSize: number, added: boolean, announced: number, files: unknown[], recipients: number }>(target, 'POST', '/api/v1/models', resolve(file))
+      console.error(`${result.added ? 'added' : 'already held'}; ${result.announced}/${result.files.length} provider record(s) in the DHT; manifest sent to ${result.recipients} peer(s)`)
+      console.log(`${result.name}@${result.version} published (${result.totalSize} bytes)`)
+    })
+
+  model.command('ls')
+    .description('list the models a running node holds')
+    .option('--data <dir>', 'data dir of the running node', defaultDataDir())
+    .option('--api <url>', 'node API URL instead of --data')
+    .option('--token <token>', 'token for --api')
+    .option('--json', 'print JSON')
+    .action(async (options: { data: string, api?: string, token?: string, json?: boolean }) => {
+      const target = await resolveTarget(options, defaultDataDir())
+      const models = await callNode<Array<{ name: string, version: string, totalSize: number, files: unknown[], publisher: { name: string }, licence: string }>>(target, 'GET', '/api/v1/models')
+      if (options.json === true) {
+        console.log(JSON.stringify(models, null, 2))
+        return
+      }
+      if (models.length === 0) console.error('no models held')
+      for (const m of models) console.log(`${`${m.name}@${m.version}`.padEnd(32)} ${String(m.totalSize).padStart(14)} bytes  ${m.files.length} file(s)  ${m.licence}  by ${m.publisher.name}`)
+    })
+
+  model.command('rm')
+    .description('remove a held model from a running node')
+    .argument('<model>', 'NAME@VERSION')
+    .option('--data <dir>', 'data dir of the running node', defaultDataDir())
+    .option('--api <url>', 'node API URL instead of --data')
+    .option('--token <token>', 'admin token for --api')
+    .action(async (ref: string, options: { data: string, api?: string, token?: string }) => {
+      const { name, version } = parseModelRef(ref)
+      const target = await resolveTarget(options, defaultDataDir())
+      await callNode(target, 'DELETE', `/api/v1/models/${encodeURIComponent(name)}/${encodeURIComponent(version)}`)
+      console.log(`removed ${name}@${version}`)
+    })
+
   model.command('verify')
     .description('check a .bkg package: publisher certificate, signature and every file\'s size, sha256 and CID (exit 0 only when it verifies)')
     .argument('<file>', 'the package')
@@ -61,6 +106,12 @@ export function registerModelCommands (program: Command): void {
       if (options.json === true) console.log(JSON.stringify(manifest, null, 2))
       else console.log(`verified ${manifest.name}@${manifest.version}: ${manifest.files.length} file(s), ${totalSize(manifest)} bytes, signed by ${publisher.name} (${publisher.peerId})`)
     })
+}
+
+function parseModelRef (ref: string): { name: string, version: string } {
+  const at = ref.lastIndexOf('@')
+  if (at <= 0 || at === ref.length - 1) throw new CliError(`"${ref}" is not NAME@VERSION`, 2)
+  return { name: ref.slice(0, at), version: ref.slice(at + 1) }
 }
 
 async function loadCrl (path: string, required: boolean, caPem: string): Promise<ParsedCrl | null> {

@@ -1,0 +1,168 @@
+import { createWriteStream } from 'node:fs'
+import { mkdir } from 'node:fs/promises'
+import { join } from 'node:path'
+import { randomBytes } from 'node:crypto'
+import { pipeline } from 'node:stream/promises'
+import { Readable } from 'node:stream'
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
+import { CID } from 'multiformats/cid'
+import { z } from 'zod'
+import { PackageError, totalSize } from '../../../protocols/model-package.ts'
+import { ModelStoreError, type StoredModel } from '../../models/model-store.ts'
+import { ApiError } from '../errors.ts'
+import type { RouteDeps } from '../server.ts'
+
+/** the largest package a node accepts over HTTP */
+const MAX_PACKAGE_BYTES = 256 * 1024 ** 3
+
+const ModelSummary = z.object({
+  name: z.string(),
+  version: z.string(),
+  architecture: z.string(),
+  licence: z.string(),
+  publisher: z.object({ peerId: z.string(), name: z.string(), serial: z.string() }),
+  createdAt: z.string(),
+  addedAt: z.string(),
+  totalSize: z.number(),
+  files: z.array(z.object({ path: z.string(), size: z.number(), sha256: z.string(), cid: z.string() }))
+})
+const ModelParams = z.object({ name: z.string().max(64), version: z.string().max(64) })
+
+/** package refusals are the client's fault (400/409/422), never a server error */
+const PACKAGE_STATUS: Record<string, number> = { version_rollback: 409, content_mismatch: 422 }
+
+export const modelRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node }) => {
+  app.addContentTypeParser('application/octet-stream', (_request, payload, done) => done(null, payload))
+
+  app.get('/api/v1/models', {
+    config: { access: 'token' },
+    schema: { summary: 'Models held by this node', tags: ['models'], response: { 200: z.array(ModelSummary) } }
+  }, async () => node().models.store.list().map(summary))
+
+  app.post('/api/v1/models', {
+    config: { access: 'admin' },
+    bodyLimit: MAX_PACKAGE_BYTES,
+    schema: {
+      summary: 'Publish a signed .bkg package (request body, application/octet-stream): verify, store, announce in the DHT, gossip the manifest',
+      tags: ['models'],
+      response: {
+        200: ModelSummary.extend({ added: z.boolean(), announced: z.number(), recipients: z.number() }),
+        201: ModelSummary.extend({ added: z.boolean(), announced: z.number(), recipients: z.number() })
+      }
+    }
+  }, async (request, reply) => {
+    if (!(request.body instanceof Readable)) throw new ApiError(415, 'unsupported_media_type', 'send the .bkg package as application/octet-stream')
+    const incoming = join(node().paths.models, 'incoming')
+    await mkdir(incoming, { recursive: true })
+    const tmp = join(incoming, `${randomBytes(8).toString('hex')}.bkg`)
+    await pipeline(request.body, createWriteStream(tmp, { flags: 'wx' }))
+    try {
+      const result = await node().models.publishFile(tmp)
+      return await reply.status(result.added ? 201 : 200).send({ ...summary(result.model), added: result.added, announced: result.announced, recipients: result.recipients })
+    } catch (err) {
+      throw toApiError(err)
+    }
+  })
+
+  app.get('/api/v1/models/:name/:version', {
+    config: { access: 'token' },
+    schema: { summary: 'One held model with its signed manifest', tags: ['models'], params: ModelParams, response: { 200: ModelSummary } }
+  }, async (request) => {
+    const model = node().models.store.get(request.params.name, request.params.version)
+    if (model == null) throw new ApiError(404, 'model_not_found', `no model ${request.params.name}@${request.params.version} here`)
+    return summary(model)
+  })
+
+  app.delete('/api/v1/models/:name/:version', {
+    config: { access: 'admin' },
+    schema: { summary: 'Remove a held model and the blocks no other model needs', tags: ['models'], params: ModelParams, response: { 200: ModelSummary } }
+  }, async (request) => {
+    try {
+      return summary(await node().models.store.remove(request.params.name, request.params.version))
+    } catch (err) {
+      throw toApiError(err)
+    }
+  })
+
+  app.post('/api/v1/models/:name/:version/verify', {
+    config: { access: 'admin' },
+    schema: { summary: 'Re-read every file of a held model and check it against the signed manifest', tags: ['models'], params: ModelParams, response: { 200: ModelSummary } }
+  }, async (request) => {
+    try {
+      return summary(await node().models.store.verify(request.params.name, request.params.version))
+    } catch (err) {
+      throw toApiError(err)
+    }
+  })
+
+  app.get('/api/v1/content/:cid/providers', {
+    config: { access: 'token' },
+    schema: {
+      summary: 'Peers that announced a CID in the DHT (as `routing findprovs`)',
+      tags: ['models'],
+      params: z.object({ cid: z.string().min(1).max(128) }),
+      querystring: z.object({ max: z.coerce.number().int().min(1).max(100).default(20) }),
+      response: { 200: z.array(z.object({ peerId: z.string(), addrs: z.array(z.string()) })) }
+    }
+  }, async (request) => {
+    let cid: CID
+    try {
+      cid = CID.parse(request.params.cid)
+    } catch {
+      throw new ApiError(400, 'invalid_cid', `"${request.params.cid.slice(0, 80)}" is not a CID`)
+    }
+    const found = new Map<string, string[]>()
+    try {
+      for await (const provider of node().host.contentRouting.findProviders(cid, { signal: AbortSignal.timeout(10_000) })) {
+        found.set(provider.id.toString(), provider.multiaddrs.map(String))
+        if (found.size >= request.query.max) break
+      }
+    } catch (err) {
+      // a lookup that ran out of time or peers returns what it found
+      if (found.size === 0) request.log.debug({ err }, 'provider lookup ended without results')
+    }
+    return [...found].map(([peerId, addrs]) => ({ peerId, addrs }))
+  })
+
+  app.get('/api/v1/models/:name/:version/files/*', {
+    config: { access: 'token' },
+    schema: {
+      summary: 'A file of a held model; every block is checked against its CID as it is sent',
+      tags: ['models'],
+      params: ModelParams.extend({ '*': z.string().min(1).max(512) })
+    }
+  }, async (request, reply) => {
+    try {
+      const file = await node().models.store.openFile(request.params.name, request.params.version, request.params['*'])
+      return await reply
+        .header('content-type', 'application/octet-stream')
+        .header('content-length', String(file.size))
+        .header('etag', `"sha256-${file.sha256}"`)
+        .header('x-content-sha256', file.sha256)
+        .send(Readable.from(file.content))
+    } catch (err) {
+      throw toApiError(err)
+    }
+  })
+}
+
+function summary (model: StoredModel): z.infer<typeof ModelSummary> {
+  const { manifest } = model
+  return {
+    name: manifest.name,
+    version: manifest.version,
+    architecture: manifest.architecture,
+    licence: manifest.licence,
+    publisher: manifest.publisher,
+    createdAt: manifest.createdAt,
+    addedAt: model.addedAt,
+    totalSize: totalSize(manifest),
+    files: manifest.files
+  }
+}
+
+function toApiError (err: unknown): unknown {
+  if (err instanceof ModelStoreError) return new ApiError(err.status, err.code, err.message)
+  if (err instanceof PackageError) return new ApiError(PACKAGE_STATUS[err.code] ?? 400, err.code, err.message)
+  return err
+}

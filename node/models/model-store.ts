@@ -1,0 +1,231 @@
+import { createHash } from 'node:crypto'
+import { createReadStream } from 'node:fs'
+import { mkdir, readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { FsBlockstore } from 'blockstore-fs'
+import { importByteStream } from 'ipfs-unixfs-importer'
+import { exporter } from 'ipfs-unixfs-exporter'
+import { CID } from 'multiformats/cid'
+import semver from 'semver'
+import { z } from 'zod'
+import type { NodeCertificate } from '../../ca/index.ts'
+import { Envelope, Manifest, PackageError, unixfsImportOptions } from '../../protocols/model-package.ts'
+import { writeFileAtomic } from '../identity/files.ts'
+import { openPackage } from './package-file.ts'
+import { verifyEnvelope, type VerifyOptions } from './package-signing.ts'
+import { recordingWriter, verifyingReader } from './verified-blockstore.ts'
+
+const RegistryEntry = z.object({
+  envelope: Envelope.extend({ manifest: Manifest }),
+  /** every block CID this model's files need */
+  blocks: z.array(z.string()),
+  addedAt: z.string()
+})
+const Registry = z.object({ version: z.literal(1), entries: z.array(RegistryEntry) })
+type RegistryEntry = z.infer<typeof RegistryEntry>
+
+export interface StoredModel {
+  name: string
+  version: string
+  manifest: Manifest
+  addedAt: string
+}
+
+export class ModelStoreError extends Error {
+  readonly code: string
+  readonly status: number
+  constructor (code: string, status: number, message: string) {
+    super(message)
+    this.code = code
+    this.status = status
+  }
+}
+
+export interface ModelStoreDeps {
+  /** trust anchor and CRL of the node, read at each verification */
+  trust: () => Omit<VerifyOptions, 'latestVersion' | 'now'>
+}
+
+/**
+ * The models this node holds: verified `.bkg` content in a content-addressed blockstore on disk
+ * (Helia's blockstore-fs) plus a registry of signed manifests. A model appears only after every
+ * block of every file was written and the files matched their signed size, sha256 and CID.
+ */
+export class ModelStore {
+  private readonly dir: string
+  private readonly deps: ModelStoreDeps
+  private blocks?: FsBlockstore
+  private entries: RegistryEntry[] = []
+  private queue: Promise<unknown> = Promise.resolve()
+
+  constructor (dir: string, deps: ModelStoreDeps) {
+    this.dir = dir
+    this.deps = deps
+  }
+
+  private get registryPath (): string {
+    return join(this.dir, 'registry.json')
+  }
+
+  async start (): Promise<void> {
+    await mkdir(this.dir, { recursive: true })
+    this.blocks = new FsBlockstore(join(this.dir, 'blocks'))
+    await this.blocks.open()
+    try {
+      this.entries = Registry.parse(JSON.parse(await readFile(this.registryPath, 'utf8'))).entries
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new Error(`model registry ${this.registryPath} is unreadable: ${(err as Error).message}`)
+      this.entries = []
+    }
+  }
+
+  async stop (): Promise<void> {
+    await this.queue.catch(() => {})
+    await this.blocks?.close()
+  }
+
+  list (): StoredModel[] {
+    return this.entries.map(toStored)
+  }
+
+  get (name: string, version: string): StoredModel | undefined {
+    const entry = this.find(name, version)
+    return entry == null ? undefined : toStored(entry)
+  }
+
+  envelopeOf (name: string, version: string): z.infer<typeof RegistryEntry>['envelope'] | undefined {
+    return this.find(name, version)?.envelope
+  }
+
+  latestVersion (name: string): string | null {
+    const versions = this.entries.filter((e) => e.envelope.manifest.name === name).map((e) => e.envelope.manifest.version)
+    return versions.length === 0 ? null : semver.rsort(versions)[0]
+  }
+
+  /** Verifies a `.bkg` file and adds its content; returns the model and whether it was new. */
+  async addPackage (path: string): Promise<{ model: StoredModel, publisher: NodeCertificate, added: boolean }> {
+    return await this.serial(async () => {
+      const opened = await openPackage(path)
+      const existing = this.find(opened.envelope.manifest.name, opened.envelope.manifest.version)
+      const { manifest, publisher } = verifyEnvelope(opened.envelope, {
+        ...this.deps.trust(),
+        // re-adding the version already held is not a rollback
+        latestVersion: existing != null ? null : this.latestVersion(opened.envelope.manifest.name)
+      })
+      if (existing != null) {
+        if (JSON.stringify(existing.envelope.manifest) !== JSON.stringify(manifest)) {
+          throw new ModelStoreError('model_exists', 409, `${manifest.name}@${manifest.version} is already held with a different manifest`)
+        }
+        return { model: toStored(existing), publisher, added: false }
+      }
+      const written = new Set<string>()
+      try {
+        let offset = opened.dataOffset
+        for (const file of manifest.files) {
+          await this.importFile(path, offset, file, manifest.chunkSize, written)
+          offset += file.size
+        }
+      } catch (err) {
+        await this.deleteUnreferenced(written)
+        throw err
+      }
+      const entry: RegistryEntry = { envelope: opened.envelope, blocks: [...written], addedAt: new Date().toISOString() }
+      this.entries = [...this.entries, entry]
+      await this.saveRegistry()
+      return { model: toStored(entry), publisher, added: true }
+    })
+  }
+
+  async remove (name: string, version: string): Promise<StoredModel> {
+    return await this.serial(async () => {
+      const entry = this.find(name, version)
+      if (entry == null) throw new ModelStoreError('model_not_found', 404, `no model ${name}@${version} here`)
+      this.entries = this.entries.filter((e) => e !== entry)
+      await this.saveRegistry()
+      await this.deleteUnreferenced(new Set(entry.blocks))
+      return toStored(entry)
+    })
+  }
+
+  /** Streams one file of a held model, each block checked against its CID on the way out. */
+  async openFile (name: string, version: string, path: string, range?: { offset: number, length: number }): Promise<{ size: number, sha256: string, content: AsyncIterable<Uint8Array> }> {
+    const entry = this.find(name, version)
+    if (entry == null) throw new ModelStoreError('model_not_found', 404, `no model ${name}@${version} here`)
+    const file = entry.envelope.manifest.files.find((f) => f.path === path)
+    if (file == null) throw new ModelStoreError('file_not_found', 404, `${name}@${version} has no file ${path}`)
+    const node = await exporter(CID.parse(file.cid), verifyingReader(this.requireBlocks()))
+    if (node.type !== 'file' && node.type !== 'raw' && node.type !== 'identity') throw new ModelStoreError('file_not_found', 404, `${path} is not a file`)
+    return { size: file.size, sha256: file.sha256, content: node.content(range) }
+  }
+
+  /** Re-reads every file of a held model and checks size and sha256 (blocks are CID-checked as they are read). */
+  async verify (name: string, version: string): Promise<StoredModel> {
+    const entry = this.find(name, version)
+    if (entry == null) throw new ModelStoreError('model_not_found', 404, `no model ${name}@${version} here`)
+    for (const file of entry.envelope.manifest.files) {
+      const { content } = await this.openFile(name, version, file.path)
+      const hash = createHash('sha256')
+      let size = 0
+      for await (const chunk of content) {
+        hash.update(chunk)
+        size += chunk.byteLength
+      }
+      if (size !== file.size || hash.digest('hex') !== file.sha256) {
+        throw new PackageError('content_mismatch', `${file.path} of ${name}@${version} no longer matches its manifest`)
+      }
+    }
+    return toStored(entry)
+  }
+
+  private async importFile (path: string, offset: number, file: Manifest['files'][number], chunkSize: number, written: Set<string>): Promise<void> {
+    const hash = createHash('sha256')
+    let size = 0
+    async function * content (): AsyncGenerator<Uint8Array> {
+      if (file.size === 0) return
+      for await (const chunk of createReadStream(path, { start: offset, end: offset + file.size - 1, highWaterMark: 1024 * 1024 })) {
+        hash.update(chunk as Buffer)
+        size += (chunk as Buffer).byteLength
+        yield chunk as Buffer
+      }
+    }
+    const { cid } = await importByteStream(content(), recordingWriter(this.requireBlocks(), written), unixfsImportOptions(chunkSize))
+    const sha256 = hash.digest('hex')
+    if (size !== file.size || sha256 !== file.sha256 || cid.toString() !== file.cid) {
+      throw new PackageError('content_mismatch', `${file.path}: content does not match the signed manifest`)
+    }
+  }
+
+  private async deleteUnreferenced (candidates: Set<string>): Promise<void> {
+    const live = new Set(this.entries.flatMap((e) => e.blocks))
+    const store = this.requireBlocks()
+    for (const cid of candidates) {
+      if (!live.has(cid)) await store.delete(CID.parse(cid))
+    }
+  }
+
+  private find (name: string, version: string): RegistryEntry | undefined {
+    return this.entries.find((e) => e.envelope.manifest.name === name && e.envelope.manifest.version === version)
+  }
+
+  private requireBlocks (): FsBlockstore {
+    if (this.blocks == null) throw new Error('the model store is not started')
+    return this.blocks
+  }
+
+  private async saveRegistry (): Promise<void> {
+    await writeFileAtomic(this.registryPath, JSON.stringify({ version: 1, entries: this.entries }))
+  }
+
+  /** Registry changes run one at a time: concurrent publishes and removals never interleave. */
+  private async serial<T> (task: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(task, task)
+    this.queue = run.catch(() => {})
+    return await run
+  }
+}
+
+function toStored (entry: RegistryEntry): StoredModel {
+  const manifest = entry.envelope.manifest
+  return { name: manifest.name, version: manifest.version, manifest, addedAt: entry.addedAt }
+}
+
