@@ -166,7 +166,15 @@ export async function createNode (init: NodeInit): Promise<BkgNode> {
 
   revocation = new RevocationService({ recheckIntervalMs: config.admission.recheckIntervalMs }, { host, trust, peers, log: log.child({ service: 'revocation' }) })
   const pubsub = new PubsubService({ host, peers })
-  const models = new ModelService(paths.models, { host, trust, log: log.child({ service: 'models' }) })
+  const models = new ModelService(paths.models, {
+    host,
+    trust,
+    log: log.child({ service: 'models' }),
+    penalize: (peer, reason) => {
+      peers.deny(peer, { code: 'bad_blocks', message: reason }, config.admission.rejectCooldownMs * 10)
+      void host.hangUp(peer).catch(() => {})
+    }
+  })
 
   const bootstrapAddrs: Multiaddr[] = [
     ...config.bootstrap.map((addr) => multiaddr(addr)),

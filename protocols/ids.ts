@@ -25,3 +25,9 @@ export function pubsubTopic (name: string): string {
 
 /** Gossip topic carrying signed model package envelopes (JSON) when a node publishes a model. */
 export const MODELS_TOPIC = 'bkg/models/1'
+
+/** Streams many verified content blocks per request: a want-list in, block frames out. */
+export const BLOCKS_PROTOCOL = '/bkg/blocks/1.0.0'
+
+/** Asks a peer for the signed envelope of a model it holds. */
+export const MANIFESTS_PROTOCOL = '/bkg/manifests/1.0.0'

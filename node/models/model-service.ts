@@ -4,12 +4,24 @@ import type { Logger } from 'pino'
 import { MODELS_TOPIC } from '../../protocols/ids.ts'
 import type { Trust } from '../admission/trust.ts'
 import type { Host } from '../p2p/host.ts'
+import { randomBytes } from 'node:crypto'
+import type { PeerId } from '@libp2p/interface'
+import { BlockExchange } from './block-exchange.ts'
 import { ModelStore, type StoredModel } from './model-store.ts'
+import { Puller, type PullProgress } from './puller.ts'
 
 export interface ModelServiceDeps {
   host: Host
   trust: Trust
   log: Logger
+  /** a peer served a block that does not match its CID */
+  penalize: (peer: PeerId, reason: string) => void
+}
+
+export interface PullJob extends PullProgress {
+  id: string
+  startedAt: string
+  finishedAt: string | null
 }
 
 export interface PublishResult {
@@ -30,6 +42,9 @@ const PROVIDE_TIMEOUT_MS = 10_000
 export class ModelService {
   readonly store: ModelStore
   private readonly deps: ModelServiceDeps
+  private readonly exchange: BlockExchange
+  private readonly puller: Puller
+  private readonly jobs = new Map<string, PullJob>()
   /** models whose provider records have not reached the DHT yet; retried when a peer connects */
   private readonly unannounced = new Set<StoredModel>()
   private readonly onPeerConnect = (): void => {
@@ -41,11 +56,55 @@ export class ModelService {
 
   constructor (dir: string, deps: ModelServiceDeps) {
     this.deps = deps
-    this.store = new ModelStore(dir, { trust: () => ({ caPem: deps.trust.caPem, crl: deps.trust.crl }) })
+    const trust = (): { caPem: string, crl: Trust['crl'] } => ({ caPem: deps.trust.caPem, crl: deps.trust.crl })
+    this.store = new ModelStore(dir, { trust })
+    this.exchange = new BlockExchange({ host: deps.host, store: this.store, log: deps.log })
+    this.puller = new Puller({ host: deps.host, store: this.store, trust, penalize: deps.penalize, log: deps.log })
+  }
+
+  /** Starts pulling a model (or joins the pull already running for it) and returns its job. */
+  startPull (name: string, version: string | null): PullJob {
+    for (const job of this.jobs.values()) {
+      if (job.name === name && (version == null || job.version === version) && job.finishedAt == null) return job
+    }
+    const job: PullJob = {
+      id: randomBytes(8).toString('hex'),
+      state: 'resolving',
+      name,
+      version,
+      totalBytes: 0,
+      bytes: 0,
+      blocks: 0,
+      peers: [],
+      error: null,
+      startedAt: new Date().toISOString(),
+      finishedAt: null
+    }
+    this.jobs.set(job.id, job)
+    void this.puller.pull(name, version, job).then(async (model) => {
+      job.version = model.version
+      job.state = 'done'
+      job.bytes = job.totalBytes
+      await this.announce(model)
+    }, (err: Error & { code?: string }) => {
+      job.state = 'failed'
+      job.error = { code: err.code ?? 'pull_failed', message: err.message }
+      this.deps.log.warn({ model: `${name}@${version ?? 'latest'}`, err: err.message }, 'pull failed')
+    }).finally(() => { job.finishedAt = new Date().toISOString() })
+    return job
+  }
+
+  job (id: string): PullJob | undefined {
+    return this.jobs.get(id)
+  }
+
+  listJobs (): PullJob[] {
+    return [...this.jobs.values()]
   }
 
   async start (): Promise<void> {
     await this.store.start()
+    await this.exchange.start()
     this.deps.host.addEventListener('peer:connect', this.onPeerConnect)
     // re-announce what this node holds; provider records expire and a restart may follow a long gap
     void Promise.all(this.store.list().map(async (model) => await this.announce(model))).catch(() => {})
@@ -53,6 +112,7 @@ export class ModelService {
 
   async stop (): Promise<void> {
     this.deps.host.removeEventListener('peer:connect', this.onPeerConnect)
+    await this.exchange.stop()
     await this.store.stop()
   }
 

@@ -23,6 +23,7 @@ const RegistryEntry = z.object({
 })
 const Registry = z.object({ version: z.literal(1), entries: z.array(RegistryEntry) })
 type RegistryEntry = z.infer<typeof RegistryEntry>
+export type EnvelopeOf = RegistryEntry['envelope']
 
 export interface StoredModel {
   name: string
@@ -97,6 +98,23 @@ export class ModelStore {
     return this.find(name, version)?.envelope
   }
 
+  /** A raw block for a peer, or null when this node does not hold it. */
+  async getBlock (cid: CID): Promise<Uint8Array | null> {
+    const store = this.requireBlocks()
+    if (!await store.has(cid)) return null
+    const parts: Uint8Array[] = []
+    for await (const part of store.get(cid)) parts.push(part)
+    return parts.length === 1 ? parts[0] : Buffer.concat(parts)
+  }
+
+  async hasBlock (cid: CID): Promise<boolean> {
+    return await this.requireBlocks().has(cid)
+  }
+
+  async putBlock (cid: CID, block: Uint8Array): Promise<void> {
+    await this.requireBlocks().put(cid, block)
+  }
+
   latestVersion (name: string): string | null {
     const versions = this.entries.filter((e) => e.envelope.manifest.name === name).map((e) => e.envelope.manifest.version)
     return versions.length === 0 ? null : semver.rsort(versions)[0]
@@ -136,6 +154,35 @@ export class ModelStore {
     })
   }
 
+  /**
+   * Registers a model whose blocks were fetched into this store (by the puller): the envelope is
+   * verified again and every file is re-read, block-verified, and checked against size and sha256
+   * before the model appears.
+   */
+  async adoptFetched (envelope: EnvelopeOf, blocks: Set<string>): Promise<StoredModel> {
+    return await this.serial(async () => {
+      const existing = this.find(envelope.manifest.name, envelope.manifest.version)
+      if (existing != null) return toStored(existing)
+      verifyEnvelope(envelope, { ...this.deps.trust(), latestVersion: this.latestVersion(envelope.manifest.name) })
+      const entry: RegistryEntry = { envelope, blocks: [...blocks], addedAt: new Date().toISOString() }
+      for (const file of envelope.manifest.files) {
+        const { content } = await this.openFileOf(entry, file.path)
+        const hash = createHash('sha256')
+        let size = 0
+        for await (const chunk of content) {
+          hash.update(chunk)
+          size += chunk.byteLength
+        }
+        if (size !== file.size || hash.digest('hex') !== file.sha256) {
+          throw new PackageError('content_mismatch', `${file.path}: fetched content does not match the signed manifest`)
+        }
+      }
+      this.entries = [...this.entries, entry]
+      await this.saveRegistry()
+      return toStored(entry)
+    })
+  }
+
   async remove (name: string, version: string): Promise<StoredModel> {
     return await this.serial(async () => {
       const entry = this.find(name, version)
@@ -151,6 +198,11 @@ export class ModelStore {
   async openFile (name: string, version: string, path: string, range?: { offset: number, length: number }): Promise<{ size: number, sha256: string, content: AsyncIterable<Uint8Array> }> {
     const entry = this.find(name, version)
     if (entry == null) throw new ModelStoreError('model_not_found', 404, `no model ${name}@${version} here`)
+    return await this.openFileOf(entry, path, range)
+  }
+
+  private async openFileOf (entry: RegistryEntry, path: string, range?: { offset: number, length: number }): Promise<{ size: number, sha256: string, content: AsyncIterable<Uint8Array> }> {
+    const { name, version } = entry.envelope.manifest
     const file = entry.envelope.manifest.files.find((f) => f.path === path)
     if (file == null) throw new ModelStoreError('file_not_found', 404, `${name}@${version} has no file ${path}`)
     const node = await exporter(CID.parse(file.cid), verifyingReader(this.requireBlocks()))

@@ -23,7 +23,9 @@ export async function openPackage (path: string): Promise<OpenedPackage> {
     throw new PackageError('package_malformed', `cannot open ${path}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`)
   }
   try {
-    const { size } = await handle.stat()
+    const info = await handle.stat()
+    if (!info.isFile()) throw new PackageError('package_malformed', `${path} is not a file`)
+    const { size } = info
     const header = Buffer.alloc(HEADER_BYTES)
     await handle.read(header, 0, HEADER_BYTES, 0)
     const length = decodeHeader(size >= HEADER_BYTES ? header : header.subarray(0, size))
@@ -61,6 +63,10 @@ export async function writePackage (out: string, envelope: Envelope, sources: st
   const tmp = join(dirname(out), `.${basename(out)}.${randomBytes(6).toString('hex')}.tmp`)
   const stream = createWriteStream(tmp, { flags: 'wx', mode: 0o644 })
   try {
+    // opening fails here (missing directory, no permission) instead of as an unhandled 'error'
+    await once(stream, 'open').catch((err: NodeJS.ErrnoException) => {
+      throw new PackageError('package_malformed', `cannot write ${out}: ${err.code === 'ENOENT' ? 'its directory does not exist' : err.message}`)
+    })
     stream.write(encodeEnvelope(envelope))
     for (const [index, source] of sources.entries()) {
       const expected = envelope.manifest.files[index].size
@@ -76,7 +82,7 @@ export async function writePackage (out: string, envelope: Envelope, sources: st
     const handle = await open(tmp, 'r+')
     await handle.sync()
     await handle.close()
-    await rename(tmp, out)
+    await rename(tmp, out).catch((err: Error) => { throw new PackageError('package_malformed', `cannot write ${out}: ${err.message}`) })
   } catch (err) {
     stream.destroy()
     await rm(tmp, { force: true })

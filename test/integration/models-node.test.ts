@@ -97,7 +97,7 @@ describe('models held by a node', () => {
       body: 'not a package'
     })
     expect(garbage.status).toBe(400)
-    expect((await garbage.json()).error.code).toBe('package_malformed')
+    expect(((await garbage.json()) as { error: { code: string } }).error.code).toBe('package_malformed')
   })
 
   it('removes a model and the blocks no other model needs', async () => {

@@ -95,6 +95,46 @@ export const modelRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node 
     }
   })
 
+  const PullJob = z.object({
+    id: z.string(),
+    state: z.enum(['resolving', 'fetching', 'verifying', 'done', 'failed']),
+    name: z.string(),
+    version: z.string().nullable(),
+    totalBytes: z.number(),
+    bytes: z.number(),
+    blocks: z.number(),
+    peers: z.array(z.string()),
+    error: z.object({ code: z.string(), message: z.string() }).nullable(),
+    startedAt: z.string(),
+    finishedAt: z.string().nullable()
+  })
+
+  app.post('/api/v1/models/pulls', {
+    config: { access: 'admin' },
+    schema: {
+      summary: 'Pull a model from its providers (the newest version when none is given); returns the job to poll',
+      tags: ['models'],
+      body: z.object({ name: z.string().min(1).max(64), version: z.string().min(1).max(64).optional() }).strict(),
+      response: { 202: PullJob }
+    }
+  }, async (request, reply) => {
+    return await reply.status(202).send({ ...node().models.startPull(request.body.name, request.body.version ?? null) })
+  })
+
+  app.get('/api/v1/models/pulls', {
+    config: { access: 'token' },
+    schema: { summary: 'Pull jobs since the node started', tags: ['models'], response: { 200: z.array(PullJob) } }
+  }, async () => node().models.listJobs().map((job) => ({ ...job })))
+
+  app.get('/api/v1/models/pulls/:id', {
+    config: { access: 'token' },
+    schema: { summary: 'Progress of a pull: bytes, blocks, providers, state', tags: ['models'], params: z.object({ id: z.string().max(64) }), response: { 200: PullJob } }
+  }, async (request) => {
+    const job = node().models.job(request.params.id)
+    if (job == null) throw new ApiError(404, 'pull_not_found', `no pull ${request.params.id}`)
+    return { ...job }
+  })
+
   app.get('/api/v1/content/:cid/providers', {
     config: { access: 'token' },
     schema: {

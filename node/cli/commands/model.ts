@@ -1,5 +1,6 @@
 import { access, readFile } from 'node:fs/promises'
 import { resolve } from 'node:path'
+import cliProgress from 'cli-progress'
 import type { Command } from 'commander'
 import { parseNodeCertificate, verifyCrl, type ParsedCrl } from '../../../ca/index.ts'
 import { totalSize } from '../../../protocols/model-package.ts'
@@ -59,6 +60,29 @@ export function registerModelCommands (program: Command): void {
       console.log(`${result.name}@${result.version} published (${result.totalSize} bytes)`)
     })
 
+  model.command('pull')
+    .description('fetch a model from the peers that hold it into a running node (exit 0 only once it is verified and stored)')
+    .argument('<model>', 'NAME or NAME@VERSION')
+    .option('--data <dir>', 'data dir of the running node', defaultDataDir())
+    .option('--api <url>', 'node API URL instead of --data')
+    .option('--token <token>', 'admin token for --api')
+    .action(async (ref: string, options: { data: string, api?: string, token?: string }) => {
+      const at = ref.lastIndexOf('@')
+      const name = at > 0 ? ref.slice(0, at) : ref
+      const version = at > 0 ? ref.slice(at + 1) : undefined
+      const target = await resolveTarget(options, defaultDataDir())
+      let job = await callNode<PullJobView>(target, 'POST', '/api/v1/models/pulls', version == null ? { name } : { name, version })
+      const bar = new PullProgressView(`${name}@${version ?? 'latest'}`)
+      while (job.finishedAt == null) {
+        bar.update(job)
+        await new Promise((resolve) => setTimeout(resolve, 200))
+        job = await callNode<PullJobView>(target, 'GET', `/api/v1/models/pulls/${job.id}`)
+      }
+      bar.stop(job)
+      if (job.state !== 'done') throw new CliError(`pull failed (${job.error?.code ?? 'unknown'}): ${job.error?.message ?? ''}`)
+      console.log(`${job.name}@${job.version} pulled and verified (${job.totalBytes} bytes)`)
+    })
+
   model.command('ls')
     .description('list the models a running node holds')
     .option('--data <dir>', 'data dir of the running node', defaultDataDir())
@@ -106,6 +130,69 @@ export function registerModelCommands (program: Command): void {
       if (options.json === true) console.log(JSON.stringify(manifest, null, 2))
       else console.log(`verified ${manifest.name}@${manifest.version}: ${manifest.files.length} file(s), ${totalSize(manifest)} bytes, signed by ${publisher.name} (${publisher.peerId})`)
     })
+}
+
+interface PullJobView {
+  id: string
+  state: string
+  name: string
+  version: string | null
+  totalBytes: number
+  bytes: number
+  peers: string[]
+  error: { code: string, message: string } | null
+  finishedAt: string | null
+}
+
+/** A progress bar on a terminal (bytes, rate, ETA, peers); one line per state change otherwise. */
+class PullProgressView {
+  private readonly bar: cliProgress.SingleBar | null
+  private started = false
+  private lastState = ''
+  private readonly label: string
+  private readonly startedAt = Date.now()
+
+  constructor (label: string) {
+    this.label = label
+    this.bar = process.stderr.isTTY === true
+      ? new cliProgress.SingleBar({
+        stream: process.stderr,
+        format: `${label} [{bar}] {percentage}% | {value}/{total} | {rate} | ETA {eta_formatted} | {peers} peer(s) | {state}`,
+        formatValue: (value, _options, type) => (type === 'value' || type === 'total') ? formatBytes(value) : String(value)
+      }, cliProgress.Presets.shades_classic)
+      : null
+  }
+
+  update (job: PullJobView): void {
+    if (this.bar == null) {
+      if (job.state !== this.lastState) console.error(`${this.label}: ${job.state}${job.totalBytes > 0 ? ` (${formatBytes(job.totalBytes)} from ${job.peers.length} peer(s))` : ''}`)
+      this.lastState = job.state
+      return
+    }
+    const rate = `${formatBytes(job.bytes / Math.max(0.001, (Date.now() - this.startedAt) / 1000))}/s`
+    if (!this.started && job.totalBytes > 0) {
+      this.bar.start(job.totalBytes, job.bytes, { rate, peers: job.peers.length, state: job.state })
+      this.started = true
+    } else if (this.started) {
+      this.bar.update(job.bytes, { rate, peers: job.peers.length, state: job.state })
+    }
+  }
+
+  stop (job: PullJobView): void {
+    this.update(job)
+    if (this.started) this.bar?.stop()
+  }
+}
+
+function formatBytes (n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB']
+  let value = n
+  let unit = 0
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024
+    unit++
+  }
+  return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`
 }
 
 function parseModelRef (ref: string): { name: string, version: string } {

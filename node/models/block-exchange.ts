@@ -1,0 +1,76 @@
+import type { Connection, Stream } from '@libp2p/interface'
+import { lpStream } from '@libp2p/utils'
+import type { Logger } from 'pino'
+import { decodeWantList, encodeBlockFrame, MAX_FRAME_BYTES } from '../../protocols/blocks.ts'
+import { BLOCKS_PROTOCOL, MANIFESTS_PROTOCOL } from '../../protocols/ids.ts'
+import { ManifestRequest, MAX_MANIFEST_MESSAGE_BYTES } from '../../protocols/manifests.ts'
+import type { Host } from '../p2p/host.ts'
+import type { ModelStore } from './model-store.ts'
+
+export interface BlockExchangeDeps {
+  host: Host
+  store: ModelStore
+  log: Logger
+}
+
+const MAX_CONCURRENT_STREAMS = 32
+
+/**
+ * Serves held content to admitted peers: blocks by want-list on BLOCKS_PROTOCOL (many blocks per
+ * request, written with backpressure) and signed envelopes on MANIFESTS_PROTOCOL.
+ */
+export class BlockExchange {
+  private readonly deps: BlockExchangeDeps
+
+  constructor (deps: BlockExchangeDeps) {
+    this.deps = deps
+  }
+
+  async start (): Promise<void> {
+    const options = { maxInboundStreams: MAX_CONCURRENT_STREAMS, maxOutboundStreams: MAX_CONCURRENT_STREAMS }
+    await this.deps.host.handle(BLOCKS_PROTOCOL, async (stream) => { await this.serveBlocks(stream) }, options)
+    await this.deps.host.handle(MANIFESTS_PROTOCOL, async (stream, connection) => { await this.serveManifest(stream, connection) }, options)
+  }
+
+  async stop (): Promise<void> {
+    await this.deps.host.unhandle(BLOCKS_PROTOCOL)
+    await this.deps.host.unhandle(MANIFESTS_PROTOCOL)
+  }
+
+  private async serveBlocks (stream: Stream): Promise<void> {
+    const channel = lpStream(stream, { maxDataLength: MAX_FRAME_BYTES })
+    const signal = AbortSignal.timeout(120_000)
+    try {
+      const wants = decodeWantList((await channel.read({ signal })).subarray())
+      for (const cid of wants) {
+        const block = await this.deps.store.getBlock(cid)
+        await channel.write(encodeBlockFrame(cid, block), { signal })
+      }
+      await stream.close({ signal })
+    } catch (err) {
+      this.deps.log.debug({ err: (err as Error).message }, 'block request ended')
+      stream.abort(err as Error)
+    }
+  }
+
+  private async serveManifest (stream: Stream, connection: Connection): Promise<void> {
+    const channel = lpStream(stream, { maxDataLength: MAX_MANIFEST_MESSAGE_BYTES })
+    const signal = AbortSignal.timeout(10_000)
+    try {
+      const parsed = ManifestRequest.safeParse(JSON.parse(new TextDecoder().decode((await channel.read({ signal })).subarray())))
+      let response: unknown
+      if (!parsed.success) {
+        response = { error: 'malformed request' }
+      } else {
+        const version = parsed.data.version ?? this.deps.store.latestVersion(parsed.data.name)
+        const envelope = version == null ? undefined : this.deps.store.envelopeOf(parsed.data.name, version)
+        response = envelope == null ? { error: 'not held here' } : { envelope }
+      }
+      await channel.write(new TextEncoder().encode(JSON.stringify(response)), { signal })
+      await stream.close({ signal })
+    } catch (err) {
+      this.deps.log.debug({ err: (err as Error).message, peer: connection.remotePeer.toString() }, 'manifest request ended')
+      stream.abort(err as Error)
+    }
+  }
+}

@@ -1,0 +1,238 @@
+import { createHash } from 'node:crypto'
+import * as dagPb from '@ipld/dag-pb'
+import type { PeerId, Stream } from '@libp2p/interface'
+import { lpStream } from '@libp2p/utils'
+import { CID } from 'multiformats/cid'
+import type { Logger } from 'pino'
+import semver from 'semver'
+import { decodeBlockFrame, encodeWantList, MAX_FRAME_BYTES } from '../../protocols/blocks.ts'
+import { BLOCKS_PROTOCOL, MANIFESTS_PROTOCOL } from '../../protocols/ids.ts'
+import { ManifestResponse, MAX_MANIFEST_MESSAGE_BYTES } from '../../protocols/manifests.ts'
+import { decodeEnvelope, PackageError, totalSize } from '../../protocols/model-package.ts'
+import type { Host } from '../p2p/host.ts'
+import type { EnvelopeOf, ModelStore, StoredModel } from './model-store.ts'
+import { ModelStoreError } from './model-store.ts'
+import { verifyEnvelope, type VerifyOptions } from './package-signing.ts'
+
+export interface PullProgress {
+  state: 'resolving' | 'fetching' | 'verifying' | 'done' | 'failed'
+  name: string
+  version: string | null
+  totalBytes: number
+  bytes: number
+  blocks: number
+  peers: string[]
+  error: { code: string, message: string } | null
+}
+
+export interface PullerDeps {
+  host: Host
+  store: ModelStore
+  trust: () => Omit<VerifyOptions, 'latestVersion' | 'now'>
+  /** a provider sent a block that does not match its CID */
+  penalize: (peer: PeerId, reason: string) => void
+  log: Logger
+}
+
+const RAW = 0x55
+const DAG_PB = 0x70
+const BATCH = 32
+const STREAMS_PER_PROVIDER = 2
+const MAX_PROVIDER_FAILURES = 3
+
+/**
+ * Fetches a model from its providers: the signed envelope first (verified before any byte is
+ * fetched), then every file's DAG by want-lists spread over all providers. Each block must be one
+ * the verified DAG asks for and must hash to its CID; blocks go straight to the store, so an
+ * interrupted pull resumes from what is on disk. A provider that sends a bad block is dropped and
+ * penalized, and its wants go to the others.
+ */
+export class Puller {
+  private readonly deps: PullerDeps
+
+  constructor (deps: PullerDeps) {
+    this.deps = deps
+  }
+
+  async pull (name: string, version: string | null, progress: PullProgress): Promise<StoredModel> {
+    const held = version != null ? this.deps.store.get(name, version) : undefined
+    if (held != null) return held
+    const { envelope, sources } = await this.resolve(name, version)
+    const { manifest } = envelope
+    progress.version = manifest.version
+    progress.totalBytes = totalSize(manifest)
+    const already = this.deps.store.get(manifest.name, manifest.version)
+    if (already != null) return already
+
+    const providers = new Map<string, PeerId>(sources.map((peer) => [peer.toString(), peer]))
+    await Promise.all(manifest.files.map(async (file) => {
+      try {
+        for await (const provider of this.deps.host.contentRouting.findProviders(CID.parse(file.cid), { signal: AbortSignal.timeout(5000) })) {
+          if (!provider.id.equals(this.deps.host.peerId)) providers.set(provider.id.toString(), provider.id)
+          if (providers.size >= 16) break
+        }
+      } catch {
+        // the peers that answered with the manifest remain
+      }
+    }))
+    progress.peers = [...providers.keys()]
+    progress.state = 'fetching'
+    const blocks = await this.fetch(manifest.files.map((f) => CID.parse(f.cid)), [...providers.values()], progress)
+    progress.state = 'verifying'
+    return await this.deps.store.adoptFetched(envelope, blocks)
+  }
+
+  /** Asks connected peers for the envelope; keeps only ones that verify; picks the wanted version. */
+  private async resolve (name: string, version: string | null): Promise<{ envelope: EnvelopeOf, sources: PeerId[] }> {
+    const peers = this.deps.host.getPeers()
+    const answers = await Promise.all(peers.map(async (peer) => {
+      try {
+        const envelope = await this.askManifest(peer, name, version)
+        verifyEnvelope(envelope, { ...this.deps.trust(), latestVersion: this.deps.store.latestVersion(name) })
+        return { peer, envelope }
+      } catch {
+        return null
+      }
+    }))
+    const valid = answers.filter((a): a is { peer: PeerId, envelope: EnvelopeOf } => a != null && a.envelope.manifest.name === name &&
+      (version == null || a.envelope.manifest.version === version))
+    if (valid.length === 0) throw new ModelStoreError('model_not_found', 404, `no connected peer holds ${name}${version != null ? `@${version}` : ''} with a valid signature`)
+    const best = semver.rsort(valid.map((v) => v.envelope.manifest.version))[0]
+    const chosen = valid.filter((v) => v.envelope.manifest.version === best)
+    return { envelope: chosen[0].envelope, sources: chosen.map((c) => c.peer) }
+  }
+
+  private async askManifest (peer: PeerId, name: string, version: string | null): Promise<EnvelopeOf> {
+    const signal = AbortSignal.timeout(5000)
+    const stream = await this.deps.host.dialProtocol(peer, MANIFESTS_PROTOCOL, { signal })
+    const channel = lpStream(stream, { maxDataLength: MAX_MANIFEST_MESSAGE_BYTES })
+    await channel.write(new TextEncoder().encode(JSON.stringify(version == null ? { name } : { name, version })), { signal })
+    const response = ManifestResponse.parse(JSON.parse(new TextDecoder().decode((await channel.read({ signal })).subarray())))
+    await stream.close({ signal }).catch(() => {})
+    if ('error' in response) throw new Error(response.error)
+    const envelope = decodeEnvelope(new TextEncoder().encode(JSON.stringify(response.envelope)))
+    return envelope as EnvelopeOf
+  }
+
+  /** Walks the DAGs from their roots, fetching what is not on disk; returns every block CID of them. */
+  private async fetch (roots: CID[], providers: PeerId[], progress: PullProgress): Promise<Set<string>> {
+    const all = new Set<string>()
+    const queue: CID[] = []
+    const expected = new Set<string>()
+    const want = async (cid: CID): Promise<void> => {
+      const key = cid.toString()
+      if (all.has(key)) return
+      all.add(key)
+      if (await this.deps.store.hasBlock(cid)) {
+        // resume: a block already on disk was verified when it was stored; walk on from it
+        const block = await this.deps.store.getBlock(cid)
+        if (block != null) await this.accept(cid, block, want, progress)
+        return
+      }
+      expected.add(key)
+      queue.push(cid)
+    }
+    for (const root of roots) await want(root)
+
+    const healthy = new Map(providers.map((p) => [p.toString(), { peer: p, failures: 0 }]))
+    let inflight = 0
+    let failure: Error | null = null
+    let wake: () => void = () => {}
+    const changed = (): void => {
+      const waiting = wake
+      wake = () => {}
+      waiting()
+    }
+
+    const worker = async (entry: { peer: PeerId, failures: number }): Promise<void> => {
+      while (failure == null && healthy.has(entry.peer.toString())) {
+        if (queue.length === 0) {
+          if (inflight === 0) return
+          await new Promise<void>((resolve) => { const previous = wake; wake = () => { previous(); resolve() } })
+          continue
+        }
+        // split what is known so far across every stream of every provider
+        const size = Math.max(1, Math.min(BATCH, Math.ceil(queue.length / (healthy.size * STREAMS_PER_PROVIDER))))
+        const batch = queue.splice(0, size)
+        inflight++
+        try {
+          const missing = await this.fetchBatch(entry.peer, batch, expected, want, progress)
+          if (missing.length > 0) {
+            // this provider lacks them; another may have them
+            entry.failures++
+            queue.push(...missing)
+            if (entry.failures >= MAX_PROVIDER_FAILURES) healthy.delete(entry.peer.toString())
+          }
+        } catch (err) {
+          const unfinished = batch.filter((cid) => expected.has(cid.toString()))
+          queue.push(...unfinished)
+          if (err instanceof PackageError) {
+            healthy.delete(entry.peer.toString())
+            this.deps.penalize(entry.peer, err.message)
+            this.deps.log.warn({ peer: entry.peer.toString(), err: err.message }, 'dropped a provider that sent a bad block')
+          } else {
+            this.deps.log.debug({ peer: entry.peer.toString(), err: (err as Error).message }, 'block request failed; retrying elsewhere')
+            if (++entry.failures >= MAX_PROVIDER_FAILURES) healthy.delete(entry.peer.toString())
+          }
+        } finally {
+          inflight--
+          progress.peers = [...healthy.keys()]
+          changed()
+        }
+      }
+    }
+    const workers = [...healthy.values()].flatMap((entry) => Array.from({ length: STREAMS_PER_PROVIDER }, async () => await worker(entry)))
+    await Promise.all(workers)
+    if (expected.size > 0) {
+      throw new ModelStoreError('pull_incomplete', 502, `${expected.size} block(s) could not be fetched from ${providers.length} provider(s); blocks fetched so far are kept, pull again to resume`)
+    }
+    return all
+  }
+
+  /** One want-list to one provider; returns the CIDs it did not have. Throws PackageError on a bad block. */
+  private async fetchBatch (peer: PeerId, batch: CID[], expected: Set<string>, want: (cid: CID) => Promise<void>, progress: PullProgress): Promise<CID[]> {
+    const signal = AbortSignal.timeout(60_000)
+    const stream: Stream = await this.deps.host.dialProtocol(peer, BLOCKS_PROTOCOL, { signal })
+    const channel = lpStream(stream, { maxDataLength: MAX_FRAME_BYTES })
+    const missing: CID[] = []
+    try {
+      await channel.write(encodeWantList(batch), { signal })
+      for (const asked of batch) {
+        const frame = decodeBlockFrame((await channel.read({ signal })).subarray())
+        const askedKey = asked.toString()
+        if (frame.cid.toString() !== askedKey) throw new PackageError('content_mismatch', `provider answered ${frame.cid.toString()} where ${askedKey} was asked`)
+        if (frame.block == null) {
+          missing.push(asked)
+          continue
+        }
+        if (!expected.has(asked.toString())) continue
+        verifyBlock(asked, frame.block)
+        await this.deps.store.putBlock(asked, frame.block)
+        expected.delete(asked.toString())
+        await this.accept(asked, frame.block, want, progress)
+      }
+      await stream.close({ signal }).catch(() => {})
+    } catch (err) {
+      stream.abort(err as Error)
+      throw err
+    }
+    return missing
+  }
+
+  private async accept (cid: CID, block: Uint8Array, want: (cid: CID) => Promise<void>, progress: PullProgress): Promise<void> {
+    progress.blocks++
+    if (cid.code === RAW) {
+      progress.bytes += block.byteLength
+      return
+    }
+    if (cid.code !== DAG_PB) throw new PackageError('content_mismatch', `unexpected block codec ${cid.code}`)
+    const node = dagPb.decode(block)
+    for (const link of node.Links) await want(link.Hash)
+  }
+}
+
+function verifyBlock (cid: CID, block: Uint8Array): void {
+  if (cid.multihash.code !== 0x12) throw new PackageError('content_mismatch', `block ${cid.toString()} uses an unsupported hash`)
+  const digest = createHash('sha256').update(block).digest()
+  if (!digest.equals(cid.multihash.digest)) throw new PackageError('content_mismatch', `block ${cid.toString()} does not match its CID`)
+}

@@ -1,0 +1,104 @@
+import { createHash, randomBytes } from 'node:crypto'
+import { spawnSync } from 'node:child_process'
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { CLI_ENTRY } from '../../node/devnet/node-process.ts'
+import { peerIdsOf, tempDir, TestMesh, waitFor, type TestNode } from '../helpers/mesh.ts'
+
+function bkg (args: string[], cwd: string): { code: number | null, stdout: string, stderr: string } {
+  const child = spawnSync(process.execPath, [CLI_ENTRY, ...args], { cwd, encoding: 'utf8', env: { ...process.env, HOME: cwd }, timeout: 120_000 })
+  return { code: child.status, stdout: child.stdout, stderr: child.stderr }
+}
+
+async function pullJob (node: TestNode, name: string, version?: string): Promise<any> {
+  const started = await node.api('POST', '/api/v1/models/pulls', version == null ? { name } : { name, version })
+  expect(started.status, JSON.stringify(started.body)).toBe(202)
+  return await waitFor(`pull on ${node.name}`, async () => {
+    const { body } = await node.api('GET', `/api/v1/models/pulls/${started.body.id}`)
+    return body.finishedAt != null ? body : undefined
+  }, 60_000, 100)
+}
+
+async function fileSha (node: TestNode, name: string, version: string, path: string): Promise<string> {
+  const response = await fetch(`${node.url}/api/v1/models/${name}/${version}/files/${path}`, { headers: { authorization: `Bearer ${node.token}` } })
+  expect(response.status).toBe(200)
+  return createHash('sha256').update(Buffer.from(await response.arrayBuffer())).digest('hex')
+}
+
+describe('pulling a model from peers', () => {
+  let tmp: Awaited<ReturnType<typeof tempDir>>
+  let mesh: TestMesh
+  let origin: TestNode
+  let second: TestNode
+  let third: TestNode
+  let weightsSha: string
+
+  beforeAll(async () => {
+    tmp = await tempDir()
+    mesh = await TestMesh.create(tmp.dir)
+    origin = await mesh.addNode('origin', { roles: ['publisher', 'admin', 'bootstrap', 'member'] })
+    await origin.start()
+    second = await mesh.addNode('second', { args: ['--bootstrap', origin.addrs[0]] })
+    third = await mesh.addNode('third', { args: ['--bootstrap', origin.addrs[0]] })
+    await Promise.all([second.start(), third.start()])
+    await waitFor('mesh', async () => (await peerIdsOf(origin)).length === 2)
+    const weights = randomBytes(12 * 1024 * 1024 + 12345)
+    weightsSha = createHash('sha256').update(weights).digest('hex')
+    await mkdir(join(tmp.dir, 'model'))
+    await writeFile(join(tmp.dir, 'model', 'weights.bin'), weights)
+    await writeFile(join(tmp.dir, 'model', 'README'), 'tiny test model\n')
+    expect(bkg(['model', 'pack', join(tmp.dir, 'model'), '--name', 'tiny', '--version', '1.0.0', '--data', origin.paths.dir, '--out', join(tmp.dir, 'tiny.bkg')], tmp.dir).code).toBe(0)
+    const published = bkg(['model', 'publish', join(tmp.dir, 'tiny.bkg'), '--data', origin.paths.dir], tmp.dir)
+    expect(published.code, published.stderr).toBe(0)
+  })
+
+  afterAll(async () => {
+    await mesh?.stopAll()
+    await tmp?.remove()
+  })
+
+  it('a node pulls a model it has never seen (CLI) and serves identical bytes', async () => {
+    const pulled = bkg(['model', 'pull', 'tiny@1.0.0', '--data', second.paths.dir], tmp.dir)
+    expect(pulled.code, pulled.stderr).toBe(0)
+    expect(pulled.stdout).toMatch(/tiny@1\.0\.0 pulled and verified/)
+    expect(await fileSha(second, 'tiny', '1.0.0', 'weights.bin')).toBe(weightsSha)
+    const list = await second.api('GET', '/api/v1/models')
+    expect(list.body.map((m: { name: string }) => m.name)).toEqual(['tiny'])
+  })
+
+  it('a pull from two providers completes when one of them serves corrupt blocks, and the bad one is dropped', async () => {
+    // corrupt every stored block file of the second node: it now serves bad data
+    const blocksDir = join(second.paths.models, 'blocks')
+    let corrupted = 0
+    const walk = async (dir: string): Promise<void> => {
+      for (const entry of await readdir(dir, { withFileTypes: true })) {
+        const path = join(dir, entry.name)
+        if (entry.isDirectory()) await walk(path)
+        else if (entry.name.endsWith('.data')) {
+          const bytes = await readFile(path)
+          bytes[0] ^= 0xff
+          await writeFile(path, bytes)
+          corrupted++
+        }
+      }
+    }
+    await walk(blocksDir)
+    expect(corrupted).toBeGreaterThan(10)
+
+    const job = await pullJob(third, 'tiny')
+    expect(job.state, JSON.stringify(job.error)).toBe('done')
+    expect(job.version).toBe('1.0.0')
+    expect(await fileSha(third, 'tiny', '1.0.0', 'weights.bin')).toBe(weightsSha)
+    // the corrupt provider was penalized: disconnected and refused
+    await waitFor('third dropped second', async () => !(await peerIdsOf(third)).includes(second.peerId), 10_000)
+    const metrics = await third.api('GET', '/metrics')
+    expect(metrics.status).toBe(200)
+  })
+
+  it('refuses to pull what nobody holds', async () => {
+    const job = await pullJob(third, 'nothing-here')
+    expect(job.state).toBe('failed')
+    expect(job.error.code).toBe('model_not_found')
+  })
+})

@@ -1,0 +1,137 @@
+import { spawn } from 'node:child_process'
+import { access, mkdir, readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { CLI_ENTRY } from '../../node/devnet/node-process.ts'
+import { openPackage } from '../../node/models/package-file.ts'
+import { VERSION } from '../../node/version.ts'
+import { tempDir } from '../helpers/mesh.ts'
+import { makeCa, makeIdentity, type Identity } from './helpers.ts'
+
+interface Run { code: number | null, stdout: string, stderr: string }
+
+/** Runs `bkg ARGS…` on this Node binary in `cwd`; HOME points into the test dir so nothing touches ~/.bkg. */
+async function bkg (args: string[], cwd: string): Promise<Run> {
+  const env: NodeJS.ProcessEnv = { ...process.env, HOME: cwd }
+  delete env.BKG_DATA
+  delete env.BKG_DEBUG
+  const child = spawn(process.execPath, [CLI_ENTRY, ...args], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => { stdout += chunk })
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk })
+  // a hang guard, not a speed assertion
+  const guard = setTimeout(() => child.kill('SIGKILL'), 45_000)
+  const code = await new Promise<number | null>((resolve) => child.once('close', (c) => resolve(c)))
+  clearTimeout(guard)
+  return { code, stdout, stderr }
+}
+
+/** A clean failure: non-zero exit, exactly one `bkg: …` line matching `message`, no stack trace, nothing on stdout. */
+function expectCleanFailure (run: Run, message: RegExp): void {
+  const detail = `exit ${run.code}\nstdout: ${run.stdout}\nstderr: ${run.stderr}`
+  expect(run.code, detail).not.toBeNull()
+  expect(run.code, detail).not.toBe(0)
+  const lines = run.stderr.trim().split('\n')
+  expect(lines, detail).toHaveLength(1)
+  expect(lines[0], detail).toMatch(/^bkg: /)
+  expect(lines[0], detail).toMatch(message)
+  expect(run.stderr, detail).not.toMatch(/^\s+at /m)
+  expect(run.stderr, detail).not.toMatch(/unexpected error/)
+  expect(run.stdout, detail).toBe('')
+}
+
+async function exists (path: string): Promise<boolean> {
+  return await access(path).then(() => true, () => false)
+}
+
+describe('bkg model pack | verify', () => {
+  let tmp: Awaited<ReturnType<typeof tempDir>>
+  let dir: string
+  let publisher: Identity
+  let member: Identity
+  let foreignCa: string
+  let modelDir: string
+
+  beforeAll(async () => {
+    tmp = await tempDir('bkg-model-cli-test-')
+    dir = tmp.dir
+    const ca = await makeCa(dir, 'CLI Model Operator')
+    const other = await makeCa(dir, 'Foreign Operator')
+    foreignCa = join(other.caDir, 'ca.crt')
+    ;[publisher, member] = await Promise.all([
+      makeIdentity(ca.caDir, dir, 'pub', ['publisher', 'member']),
+      makeIdentity(ca.caDir, dir, 'member', ['member'])
+    ])
+    modelDir = join(dir, 'model')
+    await mkdir(join(modelDir, 'tokenizer'), { recursive: true })
+    await writeFile(join(modelDir, 'weights.bin'), Buffer.alloc(200_000, 0x5a))
+    await writeFile(join(modelDir, 'tokenizer', 'vocab.txt'), 'a\nb\nc\n')
+    await writeFile(join(dir, 'not-a-package.bkg'), 'hello, I am a text file and no package\n')
+  })
+
+  afterAll(async () => {
+    await tmp?.remove()
+  })
+
+  it('packs, then verifies, prints the manifest as JSON, and keeps the root --version', async () => {
+    const pack = await bkg(['model', 'pack', modelDir, '--name', 'tiny', '--version', '1.0.0', '--licence', 'MIT', '--data', publisher.paths.dir, '--out', 'tiny.bkg'], dir)
+    expect(pack.code, pack.stderr).toBe(0)
+    expect(pack.stdout).toBe('tiny@1.0.0 → tiny.bkg\n')
+    expect(pack.stderr).toContain(`signed by pub (${publisher.cert.peerId}); 2 file(s), 200006 bytes`)
+    const opened = await openPackage(join(dir, 'tiny.bkg'))
+    expect(opened.envelope.manifest).toMatchObject({ name: 'tiny', version: '1.0.0', licence: 'MIT', architecture: 'unspecified', chunkSize: 1024 * 1024 })
+
+    const [verify, json, rootVersion] = await Promise.all([
+      bkg(['model', 'verify', 'tiny.bkg', '--data', publisher.paths.dir], dir),
+      bkg(['model', 'verify', join(dir, 'tiny.bkg'), '--data', member.paths.dir, '--json'], dir),
+      bkg(['--version'], dir)
+    ])
+    expect(verify.code, verify.stderr).toBe(0)
+    expect(verify.stdout).toMatch(/^verified tiny@1\.0\.0: 2 file\(s\), 200006 bytes, signed by pub \(12D3KooW\w+\)\n$/)
+    expect(verify.stdout).toContain(publisher.cert.peerId)
+    expect(json.code, json.stderr).toBe(0)
+    expect(JSON.parse(json.stdout)).toEqual(opened.envelope.manifest)
+    expect(rootVersion.code, rootVersion.stderr).toBe(0)
+    expect(rootVersion.stdout.trim()).toBe(VERSION)
+    expect(VERSION).toMatch(/^\d+\.\d+\.\d+/)
+  })
+
+  it('fails cleanly, with one line and no stack trace, on every refusal', async () => {
+    const good = await readFile(join(dir, 'tiny.bkg'))
+    const tampered = Buffer.from(good)
+    tampered[tampered.length - 1000] ^= 0xff // inside weights.bin, the last file
+    await writeFile(join(dir, 'tampered.bkg'), tampered)
+
+    const [memberPack, tamperedVerify, foreignVerify, notPackage, badVersion, badName, missing] = await Promise.all([
+      bkg(['model', 'pack', modelDir, '--name', 'tiny', '--version', '1.0.0', '--data', member.paths.dir, '--out', 'member.bkg'], dir),
+      bkg(['model', 'verify', 'tampered.bkg', '--data', publisher.paths.dir], dir),
+      bkg(['model', 'verify', 'tiny.bkg', '--data', publisher.paths.dir, '--ca', foreignCa], dir),
+      bkg(['model', 'verify', 'not-a-package.bkg', '--data', publisher.paths.dir], dir),
+      bkg(['model', 'pack', modelDir, '--name', 'tiny', '--version', '1', '--data', publisher.paths.dir, '--out', 'v1.bkg'], dir),
+      bkg(['model', 'pack', modelDir, '--name', 'Tiny', '--version', '1.0.0', '--data', publisher.paths.dir, '--out', 'upper.bkg'], dir),
+      bkg(['model', 'pack', join(dir, 'no-such-model'), '--name', 'tiny', '--version', '1.0.0', '--data', publisher.paths.dir, '--out', 'missing.bkg'], dir)
+    ])
+    expectCleanFailure(memberPack, /lacks the publisher role/)
+    expectCleanFailure(tamperedVerify, /weights\.bin: content does not match the signed manifest/)
+    expectCleanFailure(foreignVerify, /publisher certificate refused: .*not issued by the operator CA/)
+    expectCleanFailure(notPackage, /not a \.bkg package: wrong magic bytes/)
+    expectCleanFailure(badVersion, /version: a semantic version/)
+    expectCleanFailure(badName, /name: lowercase letters/)
+    expectCleanFailure(missing, /no-such-model: no such file or directory/)
+    for (const out of ['member.bkg', 'v1.bkg', 'upper.bkg', 'missing.bkg']) expect(await exists(join(dir, out)), out).toBe(false)
+  })
+
+  it('verify without a CA to trust fails cleanly', async () => {
+    const run = await bkg(['model', 'verify', 'tiny.bkg', '--data', join(dir, 'no-such-node')], dir)
+    expectCleanFailure(run, /cannot read the CA certificate/)
+  })
+
+  // KNOWN PRODUCT BUG: node/models/package-file.ts writePackage (line 62) creates the temp file's write
+  // stream and attaches no 'error' listener until it awaits 'drain'/'finish'; when the output directory does
+  // not exist, the stream's ENOENT surfaces as an uncaught 'error' event and the CLI dies with a stack trace.
+  it('pack into a directory that does not exist fails cleanly', async () => {
+    const run = await bkg(['model', 'pack', modelDir, '--name', 'tiny', '--version', '1.0.0', '--data', publisher.paths.dir, '--out', join(dir, 'no', 'such', 'dir', 'x.bkg')], dir)
+    expectCleanFailure(run, /cannot write .*x\.bkg: its directory does not exist/)
+  })
+})
