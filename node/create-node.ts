@@ -170,6 +170,7 @@ export async function createNode (init: NodeInit): Promise<BkgNode> {
     host,
     trust,
     log: log.child({ service: 'models' }),
+    peers,
     penalize: (peer, reason) => {
       peers.deny(peer, { code: 'bad_blocks', message: reason }, config.admission.rejectCooldownMs * 10)
       void host.hangUp(peer).catch(() => {})

@@ -1,7 +1,13 @@
 import { rm } from 'node:fs/promises'
 import { CID } from 'multiformats/cid'
 import type { Logger } from 'pino'
+import type { Message } from '@libp2p/gossipsub'
 import { MODELS_TOPIC } from '../../protocols/ids.ts'
+import { decodeEnvelope, PackageError } from '../../protocols/model-package.ts'
+import type { AdmittedPeers } from '../admission/admitted-peers.ts'
+import { admissionVerdict, toValidatorResult, type GossipVerdict } from '../pubsub/topic-validation.ts'
+import { verifyEnvelope } from './package-signing.ts'
+import type { EnvelopeOf } from './model-store.ts'
 import type { Trust } from '../admission/trust.ts'
 import type { Host } from '../p2p/host.ts'
 import { randomBytes } from 'node:crypto'
@@ -16,7 +22,17 @@ export interface ModelServiceDeps {
   log: Logger
   /** a peer served a block that does not match its CID */
   penalize: (peer: PeerId, reason: string) => void
+  peers: AdmittedPeers
 }
+
+export interface CatalogEntry {
+  envelope: EnvelopeOf
+  /** the node that published it */
+  origin: string
+  seenAt: string
+}
+
+const MAX_CATALOG = 4096
 
 export interface PullJob extends PullProgress {
   id: string
@@ -45,6 +61,8 @@ export class ModelService {
   private readonly exchange: BlockExchange
   private readonly puller: Puller
   private readonly jobs = new Map<string, PullJob>()
+  /** signed manifests announced in the mesh, verified on arrival: what can be pulled */
+  private readonly catalog = new Map<string, CatalogEntry>()
   /** models whose provider records have not reached the DHT yet; retried when a peer connects */
   private readonly unannounced = new Set<StoredModel>()
   private readonly onPeerConnect = (): void => {
@@ -59,7 +77,7 @@ export class ModelService {
     const trust = (): { caPem: string, crl: Trust['crl'] } => ({ caPem: deps.trust.caPem, crl: deps.trust.crl })
     this.store = new ModelStore(dir, { trust })
     this.exchange = new BlockExchange({ host: deps.host, store: this.store, log: deps.log })
-    this.puller = new Puller({ host: deps.host, store: this.store, trust, penalize: deps.penalize, log: deps.log })
+    this.puller = new Puller({ host: deps.host, store: this.store, trust, penalize: deps.penalize, log: deps.log, catalog: (name) => [...this.catalog.values()].filter((e) => e.envelope.manifest.name === name).map((e) => e.envelope) })
   }
 
   /** Starts pulling a model (or joins the pull already running for it) and returns its job. */
@@ -94,6 +112,27 @@ export class ModelService {
     return job
   }
 
+  catalogEntries (): CatalogEntry[] {
+    return [...this.catalog.values()]
+  }
+
+  /** A manifest gossiped by its publisher: kept (and forwarded) only if its signature verifies. */
+  private validateAnnouncement (source: PeerId, message: Message): GossipVerdict {
+    const admission = admissionVerdict(this.deps.peers, source, message)
+    if (admission !== 'accept' || message.type !== 'signed') return admission
+    try {
+      const envelope = decodeEnvelope(message.data) as EnvelopeOf
+      verifyEnvelope(envelope, { caPem: this.deps.trust.caPem, crl: this.deps.trust.crl })
+      const key = `${envelope.manifest.name}@${envelope.manifest.version}`
+      if (!this.catalog.has(key) && this.catalog.size >= MAX_CATALOG) this.catalog.delete(this.catalog.keys().next().value as string)
+      this.catalog.set(key, { envelope, origin: message.from.toString(), seenAt: new Date().toISOString() })
+      return 'accept'
+    } catch (err) {
+      if (err instanceof PackageError) return 'reject'
+      throw err
+    }
+  }
+
   job (id: string): PullJob | undefined {
     return this.jobs.get(id)
   }
@@ -106,12 +145,18 @@ export class ModelService {
     await this.store.start()
     await this.exchange.start()
     this.deps.host.addEventListener('peer:connect', this.onPeerConnect)
+    const { pubsub } = this.deps.host.services
+    pubsub.topicValidators.set(MODELS_TOPIC, (source, message) => toValidatorResult[this.validateAnnouncement(source, message)])
+    pubsub.subscribe(MODELS_TOPIC)
     // re-announce what this node holds; provider records expire and a restart may follow a long gap
     void Promise.all(this.store.list().map(async (model) => await this.announce(model))).catch(() => {})
   }
 
   async stop (): Promise<void> {
     this.deps.host.removeEventListener('peer:connect', this.onPeerConnect)
+    const { pubsub } = this.deps.host.services
+    pubsub.unsubscribe(MODELS_TOPIC)
+    pubsub.topicValidators.delete(MODELS_TOPIC)
     await this.exchange.stop()
     await this.store.stop()
   }

@@ -32,6 +32,8 @@ export interface PullerDeps {
   /** a provider sent a block that does not match its CID */
   penalize: (peer: PeerId, reason: string) => void
   log: Logger
+  /** verified envelopes announced over gossip, for models no connected peer holds */
+  catalog: (name: string) => EnvelopeOf[]
 }
 
 const RAW = 0x55
@@ -94,12 +96,20 @@ export class Puller {
         return null
       }
     }))
-    const valid = answers.filter((a): a is { peer: PeerId, envelope: EnvelopeOf } => a != null && a.envelope.manifest.name === name &&
-      (version == null || a.envelope.manifest.version === version))
+    const matches = (envelope: EnvelopeOf): boolean => envelope.manifest.name === name && (version == null || envelope.manifest.version === version)
+    const valid: Array<{ peer: PeerId | null, envelope: EnvelopeOf }> = answers.filter((a): a is { peer: PeerId, envelope: EnvelopeOf } => a != null && matches(a.envelope))
+    // a holder that is not a neighbour: the gossiped envelope, with providers from the DHT
+    for (const envelope of this.deps.catalog(name)) {
+      if (!matches(envelope)) continue
+      try {
+        verifyEnvelope(envelope, { ...this.deps.trust(), latestVersion: this.deps.store.latestVersion(name) })
+        valid.push({ peer: null, envelope })
+      } catch {}
+    }
     if (valid.length === 0) throw new ModelStoreError('model_not_found', 404, `no connected peer holds ${name}${version != null ? `@${version}` : ''} with a valid signature`)
     const best = semver.rsort(valid.map((v) => v.envelope.manifest.version))[0]
     const chosen = valid.filter((v) => v.envelope.manifest.version === best)
-    return { envelope: chosen[0].envelope, sources: chosen.map((c) => c.peer) }
+    return { envelope: chosen[0].envelope, sources: chosen.flatMap((c) => c.peer == null ? [] : [c.peer]) }
   }
 
   private async askManifest (peer: PeerId, name: string, version: string | null): Promise<EnvelopeOf> {

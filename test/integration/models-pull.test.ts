@@ -58,6 +58,16 @@ describe('pulling a model from peers', () => {
     await tmp?.remove()
   })
 
+  it('the published manifest reaches the other nodes over gossip, verified', async () => {
+    for (const node of [second, third]) {
+      const entry = await waitFor(`${node.name} catalog`, async () => {
+        const { body } = await node.api('GET', '/api/v1/models/catalog')
+        return body.find((e: { name: string }) => e.name === 'tiny')
+      }, 10_000)
+      expect(entry).toMatchObject({ name: 'tiny', version: '1.0.0', publisher: 'origin', origin: origin.peerId })
+    }
+  })
+
   it('a node pulls a model it has never seen (CLI) and serves identical bytes', async () => {
     const pulled = bkg(['model', 'pull', 'tiny@1.0.0', '--data', second.paths.dir], tmp.dir)
     expect(pulled.code, pulled.stderr).toBe(0)

@@ -95,6 +95,22 @@ export const modelRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node 
     }
   })
 
+  app.get('/api/v1/models/catalog', {
+    config: { access: 'token' },
+    schema: {
+      summary: 'Models announced in the mesh (signed manifests verified on arrival): what can be pulled',
+      tags: ['models'],
+      response: { 200: z.array(z.object({ name: z.string(), version: z.string(), publisher: z.string(), origin: z.string(), totalSize: z.number(), seenAt: z.string() })) }
+    }
+  }, async () => node().models.catalogEntries().map((entry) => ({
+    name: entry.envelope.manifest.name,
+    version: entry.envelope.manifest.version,
+    publisher: entry.envelope.manifest.publisher.name,
+    origin: entry.origin,
+    totalSize: totalSize(entry.envelope.manifest),
+    seenAt: entry.seenAt
+  })))
+
   const PullJob = z.object({
     id: z.string(),
     state: z.enum(['resolving', 'fetching', 'verifying', 'done', 'failed']),
