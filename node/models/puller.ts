@@ -38,7 +38,8 @@ export interface PullerDeps {
 
 const RAW = 0x55
 const DAG_PB = 0x70
-const BATCH = 32
+/** want-list size: also bounds what one stream may buffer (BATCH × 1 MiB blocks by default) */
+const BATCH = 16
 const STREAMS_PER_PROVIDER = 2
 const MAX_PROVIDER_FAILURES = 3
 
@@ -203,7 +204,9 @@ export class Puller {
   private async fetchBatch (peer: PeerId, batch: CID[], expected: Set<string>, want: (cid: CID) => Promise<void>, progress: PullProgress): Promise<CID[]> {
     const signal = AbortSignal.timeout(60_000)
     const stream: Stream = await this.deps.host.dialProtocol(peer, BLOCKS_PROTOCOL, { signal })
-    const channel = lpStream(stream, { maxDataLength: MAX_FRAME_BYTES })
+    // the provider writes the whole batch at once; the buffer holds it while blocks are verified
+    // and stored, which bounds a pull's memory by batch size × streams
+    const channel = lpStream(stream, { maxDataLength: MAX_FRAME_BYTES, maxBufferSize: batch.length * (MAX_FRAME_BYTES + 16) })
     const missing: CID[] = []
     try {
       await channel.write(encodeWantList(batch), { signal })
