@@ -93,6 +93,8 @@ export class ModelService {
       totalBytes: 0,
       bytes: 0,
       blocks: 0,
+      resumedBlocks: 0,
+      fetchedBlocks: 0,
       peers: [],
       error: null,
       startedAt: new Date().toISOString(),

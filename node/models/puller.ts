@@ -21,6 +21,10 @@ export interface PullProgress {
   totalBytes: number
   bytes: number
   blocks: number
+  /** blocks found on disk from an earlier, interrupted pull (not fetched again) */
+  resumedBlocks: number
+  /** block frames received from providers, duplicates included */
+  fetchedBlocks: number
   peers: string[]
   error: { code: string, message: string } | null
 }
@@ -137,7 +141,10 @@ export class Puller {
       if (await this.deps.store.hasBlock(cid)) {
         // resume: a block already on disk was verified when it was stored; walk on from it
         const block = await this.deps.store.getBlock(cid)
-        if (block != null) await this.accept(cid, block, want, progress)
+        if (block != null) {
+          progress.resumedBlocks++
+          await this.accept(cid, block, want, progress)
+        }
         return
       }
       expected.add(key)
@@ -218,6 +225,7 @@ export class Puller {
           missing.push(asked)
           continue
         }
+        progress.fetchedBlocks++
         if (!expected.has(asked.toString())) continue
         verifyBlock(asked, frame.block)
         await this.deps.store.putBlock(asked, frame.block)

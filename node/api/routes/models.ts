@@ -119,6 +119,8 @@ export const modelRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node 
     totalBytes: z.number(),
     bytes: z.number(),
     blocks: z.number(),
+    resumedBlocks: z.number(),
+    fetchedBlocks: z.number(),
     peers: z.array(z.string()),
     error: z.object({ code: z.string(), message: z.string() }).nullable(),
     startedAt: z.string(),
