@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { spawnSync } from 'node:child_process'
-import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { CLI_ENTRY } from '../../node/devnet/node-process.ts'
@@ -110,5 +110,21 @@ describe('models held by a node', () => {
     expect(Buffer.from(await still.arrayBuffer()).equals(weights)).toBe(true)
     const bad = bkg(['model', 'rm', 'tiny', '--data', publisher.paths.dir], tmp.dir)
     expect(bad.code).toBe(2)
+  })
+
+  it('answers 422 content_mismatch instead of serving a corrupt block', async () => {
+    const blocksDir = join(publisher.paths.models, 'blocks')
+    for (const entry of await readdir(blocksDir, { recursive: true, withFileTypes: true })) {
+      if (!entry.isFile() || !entry.name.endsWith('.data')) continue
+      const path = join(entry.parentPath, entry.name)
+      const bytes = await readFile(path)
+      bytes[0] ^= 0xff
+      await writeFile(path, bytes)
+    }
+    const served = await publisher.api('GET', '/api/v1/models/tiny/2.0.0/files/config.json')
+    expect(served.status).toBe(422)
+    expect(served.body.error.code).toBe('content_mismatch')
+    const verified = await publisher.api('POST', '/api/v1/models/tiny/2.0.0/verify')
+    expect(verified.status).toBe(422)
   })
 })

@@ -192,12 +192,24 @@ export const modelRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node 
   }, async (request, reply) => {
     try {
       const file = await node().models.store.openFile(request.params.name, request.params.version, request.params['*'])
+      // the first block is read (and CID-checked) before any header goes out, so a corrupt store
+      // answers 422 rather than a 200 that breaks off
+      const iterator = file.content[Symbol.asyncIterator]()
+      const first = await iterator.next()
+      async function * rest (): AsyncGenerator<Uint8Array> {
+        if (first.done !== true) yield first.value
+        while (true) {
+          const next = await iterator.next()
+          if (next.done === true) return
+          yield next.value
+        }
+      }
       return await reply
         .header('content-type', 'application/octet-stream')
         .header('content-length', String(file.size))
         .header('etag', `"sha256-${file.sha256}"`)
         .header('x-content-sha256', file.sha256)
-        .send(Readable.from(file.content))
+        .send(Readable.from(rest()))
     } catch (err) {
       throw toApiError(err)
     }
