@@ -3,6 +3,7 @@ import type { PeerId } from '@libp2p/interface'
 import type { Logger } from 'pino'
 import type { ParsedCrl } from '../../ca/index.ts'
 import { CRL_TOPIC } from '../../protocols/ids.ts'
+import { ServiceError } from '../errors.ts'
 import type { Host } from '../p2p/host.ts'
 import { admissionVerdict, toValidatorResult, type GossipVerdict } from '../pubsub/topic-validation.ts'
 import type { AdmittedPeers } from './admitted-peers.ts'
@@ -20,15 +21,8 @@ export interface RevocationDeps {
   log: Logger
 }
 
-export class CrlRejectedError extends Error {
-  readonly code: string
-  readonly status: number
-  constructor (code: string, status: number, message: string) {
-    super(message)
-    this.code = code
-    this.status = status
-  }
-}
+/** a CRL the operator handed in was refused: forbidden, crl_stale, crl_untrusted */
+export class CrlRejectedError extends ServiceError {}
 
 const REVOKED = 'cert_revoked'
 /** A revoked peer stays out until a newer CRL no longer lists it. */

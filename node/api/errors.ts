@@ -1,5 +1,6 @@
 import type { FastifyError, FastifyInstance } from 'fastify'
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod'
+import { ServiceError } from '../errors.ts'
 
 /** An error the API reports as `{ error: { code, message } }` with its HTTP status. */
 export class ApiError extends Error {
@@ -22,7 +23,7 @@ export function errorBody (code: string, message: string): { error: { code: stri
 /** Every failure leaves the API in the same shape, whatever threw it. */
 export function installErrorHandlers (app: FastifyInstance): void {
   app.setErrorHandler((err: FastifyError | ApiError | Error, request, reply) => {
-    if (err instanceof ApiError) {
+    if (err instanceof ApiError || err instanceof ServiceError) {
       return reply.status(err.status).send(errorBody(err.code, err.message))
     }
     if (hasZodFastifySchemaValidationErrors(err)) {

@@ -10,6 +10,7 @@ import semver from 'semver'
 import { z } from 'zod'
 import type { NodeCertificate } from '../../ca/index.ts'
 import { Envelope, Manifest, PackageError, unixfsImportOptions } from '../../protocols/model-package.ts'
+import { ServiceError } from '../errors.ts'
 import { writeFileAtomic } from '../identity/files.ts'
 import { openPackage } from './package-file.ts'
 import { verifyEnvelope, type VerifyOptions } from './package-signing.ts'
@@ -32,15 +33,8 @@ export interface StoredModel {
   addedAt: string
 }
 
-export class ModelStoreError extends Error {
-  readonly code: string
-  readonly status: number
-  constructor (code: string, status: number, message: string) {
-    super(message)
-    this.code = code
-    this.status = status
-  }
-}
+/** refusals of the store: model_not_found, file_not_found, model_exists */
+export class ModelStoreError extends ServiceError {}
 
 export interface ModelStoreDeps {
   /** trust anchor and CRL of the node, read at each verification */
@@ -165,18 +159,7 @@ export class ModelStore {
       if (existing != null) return toStored(existing)
       verifyEnvelope(envelope, { ...this.deps.trust(), latestVersion: this.latestVersion(envelope.manifest.name) })
       const entry: RegistryEntry = { envelope, blocks: [...blocks], addedAt: new Date().toISOString() }
-      for (const file of envelope.manifest.files) {
-        const { content } = await this.openFileOf(entry, file.path)
-        const hash = createHash('sha256')
-        let size = 0
-        for await (const chunk of content) {
-          hash.update(chunk)
-          size += chunk.byteLength
-        }
-        if (size !== file.size || hash.digest('hex') !== file.sha256) {
-          throw new PackageError('content_mismatch', `${file.path}: fetched content does not match the signed manifest`)
-        }
-      }
+      await this.checkFiles(entry)
       this.entries = [...this.entries, entry]
       await this.saveRegistry()
       return toStored(entry)
@@ -214,8 +197,15 @@ export class ModelStore {
   async verify (name: string, version: string): Promise<StoredModel> {
     const entry = this.find(name, version)
     if (entry == null) throw new ModelStoreError('model_not_found', 404, `no model ${name}@${version} here`)
+    await this.checkFiles(entry)
+    return toStored(entry)
+  }
+
+  /** Reads every file of an entry from the store (each block CID-checked) against its size and sha256. */
+  private async checkFiles (entry: RegistryEntry): Promise<void> {
+    const { name, version } = entry.envelope.manifest
     for (const file of entry.envelope.manifest.files) {
-      const { content } = await this.openFile(name, version, file.path)
+      const { content } = await this.openFileOf(entry, file.path)
       const hash = createHash('sha256')
       let size = 0
       for await (const chunk of content) {
@@ -223,10 +213,9 @@ export class ModelStore {
         size += chunk.byteLength
       }
       if (size !== file.size || hash.digest('hex') !== file.sha256) {
-        throw new PackageError('content_mismatch', `${file.path} of ${name}@${version} no longer matches its manifest`)
+        throw new PackageError('content_mismatch', `${file.path} of ${name}@${version} does not match its signed manifest`)
       }
     }
-    return toStored(entry)
   }
 
   private async importFile (path: string, offset: number, file: Manifest['files'][number], chunkSize: number, written: Set<string>): Promise<void> {

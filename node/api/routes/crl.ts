@@ -1,7 +1,5 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import { z } from 'zod'
-import { CrlRejectedError } from '../../admission/revocation-service.ts'
-import { ApiError } from '../errors.ts'
 import type { RouteDeps } from '../server.ts'
 
 export const crlRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node }) => {
@@ -27,12 +25,5 @@ export const crlRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node })
         200: z.object({ number: z.string(), revoked: z.number(), dropped: z.array(z.string()), recipients: z.number() })
       }
     }
-  }, async (request) => {
-    try {
-      return await node().revocation.publish(request.body.pem)
-    } catch (err) {
-      if (err instanceof CrlRejectedError) throw new ApiError(err.status, err.code, err.message)
-      throw err
-    }
-  })
+  }, async (request) => await node().revocation.publish(request.body.pem))
 }

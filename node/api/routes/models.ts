@@ -8,7 +8,7 @@ import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import { CID } from 'multiformats/cid'
 import { z } from 'zod'
 import { PackageError, totalSize } from '../../../protocols/model-package.ts'
-import { ModelStoreError, type StoredModel } from '../../models/model-store.ts'
+import type { StoredModel } from '../../models/model-store.ts'
 import { ApiError } from '../errors.ts'
 import type { RouteDeps } from '../server.ts'
 
@@ -232,7 +232,6 @@ function summary (model: StoredModel): z.infer<typeof ModelSummary> {
 }
 
 function toApiError (err: unknown): unknown {
-  if (err instanceof ModelStoreError) return new ApiError(err.status, err.code, err.message)
   if (err instanceof PackageError) return new ApiError(PACKAGE_STATUS[err.code] ?? 400, err.code, err.message)
   return err
 }
