@@ -17,7 +17,8 @@ export const MAX_FRAME_BYTES = MAX_BLOCK_BYTES + 1 + 2 + 128
 export const WantList = z.object({ want: z.array(z.string().max(128)).min(1).max(MAX_WANTS) }).strict()
 export type WantList = z.infer<typeof WantList>
 
-export type BlockFrame = { cid: CID, block: Uint8Array | null }
+/** the block stays a list of the received chunks: a 1 MiB block is never copied to be read */
+export type BlockFrame = { cid: CID, block: Uint8ArrayList | null }
 
 export class BlockFrameError extends Error {
   readonly code = 'block_frame_malformed'
@@ -52,17 +53,17 @@ export function encodeBlockFrame (cid: CID, block: Uint8Array | null): Uint8Arra
   return block == null ? new Uint8ArrayList(head) : new Uint8ArrayList(head, block)
 }
 
-export function decodeBlockFrame (bytes: Uint8Array): BlockFrame {
-  if (bytes.byteLength < 3) throw new BlockFrameError('block frame too short')
-  const status = bytes[0]
-  const cidLength = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint16(1)
-  if (status > 1 || 3 + cidLength > bytes.byteLength) throw new BlockFrameError('block frame header is malformed')
+export function decodeBlockFrame (frame: Uint8ArrayList): BlockFrame {
+  if (frame.byteLength < 3) throw new BlockFrameError('block frame too short')
+  const status = frame.get(0)
+  const cidLength = frame.getUint16(1)
+  if (status > 1 || 3 + cidLength > frame.byteLength) throw new BlockFrameError('block frame header is malformed')
   let cid: CID
   try {
-    cid = CID.decode(bytes.subarray(3, 3 + cidLength))
+    cid = CID.decode(frame.subarray(3, 3 + cidLength))
   } catch {
     throw new BlockFrameError('block frame holds no valid CID')
   }
   if (status === 1) return { cid, block: null }
-  return { cid, block: bytes.subarray(3 + cidLength) }
+  return { cid, block: frame.sublist(3 + cidLength) }
 }

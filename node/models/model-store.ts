@@ -3,6 +3,7 @@ import { createReadStream } from 'node:fs'
 import { mkdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { FsBlockstore } from 'blockstore-fs'
+import { NextToLast } from 'blockstore-fs/sharding'
 import { importByteStream } from 'ipfs-unixfs-importer'
 import { exporter } from 'ipfs-unixfs-exporter'
 import { CID } from 'multiformats/cid'
@@ -50,6 +51,8 @@ export class ModelStore {
   private readonly dir: string
   private readonly deps: ModelStoreDeps
   private blocks?: FsBlockstore
+  /** the store's layout, kept here so single-read block access can find the files */
+  private readonly sharding = new NextToLast()
   private entries: RegistryEntry[] = []
   private queue: Promise<unknown> = Promise.resolve()
 
@@ -64,7 +67,7 @@ export class ModelStore {
 
   async start (): Promise<void> {
     await mkdir(this.dir, { recursive: true })
-    this.blocks = new FsBlockstore(join(this.dir, 'blocks'))
+    this.blocks = new FsBlockstore(join(this.dir, 'blocks'), { shardingStrategy: this.sharding })
     await this.blocks.open()
     try {
       this.entries = Registry.parse(JSON.parse(await readFile(this.registryPath, 'utf8'))).entries
@@ -94,18 +97,29 @@ export class ModelStore {
 
   /** A raw block for a peer, or null when this node does not hold it. */
   async getBlock (cid: CID): Promise<Uint8Array | null> {
-    const store = this.requireBlocks()
-    if (!await store.has(cid)) return null
-    const parts: Uint8Array[] = []
-    for await (const part of store.get(cid)) parts.push(part)
-    return parts.length === 1 ? parts[0] : Buffer.concat(parts)
+    try {
+      return await this.readBlock(cid)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null
+      throw err
+    }
+  }
+
+  /**
+   * One read per block: blockstore-fs's own get() streams a block in 64 KiB pieces, which cost a
+   * seeder a third of its CPU in garbage collection (measured with --cpu-prof during a pull).
+   */
+  private readonly readBlock = async (cid: CID): Promise<Uint8Array> => {
+    const { dir, file } = this.sharding.encode(cid)
+    return await readFile(join(this.requireBlocks().path, dir, file))
   }
 
   async hasBlock (cid: CID): Promise<boolean> {
     return await this.requireBlocks().has(cid)
   }
 
-  async putBlock (cid: CID, block: Uint8Array): Promise<void> {
+  /** the block may come as its received chunks; they are written without joining them first */
+  async putBlock (cid: CID, block: Uint8Array | Uint8Array[]): Promise<void> {
     await this.requireBlocks().put(cid, block)
   }
 
@@ -188,7 +202,7 @@ export class ModelStore {
     const { name, version } = entry.envelope.manifest
     const file = entry.envelope.manifest.files.find((f) => f.path === path)
     if (file == null) throw new ModelStoreError('file_not_found', 404, `${name}@${version} has no file ${path}`)
-    const node = await exporter(CID.parse(file.cid), verifyingReader(this.requireBlocks()))
+    const node = await exporter(CID.parse(file.cid), verifyingReader(this.readBlock))
     if (node.type !== 'file' && node.type !== 'raw' && node.type !== 'identity') throw new ModelStoreError('file_not_found', 404, `${path} is not a file`)
     return { size: file.size, sha256: file.sha256, content: node.content(range) }
   }

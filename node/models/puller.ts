@@ -3,6 +3,7 @@ import * as dagPb from '@ipld/dag-pb'
 import type { PeerId, Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
 import { CID } from 'multiformats/cid'
+import type { Uint8ArrayList } from 'uint8arraylist'
 import type { Logger } from 'pino'
 import semver from 'semver'
 import { decodeBlockFrame, encodeWantList, MAX_FRAME_BYTES } from '../../protocols/blocks.ts'
@@ -218,7 +219,7 @@ export class Puller {
     try {
       await channel.write(encodeWantList(batch), { signal })
       for (const asked of batch) {
-        const frame = decodeBlockFrame((await channel.read({ signal })).subarray())
+        const frame = decodeBlockFrame(await channel.read({ signal }))
         const askedKey = asked.toString()
         if (frame.cid.toString() !== askedKey) throw new PackageError('content_mismatch', `provider answered ${frame.cid.toString()} where ${askedKey} was asked`)
         if (frame.block == null) {
@@ -228,7 +229,7 @@ export class Puller {
         progress.fetchedBlocks++
         if (!expected.has(asked.toString())) continue
         verifyBlock(asked, frame.block)
-        await this.deps.store.putBlock(asked, frame.block)
+        await this.deps.store.putBlock(asked, [...frame.block])
         expected.delete(asked.toString())
         await this.accept(asked, frame.block, want, progress)
       }
@@ -240,20 +241,22 @@ export class Puller {
     return missing
   }
 
-  private async accept (cid: CID, block: Uint8Array, want: (cid: CID) => Promise<void>, progress: PullProgress): Promise<void> {
+  private async accept (cid: CID, block: Uint8Array | Uint8ArrayList, want: (cid: CID) => Promise<void>, progress: PullProgress): Promise<void> {
     progress.blocks++
     if (cid.code === RAW) {
       progress.bytes += block.byteLength
       return
     }
     if (cid.code !== DAG_PB) throw new PackageError('content_mismatch', `unexpected block codec ${cid.code}`)
-    const node = dagPb.decode(block)
+    const node = dagPb.decode(block instanceof Uint8Array ? block : block.subarray())
     for (const link of node.Links) await want(link.Hash)
   }
 }
 
-function verifyBlock (cid: CID, block: Uint8Array): void {
+function verifyBlock (cid: CID, block: Uint8ArrayList): void {
   if (cid.multihash.code !== 0x12) throw new PackageError('content_mismatch', `block ${cid.toString()} uses an unsupported hash`)
-  const digest = createHash('sha256').update(block).digest()
+  const hash = createHash('sha256')
+  for (const chunk of block) hash.update(chunk)
+  const digest = hash.digest()
   if (!digest.equals(cid.multihash.digest)) throw new PackageError('content_mismatch', `block ${cid.toString()} does not match its CID`)
 }

@@ -9,12 +9,10 @@ const SHA2_256 = 0x12
  * Reads blocks from a blockstore and checks each against its CID before handing it on, so any
  * file served from the store is verified block by block up to the manifest's root CID.
  */
-export function verifyingReader (store: Blockstore): { get: (cid: CID) => AsyncGenerator<Uint8Array> } {
+export function verifyingReader (read: (cid: CID) => Promise<Uint8Array>): { get: (cid: CID) => AsyncGenerator<Uint8Array> } {
   return {
     async * get (cid: CID) {
-      const parts: Uint8Array[] = []
-      for await (const part of store.get(cid)) parts.push(part)
-      const block = parts.length === 1 ? parts[0] : Buffer.concat(parts)
+      const block = await read(cid)
       if (cid.multihash.code !== SHA2_256) throw new PackageError('content_mismatch', `block ${cid.toString()} uses an unsupported hash`)
       const digest = createHash('sha256').update(block).digest()
       if (!digest.equals(cid.multihash.digest)) throw new PackageError('content_mismatch', `block ${cid.toString()} on disk is corrupt`)
