@@ -31,6 +31,9 @@ const DialResult = z.object({
   peerId: z.string(),
   name: z.string().nullable(),
   via: z.enum(['connected', 'address', 'peer-store', 'dht']),
+  /** of the connection the dial produced; a relayed one may later be upgraded to direct (DCUtR) */
+  transport: z.enum(['direct', 'relayed']),
+  remoteAddr: z.string(),
   addrs: z.array(z.string()),
   elapsedMs: z.number()
 })
@@ -191,6 +194,8 @@ async function dial (node: BkgNode, body: z.infer<typeof DialBody>): Promise<z.i
     peerId: id,
     name: node.peers.get(id)?.name ?? null,
     via,
+    transport: isRelayed(connection) ? 'relayed' : 'direct',
+    remoteAddr: connection.remoteAddr.toString(),
     addrs: await peerAddrs(node, id),
     elapsedMs: Math.round((performance.now() - started) * 100) / 100
   }
