@@ -35,6 +35,9 @@ export interface StoredModel {
 }
 
 /** refusals of the store: model_not_found, file_not_found, model_exists */
+/** blocks read ahead while a file is streamed or checked */
+const READ_AHEAD_BLOCKS = 4
+
 export class ModelStoreError extends ServiceError {}
 
 export interface ModelStoreDeps {
@@ -204,7 +207,8 @@ export class ModelStore {
     if (file == null) throw new ModelStoreError('file_not_found', 404, `${name}@${version} has no file ${path}`)
     const node = await exporter(CID.parse(file.cid), verifyingReader(this.readBlock))
     if (node.type !== 'file' && node.type !== 'raw' && node.type !== 'identity') throw new ModelStoreError('file_not_found', 404, `${path} is not a file`)
-    return { size: file.size, sha256: file.sha256, content: node.content(range) }
+    // the exporter would otherwise load every leaf of a layer at once: a whole model in memory
+    return { size: file.size, sha256: file.sha256, content: node.content({ ...range, blockReadConcurrency: READ_AHEAD_BLOCKS }) }
   }
 
   /** Re-reads every file of a held model and checks size and sha256 (blocks are CID-checked as they are read). */
