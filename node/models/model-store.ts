@@ -5,7 +5,6 @@ import { join } from 'node:path'
 import { FsBlockstore } from 'blockstore-fs'
 import { NextToLast } from 'blockstore-fs/sharding'
 import { importByteStream } from 'ipfs-unixfs-importer'
-import { exporter } from 'ipfs-unixfs-exporter'
 import { CID } from 'multiformats/cid'
 import semver from 'semver'
 import { z } from 'zod'
@@ -15,7 +14,7 @@ import { ServiceError } from '../errors.ts'
 import { writeFileAtomic } from '../identity/files.ts'
 import { openPackage } from './package-file.ts'
 import { verifyEnvelope, type VerifyOptions } from './package-signing.ts'
-import { recordingWriter, verifyingReader } from './verified-blockstore.ts'
+import { readDag, recordingWriter } from './verified-blockstore.ts'
 
 const RegistryEntry = z.object({
   envelope: Envelope.extend({ manifest: Manifest }),
@@ -35,9 +34,6 @@ export interface StoredModel {
 }
 
 /** refusals of the store: model_not_found, file_not_found, model_exists */
-/** blocks read ahead while a file is streamed or checked */
-const READ_AHEAD_BLOCKS = 4
-
 export class ModelStoreError extends ServiceError {}
 
 export interface ModelStoreDeps {
@@ -195,20 +191,17 @@ export class ModelStore {
   }
 
   /** Streams one file of a held model, each block checked against its CID on the way out. */
-  async openFile (name: string, version: string, path: string, range?: { offset: number, length: number }): Promise<{ size: number, sha256: string, content: AsyncIterable<Uint8Array> }> {
+  async openFile (name: string, version: string, path: string): Promise<{ size: number, sha256: string, content: AsyncIterable<Uint8Array> }> {
     const entry = this.find(name, version)
     if (entry == null) throw new ModelStoreError('model_not_found', 404, `no model ${name}@${version} here`)
-    return await this.openFileOf(entry, path, range)
+    return this.openFileOf(entry, path)
   }
 
-  private async openFileOf (entry: RegistryEntry, path: string, range?: { offset: number, length: number }): Promise<{ size: number, sha256: string, content: AsyncIterable<Uint8Array> }> {
+  private openFileOf (entry: RegistryEntry, path: string): { size: number, sha256: string, content: AsyncIterable<Uint8Array> } {
     const { name, version } = entry.envelope.manifest
     const file = entry.envelope.manifest.files.find((f) => f.path === path)
     if (file == null) throw new ModelStoreError('file_not_found', 404, `${name}@${version} has no file ${path}`)
-    const node = await exporter(CID.parse(file.cid), verifyingReader(this.readBlock))
-    if (node.type !== 'file' && node.type !== 'raw' && node.type !== 'identity') throw new ModelStoreError('file_not_found', 404, `${path} is not a file`)
-    // the exporter would otherwise load every leaf of a layer at once: a whole model in memory
-    return { size: file.size, sha256: file.sha256, content: node.content({ ...range, blockReadConcurrency: READ_AHEAD_BLOCKS }) }
+    return { size: file.size, sha256: file.sha256, content: readDag(CID.parse(file.cid), this.readBlock) }
   }
 
   /** Re-reads every file of a held model and checks size and sha256 (blocks are CID-checked as they are read). */
@@ -223,7 +216,7 @@ export class ModelStore {
   private async checkFiles (entry: RegistryEntry): Promise<void> {
     const { name, version } = entry.envelope.manifest
     for (const file of entry.envelope.manifest.files) {
-      const { content } = await this.openFileOf(entry, file.path)
+      const { content } = this.openFileOf(entry, file.path)
       const hash = createHash('sha256')
       let size = 0
       for await (const chunk of content) {

@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto'
 import * as dagPb from '@ipld/dag-pb'
 import type { PeerId, Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
@@ -13,6 +12,7 @@ import { decodeEnvelope, PackageError, totalSize } from '../../protocols/model-p
 import type { Host } from '../p2p/host.ts'
 import type { EnvelopeOf, ModelStore, StoredModel } from './model-store.ts'
 import { ModelStoreError } from './model-store.ts'
+import { assertBlockMatches } from './verified-blockstore.ts'
 import { verifyEnvelope, type VerifyOptions } from './package-signing.ts'
 
 export interface PullProgress {
@@ -228,7 +228,7 @@ export class Puller {
         }
         progress.fetchedBlocks++
         if (!expected.has(asked.toString())) continue
-        verifyBlock(asked, frame.block)
+        assertBlockMatches(asked, frame.block)
         await this.deps.store.putBlock(asked, [...frame.block])
         expected.delete(asked.toString())
         await this.accept(asked, frame.block, want, progress)
@@ -251,12 +251,4 @@ export class Puller {
     const node = dagPb.decode(block instanceof Uint8Array ? block : block.subarray())
     for (const link of node.Links) await want(link.Hash)
   }
-}
-
-function verifyBlock (cid: CID, block: Uint8ArrayList): void {
-  if (cid.multihash.code !== 0x12) throw new PackageError('content_mismatch', `block ${cid.toString()} uses an unsupported hash`)
-  const hash = createHash('sha256')
-  for (const chunk of block) hash.update(chunk)
-  const digest = hash.digest()
-  if (!digest.equals(cid.multihash.digest)) throw new PackageError('content_mismatch', `block ${cid.toString()} does not match its CID`)
 }

@@ -1,24 +1,37 @@
 import { createHash } from 'node:crypto'
+import * as dagPb from '@ipld/dag-pb'
 import type { Blockstore } from 'interface-blockstore'
 import type { CID } from 'multiformats/cid'
 import { PackageError } from '../../protocols/model-package.ts'
 
 const SHA2_256 = 0x12
+const RAW = 0x55
+const DAG_PB = 0x70
+
+/** Throws unless the block's bytes (whole or as received chunks) hash to its CID. */
+export function assertBlockMatches (cid: CID, block: Uint8Array | Iterable<Uint8Array>): void {
+  if (cid.multihash.code !== SHA2_256) throw new PackageError('content_mismatch', `block ${cid.toString()} uses an unsupported hash`)
+  const hash = createHash('sha256')
+  if (block instanceof Uint8Array) hash.update(block)
+  else for (const chunk of block) hash.update(chunk)
+  if (!hash.digest().equals(cid.multihash.digest)) throw new PackageError('content_mismatch', `block ${cid.toString()} does not match its CID`)
+}
 
 /**
- * Reads blocks from a blockstore and checks each against its CID before handing it on, so any
- * file served from the store is verified block by block up to the manifest's root CID.
+ * A file's bytes in order, walking its UnixFS DAG (raw leaves under dag-pb nodes, as
+ * `unixfsImportOptions` builds it) one block at a time, each checked against its CID. Unlike the
+ * UnixFS exporter, which queues every leaf of a layer without waiting for the reader (a whole
+ * model in memory), this reads the next block only when the consumer asks for it.
  */
-export function verifyingReader (read: (cid: CID) => Promise<Uint8Array>): { get: (cid: CID) => AsyncGenerator<Uint8Array> } {
-  return {
-    async * get (cid: CID) {
-      const block = await read(cid)
-      if (cid.multihash.code !== SHA2_256) throw new PackageError('content_mismatch', `block ${cid.toString()} uses an unsupported hash`)
-      const digest = createHash('sha256').update(block).digest()
-      if (!digest.equals(cid.multihash.digest)) throw new PackageError('content_mismatch', `block ${cid.toString()} on disk is corrupt`)
-      yield block
-    }
+export async function * readDag (root: CID, read: (cid: CID) => Promise<Uint8Array>): AsyncGenerator<Uint8Array> {
+  const block = await read(root)
+  assertBlockMatches(root, block)
+  if (root.code === RAW) {
+    yield block
+    return
   }
+  if (root.code !== DAG_PB) throw new PackageError('content_mismatch', `block ${root.toString()} has an unexpected codec`)
+  for (const link of dagPb.decode(block).Links) yield * readDag(link.Hash, read)
 }
 
 /** A blockstore view that records every CID written through it (the blocks one import added). */
