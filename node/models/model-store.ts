@@ -1,7 +1,7 @@
-import { createHash } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import { createReadStream } from 'node:fs'
-import { mkdir, readFile } from 'node:fs/promises'
-import { join } from 'node:path'
+import { mkdir, open, readFile, rename, rm, type FileHandle } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
 import { FsBlockstore } from 'blockstore-fs'
 import { NextToLast } from 'blockstore-fs/sharding'
 import { importByteStream } from 'ipfs-unixfs-importer'
@@ -31,6 +31,8 @@ export interface StoredModel {
   version: string
   manifest: Manifest
   addedAt: string
+  /** directory holding the model's checked files */
+  location: string
 }
 
 /** refusals of the store: model_not_found, file_not_found, model_exists */
@@ -82,12 +84,12 @@ export class ModelStore {
   }
 
   list (): StoredModel[] {
-    return this.entries.map(toStored)
+    return this.entries.map((entry) => this.toStored(entry))
   }
 
   get (name: string, version: string): StoredModel | undefined {
     const entry = this.find(name, version)
-    return entry == null ? undefined : toStored(entry)
+    return entry == null ? undefined : this.toStored(entry)
   }
 
   envelopeOf (name: string, version: string): z.infer<typeof RegistryEntry>['envelope'] | undefined {
@@ -141,7 +143,7 @@ export class ModelStore {
         if (JSON.stringify(existing.envelope.manifest) !== JSON.stringify(manifest)) {
           throw new ModelStoreError('model_exists', 409, `${manifest.name}@${manifest.version} is already held with a different manifest`)
         }
-        return { model: toStored(existing), publisher, added: false }
+        return { model: this.toStored(existing), publisher, added: false }
       }
       const written = new Set<string>()
       try {
@@ -155,9 +157,15 @@ export class ModelStore {
         throw err
       }
       const entry: RegistryEntry = { envelope: opened.envelope, blocks: [...written], addedAt: new Date().toISOString() }
+      try {
+        await this.checkFiles(entry, true)
+      } catch (err) {
+        await this.deleteUnreferenced(written)
+        throw err
+      }
       this.entries = [...this.entries, entry]
       await this.saveRegistry()
-      return { model: toStored(entry), publisher, added: true }
+      return { model: this.toStored(entry), publisher, added: true }
     })
   }
 
@@ -169,13 +177,13 @@ export class ModelStore {
   async adoptFetched (envelope: EnvelopeOf, blocks: Set<string>): Promise<StoredModel> {
     return await this.serial(async () => {
       const existing = this.find(envelope.manifest.name, envelope.manifest.version)
-      if (existing != null) return toStored(existing)
+      if (existing != null) return this.toStored(existing)
       verifyEnvelope(envelope, { ...this.deps.trust(), latestVersion: this.latestVersion(envelope.manifest.name) })
       const entry: RegistryEntry = { envelope, blocks: [...blocks], addedAt: new Date().toISOString() }
-      await this.checkFiles(entry)
+      await this.checkFiles(entry, true)
       this.entries = [...this.entries, entry]
       await this.saveRegistry()
-      return toStored(entry)
+      return this.toStored(entry)
     })
   }
 
@@ -185,8 +193,9 @@ export class ModelStore {
       if (entry == null) throw new ModelStoreError('model_not_found', 404, `no model ${name}@${version} here`)
       this.entries = this.entries.filter((e) => e !== entry)
       await this.saveRegistry()
+      await rm(this.locationOf(name, version), { recursive: true, force: true })
       await this.deleteUnreferenced(new Set(entry.blocks))
-      return toStored(entry)
+      return this.toStored(entry)
     })
   }
 
@@ -209,23 +218,56 @@ export class ModelStore {
     const entry = this.find(name, version)
     if (entry == null) throw new ModelStoreError('model_not_found', 404, `no model ${name}@${version} here`)
     await this.checkFiles(entry)
-    return toStored(entry)
+    return this.toStored(entry)
   }
 
-  /** Reads every file of an entry from the store (each block CID-checked) against its size and sha256. */
-  private async checkFiles (entry: RegistryEntry): Promise<void> {
+  /** Where the checked files of a held model lie as plain files (for runtimes that need a path). */
+  locationOf (name: string, version: string): string {
+    return join(this.dir, 'files', name, version)
+  }
+
+  /**
+   * Reads every file of an entry from the store (each block CID-checked) against its size and
+   * sha256. With `materialize`, the files are written to a staging directory as they are read,
+   * fsynced, and the directory is renamed into place only after every file matched: the model's
+   * files never appear unchecked or half written.
+   */
+  private async checkFiles (entry: RegistryEntry, materialize = false): Promise<void> {
     const { name, version } = entry.envelope.manifest
-    for (const file of entry.envelope.manifest.files) {
-      const { content } = this.openFileOf(entry, file.path)
-      const hash = createHash('sha256')
-      let size = 0
-      for await (const chunk of content) {
-        hash.update(chunk)
-        size += chunk.byteLength
+    const staging = join(this.dir, 'files', `.staging-${randomBytes(6).toString('hex')}`)
+    try {
+      for (const file of entry.envelope.manifest.files) {
+        const { content } = this.openFileOf(entry, file.path)
+        const hash = createHash('sha256')
+        let size = 0
+        let out: FileHandle | undefined
+        if (materialize) {
+          const target = join(staging, ...file.path.split('/'))
+          await mkdir(dirname(target), { recursive: true })
+          out = await open(target, 'wx', 0o644)
+        }
+        try {
+          for await (const chunk of content) {
+            hash.update(chunk)
+            size += chunk.byteLength
+            if (out != null) await out.write(chunk)
+          }
+          await out?.sync()
+        } finally {
+          await out?.close()
+        }
+        if (size !== file.size || hash.digest('hex') !== file.sha256) {
+          throw new PackageError('content_mismatch', `${file.path} of ${name}@${version} does not match its signed manifest`)
+        }
       }
-      if (size !== file.size || hash.digest('hex') !== file.sha256) {
-        throw new PackageError('content_mismatch', `${file.path} of ${name}@${version} does not match its signed manifest`)
+      if (materialize) {
+        const location = this.locationOf(name, version)
+        await mkdir(dirname(location), { recursive: true })
+        await rm(location, { recursive: true, force: true })
+        await rename(staging, location)
       }
+    } finally {
+      await rm(staging, { recursive: true, force: true })
     }
   }
 
@@ -255,6 +297,11 @@ export class ModelStore {
     }
   }
 
+  private toStored (entry: RegistryEntry): StoredModel {
+    const { manifest } = entry.envelope
+    return { name: manifest.name, version: manifest.version, manifest, addedAt: entry.addedAt, location: this.locationOf(manifest.name, manifest.version) }
+  }
+
   private find (name: string, version: string): RegistryEntry | undefined {
     return this.entries.find((e) => e.envelope.manifest.name === name && e.envelope.manifest.version === version)
   }
@@ -276,8 +323,5 @@ export class ModelStore {
   }
 }
 
-function toStored (entry: RegistryEntry): StoredModel {
-  const manifest = entry.envelope.manifest
-  return { name: manifest.name, version: manifest.version, manifest, addedAt: entry.addedAt }
-}
+
 

@@ -101,10 +101,13 @@ describe('models held by a node', () => {
   })
 
   it('removes a model and the blocks no other model needs', async () => {
+    const location = (await publisher.api('GET', '/api/v1/models/tiny/1.0.0')).body.location
+    expect((await readFile(join(location, 'weights.bin'))).equals(weights)).toBe(true)
     const removed = bkg(['model', 'rm', 'tiny@1.0.0', '--data', publisher.paths.dir], tmp.dir)
     expect(removed.code, removed.stderr).toBe(0)
     const gone = await publisher.api('GET', '/api/v1/models/tiny/1.0.0')
     expect(gone.status).toBe(404)
+    await expect(readFile(join(location, 'weights.bin'))).rejects.toThrow(/ENOENT/)
     // 2.0.0 holds identical content: its files are still served
     const still = await fetch(`${publisher.url}/api/v1/models/tiny/2.0.0/files/weights.bin`, { headers: { authorization: `Bearer ${publisher.token}` } })
     expect(Buffer.from(await still.arrayBuffer()).equals(weights)).toBe(true)

@@ -75,6 +75,10 @@ describe('pulling a model from peers', () => {
     expect(await fileSha(second, 'tiny', '1.0.0', 'weights.bin')).toBe(weightsSha)
     const list = await second.api('GET', '/api/v1/models')
     expect(list.body.map((m: { name: string }) => m.name)).toEqual(['tiny'])
+    // the checked files also lie on disk for local runtimes
+    const onDisk = await readFile(join(list.body[0].location, 'weights.bin'))
+    expect(createHash('sha256').update(onDisk).digest('hex')).toBe(weightsSha)
+    expect(await readFile(join(list.body[0].location, 'README'), 'utf8')).toBe('tiny test model\n')
   })
 
   it('a pull from two providers completes when one of them serves corrupt blocks, and the bad one is dropped', async () => {

@@ -24,6 +24,8 @@ const ModelSummary = z.object({
   createdAt: z.string(),
   addedAt: z.string(),
   totalSize: z.number(),
+  /** directory on the node holding the checked files (for local runtimes) */
+  location: z.string(),
   files: z.array(z.object({ path: z.string(), size: z.number(), sha256: z.string(), cid: z.string() }))
 })
 const ModelParams = z.object({ name: z.string().max(64), version: z.string().max(64) })
@@ -227,6 +229,7 @@ function summary (model: StoredModel): z.infer<typeof ModelSummary> {
     createdAt: manifest.createdAt,
     addedAt: model.addedAt,
     totalSize: totalSize(manifest),
+    location: model.location,
     files: manifest.files
   }
 }
