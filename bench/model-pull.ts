@@ -1,4 +1,4 @@
-import { spawn, spawnSync } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { createWriteStream } from 'node:fs'
 import { mkdir } from 'node:fs/promises'
@@ -11,7 +11,7 @@ import { yamux } from '@chainsafe/libp2p-yamux'
 import { tcp } from '@libp2p/tcp'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
-import { CLI_ENTRY } from '../node/devnet/node-process.ts'
+import { runBkgSync } from '../test/helpers/cli.ts'
 import { peerIdsOf, TestMesh, waitFor, type TestNode } from '../test/helpers/mesh.ts'
 import { SINK_PROTOCOL } from './bare-stream-peer.ts'
 import { failedMetric, metric, processMemory, progress, round, type Metric } from './lib.ts'
@@ -51,9 +51,9 @@ async function writeRandomFile (path: string, bytes: number): Promise<void> {
   await once(out, 'finish')
 }
 
-function cli (args: string[]): void {
-  const run = spawnSync(process.execPath, [CLI_ENTRY, ...args], { encoding: 'utf8' })
-  if (run.status !== 0) throw new Error(`bkg ${args.slice(0, 2).join(' ')} failed: ${run.stderr.trim().split('\n').pop()}`)
+function cli (args: string[], dir: string): void {
+  const run = runBkgSync(args, dir)
+  if (run.code !== 0) throw new Error(`bkg ${args.slice(0, 2).join(' ')} failed: ${run.stderr.trim().split('\n').pop()}`)
 }
 
 /** Time from POST /api/v1/models/pulls until the job is done (every file verified and registered). */
@@ -100,8 +100,8 @@ export async function measureModelPull (root: string, sizeMiB = 256): Promise<Me
     await mkdir(modelDir, { recursive: true })
     await writeRandomFile(join(modelDir, 'weights.bin'), bytes)
     const pkg = join(root, 'big.bkg')
-    cli(['model', 'pack', modelDir, '--name', 'big', '--version', '1.0.0', '--data', first.paths.dir, '--out', pkg])
-    cli(['model', 'publish', pkg, '--data', first.paths.dir])
+    cli(['model', 'pack', modelDir, '--name', 'big', '--version', '1.0.0', '--data', first.paths.dir, '--out', pkg], root)
+    cli(['model', 'publish', pkg, '--data', first.paths.dir], root)
 
     progress('model pull: one seeder')
     const one = await timedPull(pullerOne, 'big')
@@ -125,7 +125,7 @@ export async function measureModelPull (root: string, sizeMiB = 256): Promise<Me
     }))
 
     progress('model pull: three seeders')
-    for (const seeder of seeders.slice(1)) cli(['model', 'publish', pkg, '--data', seeder.paths.dir])
+    for (const seeder of seeders.slice(1)) cli(['model', 'publish', pkg, '--data', seeder.paths.dir], root)
     const three = await timedPull(pullerThree, 'big')
     rows.push(metric({
       id: 'pull_three_seeders_mib_s',

@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises'
 import {
-  CaError, isNewerCrl, parseNodeCertificate, verifyCrl, verifyNodeCertificate,
+  CaError, isNewerCrl, verifyCrl, verifyNodeCertificate,
   type NodeCertificate, type ParsedCrl
 } from '../../ca/index.ts'
 import { writeFileAtomic } from '../identity/files.ts'
@@ -94,10 +94,6 @@ export class Trust {
     await writeFileAtomic(this.crlPath, candidate.pem)
     this.currentCrl = candidate
     return { accepted: true, crl: candidate }
-  }
-
-  static describe (pem: string): NodeCertificate {
-    return parseNodeCertificate(pem)
   }
 }
 

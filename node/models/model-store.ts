@@ -1,7 +1,7 @@
-import { createHash, randomBytes } from 'node:crypto'
+import { createHash } from 'node:crypto'
 import { createReadStream } from 'node:fs'
-import { mkdir, open, readFile, rename, rm, type FileHandle } from 'node:fs/promises'
-import { dirname, join } from 'node:path'
+import { mkdir, readFile, rm } from 'node:fs/promises'
+import { join } from 'node:path'
 import { FsBlockstore } from 'blockstore-fs'
 import { NextToLast } from 'blockstore-fs/sharding'
 import { importByteStream } from 'ipfs-unixfs-importer'
@@ -12,6 +12,7 @@ import type { NodeCertificate } from '../../ca/index.ts'
 import { Envelope, Manifest, PackageError, unixfsImportOptions } from '../../protocols/model-package.ts'
 import { ServiceError } from '../errors.ts'
 import { writeFileAtomic } from '../identity/files.ts'
+import { StagedFiles } from './staged-files.ts'
 import { openPackage } from './package-file.ts'
 import { verifyEnvelope, type VerifyOptions } from './package-signing.ts'
 import { readDag, recordingWriter } from './verified-blockstore.ts'
@@ -115,10 +116,6 @@ export class ModelStore {
     return await readFile(join(this.requireBlocks().path, dir, file))
   }
 
-  async hasBlock (cid: CID): Promise<boolean> {
-    return await this.requireBlocks().has(cid)
-  }
-
   /** the block may come as its received chunks; they are written without joining them first */
   async putBlock (cid: CID, block: Uint8Array | Uint8Array[]): Promise<void> {
     await this.requireBlocks().put(cid, block)
@@ -146,23 +143,20 @@ export class ModelStore {
         return { model: this.toStored(existing), publisher, added: false }
       }
       const written = new Set<string>()
+      const staged = new StagedFiles(this.filesDir)
       try {
         let offset = opened.dataOffset
         for (const file of manifest.files) {
-          await this.importFile(path, offset, file, manifest.chunkSize, written)
+          await this.importFile(path, offset, file, manifest.chunkSize, written, staged)
           offset += file.size
         }
+        await staged.commit(this.locationOf(manifest.name, manifest.version))
       } catch (err) {
+        await staged.discard()
         await this.deleteUnreferenced(written)
         throw err
       }
       const entry: RegistryEntry = { envelope: opened.envelope, blocks: [...written], addedAt: new Date().toISOString() }
-      try {
-        await this.checkFiles(entry, true)
-      } catch (err) {
-        await this.deleteUnreferenced(written)
-        throw err
-      }
       this.entries = [...this.entries, entry]
       await this.saveRegistry()
       return { model: this.toStored(entry), publisher, added: true }
@@ -223,63 +217,52 @@ export class ModelStore {
 
   /** Where the checked files of a held model lie as plain files (for runtimes that need a path). */
   locationOf (name: string, version: string): string {
-    return join(this.dir, 'files', name, version)
+    return join(this.filesDir, name, version)
+  }
+
+  private get filesDir (): string {
+    return join(this.dir, 'files')
   }
 
   /**
    * Reads every file of an entry from the store (each block CID-checked) against its size and
-   * sha256. With `materialize`, the files are written to a staging directory as they are read,
-   * fsynced, and the directory is renamed into place only after every file matched: the model's
-   * files never appear unchecked or half written.
+   * sha256; with `materialize`, also writes them out as plain files (see StagedFiles).
    */
   private async checkFiles (entry: RegistryEntry, materialize = false): Promise<void> {
     const { name, version } = entry.envelope.manifest
-    const staging = join(this.dir, 'files', `.staging-${randomBytes(6).toString('hex')}`)
+    const staged = materialize ? new StagedFiles(this.filesDir) : null
     try {
       for (const file of entry.envelope.manifest.files) {
         const { content } = this.openFileOf(entry, file.path)
         const hash = createHash('sha256')
         let size = 0
-        let out: FileHandle | undefined
-        if (materialize) {
-          const target = join(staging, ...file.path.split('/'))
-          await mkdir(dirname(target), { recursive: true })
-          out = await open(target, 'wx', 0o644)
-        }
-        try {
-          for await (const chunk of content) {
-            hash.update(chunk)
-            size += chunk.byteLength
-            if (out != null) await out.write(chunk)
-          }
-          await out?.sync()
-        } finally {
-          await out?.close()
+        for await (const chunk of staged?.write(file.path, content) ?? content) {
+          hash.update(chunk)
+          size += chunk.byteLength
         }
         if (size !== file.size || hash.digest('hex') !== file.sha256) {
           throw new PackageError('content_mismatch', `${file.path} of ${name}@${version} does not match its signed manifest`)
         }
       }
-      if (materialize) {
-        const location = this.locationOf(name, version)
-        await mkdir(dirname(location), { recursive: true })
-        await rm(location, { recursive: true, force: true })
-        await rename(staging, location)
-      }
+      await staged?.commit(this.locationOf(name, version))
     } finally {
-      await rm(staging, { recursive: true, force: true })
+      await staged?.discard()
     }
   }
 
-  private async importFile (path: string, offset: number, file: Manifest['files'][number], chunkSize: number, written: Set<string>): Promise<void> {
+  /** One pass over a file's bytes in the package: blocks into the store, the plain file staged, sha256 taken. */
+  private async importFile (path: string, offset: number, file: Manifest['files'][number], chunkSize: number, written: Set<string>, staged: StagedFiles): Promise<void> {
     const hash = createHash('sha256')
     let size = 0
-    async function * content (): AsyncGenerator<Uint8Array> {
+    async function * packageBytes (): AsyncGenerator<Uint8Array> {
       if (file.size === 0) return
-      for await (const chunk of createReadStream(path, { start: offset, end: offset + file.size - 1, highWaterMark: 1024 * 1024 })) {
-        hash.update(chunk as Buffer)
-        size += (chunk as Buffer).byteLength
-        yield chunk as Buffer
+      yield * createReadStream(path, { start: offset, end: offset + file.size - 1, highWaterMark: 1024 * 1024 })
+    }
+    async function * content (): AsyncGenerator<Uint8Array> {
+      for await (const chunk of staged.write(file.path, packageBytes())) {
+        hash.update(chunk)
+        size += chunk.byteLength
+        yield chunk
       }
     }
     const { cid } = await importByteStream(content(), recordingWriter(this.requireBlocks(), written), unixfsImportOptions(chunkSize))

@@ -1,5 +1,5 @@
 import { createReadStream, createWriteStream } from 'node:fs'
-import { open, rename, rm, stat } from 'node:fs/promises'
+import { open, rename, rm } from 'node:fs/promises'
 import { once } from 'node:events'
 import { dirname, basename, join } from 'node:path'
 import { randomBytes } from 'node:crypto'
@@ -88,10 +88,6 @@ export async function writePackage (out: string, envelope: Envelope, sources: st
     await rm(tmp, { force: true })
     throw err
   }
-}
-
-export async function fileSize (path: string): Promise<number> {
-  return (await stat(path)).size
 }
 
 async function * counting (source: AsyncIterable<Buffer | Uint8Array>, onProgress?: (bytes: number) => void): AsyncGenerator<Uint8Array> {

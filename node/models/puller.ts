@@ -139,13 +139,11 @@ export class Puller {
       const key = cid.toString()
       if (all.has(key)) return
       all.add(key)
-      if (await this.deps.store.hasBlock(cid)) {
-        // resume: a block already on disk was verified when it was stored; walk on from it
-        const block = await this.deps.store.getBlock(cid)
-        if (block != null) {
-          progress.resumedBlocks++
-          await this.accept(cid, block, want, progress)
-        }
+      // resume: a block already on disk was verified when it was stored; walk on from it
+      const held = await this.deps.store.getBlock(cid)
+      if (held != null) {
+        progress.resumedBlocks++
+        await this.accept(cid, held, want, progress)
         return
       }
       expected.add(key)

@@ -1,32 +1,14 @@
 import { spawn, spawnSync } from 'node:child_process'
-import { access, readFile } from 'node:fs/promises'
+import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { verifyToken } from '../../node/auth/tokens.ts'
 import { CLI_ENTRY } from '../../node/devnet/node-process.ts'
+import { expectCleanFailure, pathExists as exists, runBkg as bkg, type CliRun as Run } from '../helpers/cli.ts'
 import { tempDir } from '../helpers/mesh.ts'
 
 const OPENSSL = '/usr/bin/openssl'
-
-interface Run { code: number | null, stdout: string, stderr: string }
-
-/** Runs `bkg ARGS…` on this Node binary; HOME and BKG_DATA point into the test dir so nothing touches ~/.bkg. */
-async function bkg (args: string[], home: string): Promise<Run> {
-  const child = spawn(process.execPath, [CLI_ENTRY, ...args], {
-    env: { ...process.env, HOME: home, BKG_DATA: join(home, 'default-data'), BKG_TOKEN: undefined },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => { stdout += chunk })
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk })
-  // a hang guard, not a speed assertion
-  const guard = setTimeout(() => child.kill('SIGKILL'), 45_000)
-  const code = await new Promise<number | null>((resolve) => child.once('close', (c) => resolve(c)))
-  clearTimeout(guard)
-  return { code, stdout, stderr }
-}
 
 function openssl (args: string[]): Run {
   const res = spawnSync(OPENSSL, args, { encoding: 'utf8' })
@@ -37,22 +19,6 @@ function openssl (args: string[]): Run {
 function lastLine (text: string): string {
   const lines = text.trim().split('\n')
   return lines[lines.length - 1].trim()
-}
-
-/** A clean failure: non-zero exit, one `bkg: …` line matching `message`, no stack trace. */
-function expectCleanFailure (run: Run, message: RegExp, exitCode?: number): void {
-  const detail = `exit ${run.code}\nstdout: ${run.stdout}\nstderr: ${run.stderr}`
-  if (exitCode != null) expect(run.code, detail).toBe(exitCode)
-  else expect(run.code, detail).not.toBe(0)
-  expect(run.code, detail).not.toBeNull()
-  expect(run.stderr, detail).toMatch(/^bkg: /m)
-  expect(run.stderr, detail).toMatch(message)
-  expect(run.stderr, detail).not.toMatch(/^\s+at /m)
-  expect(run.stderr, detail).not.toMatch(/unexpected error/)
-}
-
-async function exists (path: string): Promise<boolean> {
-  return await access(path).then(() => true, () => false)
 }
 
 describe('bkg CLI', () => {
@@ -163,8 +129,8 @@ describe('bkg CLI', () => {
     expect(await exists(join(dir, 'y.crt'))).toBe(false)
     expectCleanFailure(again, /already exists/)
     expect(await readFile(join(caDir, 'ca.key'), 'utf8')).toBe(keyBefore)
-    expectCleanFailure(both, /exactly one of --cert FILE or --serial HEX/, 2)
-    expectCleanFailure(neither, /exactly one of --cert FILE or --serial HEX/, 2)
+    expectCleanFailure(both, /exactly one of --cert FILE or --serial HEX/, { exitCode: 2 })
+    expectCleanFailure(neither, /exactly one of --cert FILE or --serial HEX/, { exitCode: 2 })
     // commander's own usage errors
     expect(missingOption.code).not.toBe(0)
     expect(missingOption.stderr).toMatch(/required option '--csr <file>' not specified/)
@@ -188,7 +154,7 @@ describe('bkg CLI', () => {
     expectCleanFailure(badNamespace, /cannot issue token/)
     expect(badNamespace.stdout).not.toMatch(/bkgt1\./)
     expectCleanFailure(missingCrl, /cannot read CRL .*missing\.pem: no such file/)
-    expectCleanFailure(badName, /node name "bad name!" is not valid/, 2)
+    expectCleanFailure(badName, /node name "bad name!" is not valid/, { exitCode: 2 })
     expect(await exists(join(dir, 'bad-name', 'node.key'))).toBe(false)
     expectCleanFailure(badTtl, /"soon" is not a duration/)
     expectCleanFailure(notANode, /not an initialised node data dir .*bkg init/)

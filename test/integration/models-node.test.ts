@@ -1,15 +1,9 @@
 import { createHash, randomBytes } from 'node:crypto'
-import { spawnSync } from 'node:child_process'
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { CLI_ENTRY } from '../../node/devnet/node-process.ts'
+import { runBkgSync as bkg } from '../helpers/cli.ts'
 import { peerIdsOf, tempDir, TestMesh, waitFor, type TestNode } from '../helpers/mesh.ts'
-
-function bkg (args: string[], cwd: string): { code: number | null, stdout: string, stderr: string } {
-  const child = spawnSync(process.execPath, [CLI_ENTRY, ...args], { cwd, encoding: 'utf8', env: { ...process.env, HOME: cwd }, timeout: 60_000 })
-  return { code: child.status, stdout: child.stdout, stderr: child.stderr }
-}
 
 // A publisher node and a member node: publish a signed package through the CLI, see it stored,
 // served verified, announced in the DHT, refused when it is bad, removed.

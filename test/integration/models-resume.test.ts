@@ -1,17 +1,16 @@
 import { randomBytes, createHash } from 'node:crypto'
-import { spawnSync } from 'node:child_process'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { CLI_ENTRY } from '../../node/devnet/node-process.ts'
+import { runBkgSync } from '../helpers/cli.ts'
 import { peerIdsOf, tempDir, TestMesh, waitFor, type TestNode } from '../helpers/mesh.ts'
 
 const MIB = 1024 * 1024
 const SIZE = 64 * MIB
 
 function bkg (args: string[], cwd: string): void {
-  const child = spawnSync(process.execPath, [CLI_ENTRY, ...args], { cwd, encoding: 'utf8', timeout: 120_000 })
-  if (child.status !== 0) throw new Error(`bkg ${args.join(' ')}: ${child.stderr}`)
+  const run = runBkgSync(args, cwd)
+  if (run.code !== 0) throw new Error(`bkg ${args.join(' ')}: ${run.stderr}`)
 }
 
 async function startPull (node: TestNode): Promise<string> {

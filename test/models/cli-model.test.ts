@@ -1,48 +1,15 @@
-import { spawn } from 'node:child_process'
-import { access, mkdir, readFile, writeFile } from 'node:fs/promises'
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { CLI_ENTRY } from '../../node/devnet/node-process.ts'
 import { openPackage } from '../../node/models/package-file.ts'
 import { VERSION } from '../../node/version.ts'
+import { expectCleanFailure as expectFailure, pathExists as exists, runBkg as bkg, type CliRun } from '../helpers/cli.ts'
 import { tempDir } from '../helpers/mesh.ts'
 import { makeCa, makeIdentity, type Identity } from './helpers.ts'
 
-interface Run { code: number | null, stdout: string, stderr: string }
-
-/** Runs `bkg ARGS…` on this Node binary in `cwd`; HOME points into the test dir so nothing touches ~/.bkg. */
-async function bkg (args: string[], cwd: string): Promise<Run> {
-  const env: NodeJS.ProcessEnv = { ...process.env, HOME: cwd }
-  delete env.BKG_DATA
-  delete env.BKG_DEBUG
-  const child = spawn(process.execPath, [CLI_ENTRY, ...args], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => { stdout += chunk })
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk })
-  // a hang guard, not a speed assertion
-  const guard = setTimeout(() => child.kill('SIGKILL'), 45_000)
-  const code = await new Promise<number | null>((resolve) => child.once('close', (c) => resolve(c)))
-  clearTimeout(guard)
-  return { code, stdout, stderr }
-}
-
-/** A clean failure: non-zero exit, exactly one `bkg: …` line matching `message`, no stack trace, nothing on stdout. */
-function expectCleanFailure (run: Run, message: RegExp): void {
-  const detail = `exit ${run.code}\nstdout: ${run.stdout}\nstderr: ${run.stderr}`
-  expect(run.code, detail).not.toBeNull()
-  expect(run.code, detail).not.toBe(0)
-  const lines = run.stderr.trim().split('\n')
-  expect(lines, detail).toHaveLength(1)
-  expect(lines[0], detail).toMatch(/^bkg: /)
-  expect(lines[0], detail).toMatch(message)
-  expect(run.stderr, detail).not.toMatch(/^\s+at /m)
-  expect(run.stderr, detail).not.toMatch(/unexpected error/)
-  expect(run.stdout, detail).toBe('')
-}
-
-async function exists (path: string): Promise<boolean> {
-  return await access(path).then(() => true, () => false)
+/** Model commands fail with exactly one `bkg: …` line and nothing on stdout. */
+function expectCleanFailure (run: CliRun, message: RegExp): void {
+  expectFailure(run, message, { singleLine: true })
 }
 
 describe('bkg model pack | verify', () => {

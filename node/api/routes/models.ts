@@ -1,5 +1,5 @@
 import { createWriteStream } from 'node:fs'
-import { mkdir } from 'node:fs/promises'
+import { mkdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { pipeline } from 'node:stream/promises'
@@ -43,7 +43,6 @@ export const modelRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node 
 
   app.post('/api/v1/models', {
     config: { access: 'admin' },
-    bodyLimit: MAX_PACKAGE_BYTES,
     schema: {
       summary: 'Publish a signed .bkg package (request body, application/octet-stream): verify, store, announce in the DHT, gossip the manifest',
       tags: ['models'],
@@ -57,7 +56,20 @@ export const modelRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node 
     const incoming = join(node().paths.models, 'incoming')
     await mkdir(incoming, { recursive: true })
     const tmp = join(incoming, `${randomBytes(8).toString('hex')}.bkg`)
-    await pipeline(request.body, createWriteStream(tmp, { flags: 'wx' }))
+    try {
+      // a custom content-type parser bypasses Fastify's bodyLimit: count here
+      let received = 0
+      await pipeline(request.body, async function * (source: AsyncIterable<Buffer>) {
+        for await (const chunk of source) {
+          received += chunk.byteLength
+          if (received > MAX_PACKAGE_BYTES) throw new ApiError(413, 'body_too_large', `packages are limited to ${MAX_PACKAGE_BYTES} bytes`)
+          yield chunk
+        }
+      }, createWriteStream(tmp, { flags: 'wx' }))
+    } catch (err) {
+      await rm(tmp, { force: true })
+      throw err
+    }
     try {
       const result = await node().models.publishFile(tmp)
       return await reply.status(result.added ? 201 : 200).send({ ...summary(result.model), added: result.added, announced: result.announced, recipients: result.recipients })

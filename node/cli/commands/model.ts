@@ -67,9 +67,7 @@ export function registerModelCommands (program: Command): void {
     .option('--api <url>', 'node API URL instead of --data')
     .option('--token <token>', 'admin token for --api')
     .action(async (ref: string, options: { data: string, api?: string, token?: string }) => {
-      const at = ref.lastIndexOf('@')
-      const name = at > 0 ? ref.slice(0, at) : ref
-      const version = at > 0 ? ref.slice(at + 1) : undefined
+      const { name, version } = parseModelRef(ref, false)
       const target = await resolveTarget(options, defaultDataDir())
       let job = await callNode<PullJobView>(target, 'POST', '/api/v1/models/pulls', version == null ? { name } : { name, version })
       const bar = new PullProgressView(`${name}@${version ?? 'latest'}`)
@@ -107,7 +105,7 @@ export function registerModelCommands (program: Command): void {
     .option('--api <url>', 'node API URL instead of --data')
     .option('--token <token>', 'admin token for --api')
     .action(async (ref: string, options: { data: string, api?: string, token?: string }) => {
-      const { name, version } = parseModelRef(ref)
+      const { name, version } = parseModelRef(ref, true)
       const target = await resolveTarget(options, defaultDataDir())
       await callNode(target, 'DELETE', `/api/v1/models/${encodeURIComponent(name)}/${encodeURIComponent(version)}`)
       console.log(`removed ${name}@${version}`)
@@ -195,9 +193,13 @@ function formatBytes (n: number): string {
   return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`
 }
 
-function parseModelRef (ref: string): { name: string, version: string } {
+/** NAME@VERSION, or NAME alone where the version may be left to the node (the newest). */
+function parseModelRef (ref: string, versionRequired: true): { name: string, version: string }
+function parseModelRef (ref: string, versionRequired: false): { name: string, version?: string }
+function parseModelRef (ref: string, versionRequired: boolean): { name: string, version?: string } {
   const at = ref.lastIndexOf('@')
-  if (at <= 0 || at === ref.length - 1) throw new CliError(`"${ref}" is not NAME@VERSION`, 2)
+  if (at === -1 && !versionRequired && ref.length > 0) return { name: ref }
+  if (at <= 0 || at === ref.length - 1) throw new CliError(`"${ref}" is not ${versionRequired ? 'NAME@VERSION' : 'NAME or NAME@VERSION'}`, 2)
   return { name: ref.slice(0, at), version: ref.slice(at + 1) }
 }
 
