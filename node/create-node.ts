@@ -12,6 +12,7 @@ import { dataDirPaths, loadLibp2pKey, loadOrCreateSecret, type DataDirPaths } fr
 import { writeFileAtomic } from './identity/files.ts'
 import { NodeMetrics, topicFamily } from './metrics/node-metrics.ts'
 import { ModelService } from './models/model-service.ts'
+import { ReplicationService } from './models/replication-service.ts'
 import { Bootstrapper } from './p2p/bootstrapper.ts'
 import { createHost, routingTableSize, type Host } from './p2p/host.ts'
 import { reachabilityOf, type ReachabilityReport } from './p2p/reachability.ts'
@@ -54,6 +55,7 @@ export class BkgNode {
   readonly revocation: RevocationService
   readonly pubsub: PubsubService
   readonly models: ModelService
+  readonly replication: ReplicationService
   readonly api: ApiServer
   private readonly bootstrapper: Bootstrapper
   private apiUrl?: string
@@ -61,7 +63,7 @@ export class BkgNode {
   constructor (parts: {
     paths: DataDirPaths, config: NodeConfig, log: Logger, trust: Trust, peers: AdmittedPeers,
     metrics: NodeMetrics, host: Host, revocation: RevocationService, pubsub: PubsubService,
-    models: ModelService, bootstrapper: Bootstrapper, api: ApiServer
+    models: ModelService, replication: ReplicationService, bootstrapper: Bootstrapper, api: ApiServer
   }) {
     this.paths = parts.paths
     this.config = parts.config
@@ -73,6 +75,7 @@ export class BkgNode {
     this.revocation = parts.revocation
     this.pubsub = parts.pubsub
     this.models = parts.models
+    this.replication = parts.replication
     this.bootstrapper = parts.bootstrapper
     this.api = parts.api
   }
@@ -100,6 +103,8 @@ export class BkgNode {
     await writeFileAtomic(this.paths.apiAddress, JSON.stringify({ url: this.apiUrl, pid: process.pid, peerId: this.peerId }) + '\n')
     // joining happens in the background: the API answers (health, reachability) while dials run
     void this.bootstrapper.start().catch((err: Error) => this.log.error({ err }, 'bootstrap failed'))
+    // the replica log (OrbitDB) opens after joining has begun: admission does not wait for it
+    void this.replication.start().catch((err: Error) => this.log.error({ err }, 'the replica log did not open'))
     this.log.info({ peerId: this.peerId, api: this.apiUrl, addrs: this.host.getMultiaddrs().map(String) }, 'node started')
   }
 
@@ -107,6 +112,7 @@ export class BkgNode {
     await this.bootstrapper.stop().catch((err: Error) => this.log.warn({ err }, 'could not save the peer cache'))
     await rm(this.paths.apiAddress, { force: true })
     await this.api.close()
+    await this.replication.stop()
     await this.models.stop()
     this.pubsub.stop()
     this.revocation.stop()
@@ -177,6 +183,8 @@ export async function createNode (init: NodeInit): Promise<BkgNode> {
     }
   })
 
+  const replication = new ReplicationService(paths.models, { host, peers, trust, models, privateKey, log: log.child({ service: 'replication' }) })
+
   const bootstrapAddrs: Multiaddr[] = [
     ...config.bootstrap.map((addr) => multiaddr(addr)),
     ...(config.bootstrapFile != null ? await readBootstrapList(config.bootstrapFile, true) : []),
@@ -186,7 +194,7 @@ export async function createNode (init: NodeInit): Promise<BkgNode> {
 
   const [adminToken, tokenSecret] = await Promise.all([loadOrCreateSecret(paths.apiToken), loadOrCreateSecret(paths.tokenSecret)])
   const node: BkgNode = new BkgNode({
-    paths, config, log, trust, peers, metrics, host, revocation, pubsub, models, bootstrapper,
+    paths, config, log, trust, peers, metrics, host, revocation, pubsub, models, replication, bootstrapper,
     api: await createApiServer({
       log: log.child({ service: 'api' }),
       keys: { adminToken, secret: tokenSecret },

@@ -31,3 +31,14 @@ export const BLOCKS_PROTOCOL = '/bkg/blocks/1.0.0'
 
 /** Asks a peer for the signed envelope of a model it holds. */
 export const MANIFESTS_PROTOCOL = '/bkg/manifests/1.0.0'
+
+/**
+ * OrbitDB's own heads-exchange protocol and update topics, moved under BKG's namespace: the
+ * replica log's host wrapper turns `/orbitdb/heads/<address>` into `/bkg/orbitdb/heads/<address>`
+ * and the topic `/orbitdb/<hash>` into `bkg/orbitdb/<hash>`.
+ */
+export const ORBITDB_PROTOCOL_PREFIX = '/bkg'
+export const ORBITDB_TOPIC_PREFIX = 'bkg'
+
+/** Name of the OrbitDB key-value database holding replica records and replication jobs. */
+export const REPLICAS_DATABASE = 'bkg-replicas-1'

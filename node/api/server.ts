@@ -14,6 +14,7 @@ import { modelRoutes } from './routes/models.ts'
 import { nodeRoutes } from './routes/node.ts'
 import { peerRoutes } from './routes/peers.ts'
 import { pubsubRoutes } from './routes/pubsub.ts'
+import { replicationRoutes } from './routes/replication.ts'
 import { tokenRoutes } from './routes/tokens.ts'
 
 export interface ApiServerInit {
@@ -72,6 +73,7 @@ export async function createApiServer (init: ApiServerInit): Promise<ApiServer> 
   await app.register(tokenRoutes, deps)
   await app.register(crlRoutes, deps)
   await app.register(modelRoutes, deps)
+  await app.register(replicationRoutes, deps)
   await app.register(metricsRoutes, deps)
   app.get('/api/v1/openapi.json', { config: { access: 'public' }, schema: { hide: true } }, async () => app.swagger())
 

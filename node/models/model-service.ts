@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events'
 import { rm } from 'node:fs/promises'
 import { CID } from 'multiformats/cid'
 import type { Logger } from 'pino'
@@ -55,7 +56,13 @@ const PROVIDE_TIMEOUT_MS = 10_000
  * Models on this node: the verified store, provider records in the DHT for every file held and the
  * signed manifest spread over gossip when a model is published.
  */
-export class ModelService {
+export interface ModelServiceEvents {
+  /** a verified model was added (published or pulled) */
+  added: [model: StoredModel]
+  removed: [model: StoredModel]
+}
+
+export class ModelService extends EventEmitter<ModelServiceEvents> {
   readonly store: ModelStore
   private readonly deps: ModelServiceDeps
   private readonly exchange: BlockExchange
@@ -73,6 +80,7 @@ export class ModelService {
   }
 
   constructor (dir: string, deps: ModelServiceDeps) {
+    super()
     this.deps = deps
     const trust = (): { caPem: string, crl: Trust['crl'] } => ({ caPem: deps.trust.caPem, crl: deps.trust.crl })
     this.store = new ModelStore(dir, { trust })
@@ -105,6 +113,7 @@ export class ModelService {
       job.version = model.version
       job.state = 'done'
       job.bytes = job.totalBytes
+      this.emit('added', model)
       await this.announce(model)
     }, (err: Error & { code?: string }) => {
       job.state = 'failed'
@@ -167,6 +176,7 @@ export class ModelService {
   async publishFile (path: string): Promise<PublishResult> {
     try {
       const { model, added } = await this.store.addPackage(path)
+      if (added) this.emit('added', model)
       const announced = await this.announce(model)
       const envelope = this.store.envelopeOf(model.name, model.version)
       const { recipients } = await this.deps.host.services.pubsub.publish(MODELS_TOPIC, new TextEncoder().encode(JSON.stringify(envelope)))
@@ -175,6 +185,12 @@ export class ModelService {
     } finally {
       await rm(path, { force: true })
     }
+  }
+
+  async remove (name: string, version: string): Promise<StoredModel> {
+    const model = await this.store.remove(name, version)
+    this.emit('removed', model)
+    return model
   }
 
   private async announce (model: StoredModel): Promise<number> {

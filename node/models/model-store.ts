@@ -97,6 +97,11 @@ export class ModelStore {
     return this.find(name, version)?.envelope
   }
 
+  /** the blockstore on disk (Helia's, shared with the replica log's entries) */
+  get blockstore (): FsBlockstore {
+    return this.requireBlocks()
+  }
+
   /** A raw block for a peer, or null when this node does not hold it. */
   async getBlock (cid: CID): Promise<Uint8Array | null> {
     try {

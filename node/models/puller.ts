@@ -5,14 +5,14 @@ import { CID } from 'multiformats/cid'
 import type { Uint8ArrayList } from 'uint8arraylist'
 import type { Logger } from 'pino'
 import semver from 'semver'
-import { decodeBlockFrame, encodeWantList, MAX_FRAME_BYTES } from '../../protocols/blocks.ts'
-import { BLOCKS_PROTOCOL, MANIFESTS_PROTOCOL } from '../../protocols/ids.ts'
+import { MANIFESTS_PROTOCOL } from '../../protocols/ids.ts'
 import { ManifestResponse, MAX_MANIFEST_MESSAGE_BYTES } from '../../protocols/manifests.ts'
 import { decodeEnvelope, PackageError, totalSize } from '../../protocols/model-package.ts'
 import type { Host } from '../p2p/host.ts'
 import type { EnvelopeOf, ModelStore, StoredModel } from './model-store.ts'
 import { ModelStoreError } from './model-store.ts'
 import { assertBlockMatches } from './verified-blockstore.ts'
+import { requestBlocks } from './block-requests.ts'
 import { verifyEnvelope, type VerifyOptions } from './package-signing.ts'
 
 export interface PullProgress {
@@ -208,33 +208,18 @@ export class Puller {
 
   /** One want-list to one provider; returns the CIDs it did not have. Throws PackageError on a bad block. */
   private async fetchBatch (peer: PeerId, batch: CID[], expected: Set<string>, want: (cid: CID) => Promise<void>, progress: PullProgress): Promise<CID[]> {
-    const signal = AbortSignal.timeout(60_000)
-    const stream: Stream = await this.deps.host.dialProtocol(peer, BLOCKS_PROTOCOL, { signal })
-    // the provider writes the whole batch at once; the buffer holds it while blocks are verified
-    // and stored, which bounds a pull's memory by batch size × streams
-    const channel = lpStream(stream, { maxDataLength: MAX_FRAME_BYTES, maxBufferSize: batch.length * (MAX_FRAME_BYTES + 16) })
     const missing: CID[] = []
-    try {
-      await channel.write(encodeWantList(batch), { signal })
-      for (const asked of batch) {
-        const frame = decodeBlockFrame(await channel.read({ signal }))
-        const askedKey = asked.toString()
-        if (frame.cid.toString() !== askedKey) throw new PackageError('content_mismatch', `provider answered ${frame.cid.toString()} where ${askedKey} was asked`)
-        if (frame.block == null) {
-          missing.push(asked)
-          continue
-        }
-        progress.fetchedBlocks++
-        if (!expected.has(asked.toString())) continue
-        assertBlockMatches(asked, frame.block)
-        await this.deps.store.putBlock(asked, [...frame.block])
-        expected.delete(asked.toString())
-        await this.accept(asked, frame.block, want, progress)
+    for await (const { cid, block } of requestBlocks(this.deps.host, peer, batch, AbortSignal.timeout(60_000))) {
+      if (block == null) {
+        missing.push(cid)
+        continue
       }
-      await stream.close({ signal }).catch(() => {})
-    } catch (err) {
-      stream.abort(err as Error)
-      throw err
+      progress.fetchedBlocks++
+      if (!expected.has(cid.toString())) continue
+      assertBlockMatches(cid, block)
+      await this.deps.store.putBlock(cid, [...block])
+      expected.delete(cid.toString())
+      await this.accept(cid, block, want, progress)
     }
     return missing
   }

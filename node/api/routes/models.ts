@@ -92,7 +92,7 @@ export const modelRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node 
     schema: { summary: 'Remove a held model and the blocks no other model needs', tags: ['models'], params: ModelParams, response: { 200: ModelSummary } }
   }, async (request) => {
     try {
-      return summary(await node().models.store.remove(request.params.name, request.params.version))
+      return summary(await node().models.remove(request.params.name, request.params.version))
     } catch (err) {
       throw toApiError(err)
     }

@@ -1,0 +1,33 @@
+import type { PeerId, Stream } from '@libp2p/interface'
+import { lpStream } from '@libp2p/utils'
+import type { CID } from 'multiformats/cid'
+import { decodeBlockFrame, encodeWantList, MAX_FRAME_BYTES, type BlockFrame } from '../../protocols/blocks.ts'
+import { BLOCKS_PROTOCOL } from '../../protocols/ids.ts'
+import { PackageError } from '../../protocols/model-package.ts'
+import type { Host } from '../p2p/host.ts'
+
+/**
+ * Sends one want-list to a provider and yields its answers in the order asked (`block: null` when
+ * it does not hold one). The provider writes the whole batch at once; the stream's buffer holds it
+ * while the caller verifies and stores the blocks, which bounds memory by batch size per stream.
+ * Throws PackageError when the provider answers with a CID that was not asked for.
+ */
+export async function * requestBlocks (host: Host, peer: PeerId, batch: CID[], signal: AbortSignal): AsyncGenerator<BlockFrame> {
+  const stream: Stream = await host.dialProtocol(peer, BLOCKS_PROTOCOL, { signal })
+  const channel = lpStream(stream, { maxDataLength: MAX_FRAME_BYTES, maxBufferSize: batch.length * (MAX_FRAME_BYTES + 16) })
+  try {
+    await channel.write(encodeWantList(batch), { signal })
+    for (const asked of batch) {
+      const frame = decodeBlockFrame(await channel.read({ signal }))
+      if (frame.cid.toString() !== asked.toString()) throw new PackageError('content_mismatch', `provider answered ${frame.cid.toString()} where ${asked.toString()} was asked`)
+      yield frame
+    }
+    await stream.close({ signal }).catch(() => {})
+  } catch (err) {
+    stream.abort(err as Error)
+    throw err
+  } finally {
+    // the caller stopped early (return/throw into the generator): free the stream
+    if (stream.status === 'open') stream.abort(new Error('request abandoned'))
+  }
+}
