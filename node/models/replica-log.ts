@@ -1,16 +1,14 @@
 import { EventEmitter } from 'node:events'
 import type { PrivateKey } from '@libp2p/interface'
-import { peerIdFromString } from '@libp2p/peer-id'
 import { createOrbitDB, useAccessController, type KeyValueDatabase, type LogEntry, type OrbitDB } from '@orbitdb/core'
 import type { Logger } from 'pino'
-import { CaError, parseNodeCertificate, verifyNodeCertificate } from '../../ca/index.ts'
+import { parseNodeCertificate } from '../../ca/index.ts'
 import { REPLICAS_DATABASE } from '../../protocols/ids.ts'
-import {
-  recordKey, recordSigningBytes, SignedRecord, type LogRecord, type ReplicaRecord, type ReplicationJobRecord
-} from '../../protocols/replicas.ts'
+import { recordKey, SignedRecord, type LogRecord, type ReplicaRecord, type ReplicationJobRecord } from '../../protocols/replicas.ts'
 import type { Trust } from '../admission/trust.ts'
 import type { BkgHelia } from '../models/helia.ts'
 import { orbitdbHost } from './orbitdb-host.ts'
+import { isAcceptableOperation, signRecord } from './replica-records.ts'
 
 export interface ReplicaLogDeps {
   helia: BkgHelia
@@ -94,13 +92,7 @@ export class ReplicaLog extends EventEmitter<ReplicaLogEvents> {
   /** Signs a record with this node's key and appends it; the view is updated before it returns. */
   async write (record: LogRecord): Promise<void> {
     if (this.db == null) throw new Error('the replica log is not started')
-    const signature = await this.deps.privateKey.sign(recordSigningBytes(record))
-    const signed: SignedRecord = {
-      record,
-      signer: this.deps.helia.libp2p.peerId.toString(),
-      cert: this.deps.trust.own.pem,
-      signature: Buffer.from(signature).toString('base64')
-    }
+    const signed = await signRecord(record, { privateKey: this.deps.privateKey, peerId: this.deps.helia.libp2p.peerId.toString(), certPem: this.deps.trust.own.pem })
     await this.db.put(recordKey(record), signed)
     await this.refresh()
   }
@@ -109,31 +101,11 @@ export class ReplicaLog extends EventEmitter<ReplicaLogEvents> {
   private async canAppend (entry: LogEntry): Promise<boolean> {
     const cached = this.verified.get(entry.hash)
     if (cached != null) return cached
-    const ok = await this.verifyEntry(entry)
+    const ok = await isAcceptableOperation(entry.payload, this.deps.trust.caPem)
     if (this.verified.size >= MAX_VERIFIED_CACHE) this.verified.clear()
     if (entry.hash != null) this.verified.set(entry.hash, ok)
     if (!ok) this.deps.log.warn({ key: entry.payload?.key }, 'refused a replica log entry')
     return ok
-  }
-
-  private async verifyEntry (entry: LogEntry): Promise<boolean> {
-    if (entry.payload?.op !== 'PUT') return false
-    const parsed = SignedRecord.safeParse(entry.payload.value)
-    if (!parsed.success) return false
-    const { record, signer, cert, signature } = parsed.data
-    if (entry.payload.key !== recordKey(record)) return false
-    const author = record.kind === 'replica' ? record.peerId : record.createdBy
-    if (signer !== author) return false
-    try {
-      const certificate = verifyNodeCertificate(cert, { caPem: this.deps.trust.caPem, crl: null, now: new Date(record.at), expectedPeerId: signer })
-      if (record.kind === 'job' && !certificate.roles.includes('admin')) return false
-      const key = peerIdFromString(signer).publicKey
-      if (key == null) return false
-      return await key.verify(recordSigningBytes(record), Buffer.from(signature, 'base64'))
-    } catch (err) {
-      if (err instanceof CaError || err instanceof Error) return false
-      throw err
-    }
   }
 
   /** Rebuilds the view from the database; coalesces bursts of updates into one pass. */

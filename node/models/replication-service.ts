@@ -99,8 +99,10 @@ export class ReplicationService {
     await this.helia.start()
     // OrbitDB and its LevelDB bindings load here, off the start-up path
     const { ReplicaLog } = await import('./replica-log.ts')
-    this.replicaLog = new ReplicaLog(join(this.dir, 'replicas'), { helia: this.helia, privateKey: this.deps.privateKey, trust: this.deps.trust, log: this.deps.log })
-    await this.replicaLog.start()
+    const replicaLog = new ReplicaLog(join(this.dir, 'replicas'), { helia: this.helia, privateKey: this.deps.privateKey, trust: this.deps.trust, log: this.deps.log })
+    await replicaLog.start()
+    // answered only once the log is loaded: an empty view would read as "nobody holds anything"
+    this.replicaLog = replicaLog
     this.replicaLog.on('change', this.onChange)
     peers.on('admitted', this.onChange)
     peers.on('removed', this.onChange)

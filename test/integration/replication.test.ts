@@ -30,6 +30,7 @@ describe('replica tracking and replication jobs', () => {
   let labNodes: TestNode[]
   let outsider: TestNode
   let jobId: string
+  let left: TestNode
 
   beforeAll(async () => {
     tmp = await tempDir()
@@ -112,6 +113,7 @@ describe('replica tracking and replication jobs', () => {
     const leaving = labNodes.find((node) => before.holders.includes(node.peerId))!
     const spare = labNodes.find((node) => !before.holders.includes(node.peerId))!
     await leaving.stop()
+    left = leaving
     const recovered = await waitFor('job done again', async () => {
       const view = await job(origin, jobId)
       return view.state === 'done' && !view.holders.includes(leaving.peerId) ? view : undefined
@@ -129,5 +131,21 @@ describe('replica tracking and replication jobs', () => {
       const { body } = await outsider.api('GET', `/api/v1/replication/${jobId}`)
       return body.state === 'cancelled'
     }, 15_000)
+  })
+
+  it('removing a copy is recorded, and a restarted holder keeps its log and rejoins', async () => {
+    const { body: table } = await origin.api('GET', '/api/v1/replicas')
+    const holder = labNodes.find((node) => node !== left && table[0].holders.some((h: { peerId: string }) => h.peerId === node.peerId))!
+    expect((await holder.api('DELETE', '/api/v1/models/repl/1.0.0')).status).toBe(200)
+    await waitFor('origin sees the copy gone', async () => {
+      const { body } = await origin.api('GET', '/api/v1/replicas')
+      return !body.find((e: { name: string }) => e.name === 'repl').holders.some((h: { peerId: string }) => h.peerId === holder.peerId)
+    }, 15_000)
+    await left.start()
+    await replicasReady(left)
+    const { body } = await left.api('GET', '/api/v1/replicas')
+    const entry = body.find((e: { name: string }) => e.name === 'repl')
+    expect(entry.holders.map((h: { peerId: string }) => h.peerId)).toContain(left.peerId)
+    await waitFor('the restarted node sees the cancellation', async () => (await left.api('GET', `/api/v1/replication/${jobId}`)).body.state === 'cancelled', 15_000)
   })
 })
