@@ -1,5 +1,5 @@
-import { spawn } from 'node:child_process'
-import { randomBytes } from 'node:crypto'
+import { spawn, type ChildProcess } from 'node:child_process'
+import { createHash, randomBytes } from 'node:crypto'
 import { createWriteStream } from 'node:fs'
 import { mkdir } from 'node:fs/promises'
 import { once } from 'node:events'
@@ -8,12 +8,16 @@ import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
+import { unixfs } from '@helia/unixfs'
+import * as dagPb from '@ipld/dag-pb'
 import { tcp } from '@libp2p/tcp'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
+import { CID } from 'multiformats/cid'
 import { runBkgSync } from '../test/helpers/cli.ts'
 import { peerIdsOf, TestMesh, waitFor, type TestNode } from '../test/helpers/mesh.ts'
 import { SINK_PROTOCOL } from './bare-stream-peer.ts'
+import { createBenchHelia } from './bitswap-peer.ts'
 import { failedMetric, metric, processMemory, progress, round, type Metric } from './lib.ts'
 
 const MIB = 1024 * 1024
@@ -39,6 +43,81 @@ export async function measureBareStream (bytes: number): Promise<number> {
     }
   } finally {
     child.kill('SIGTERM')
+  }
+}
+
+/** The first stdout line of a child process; rejects when it exits or times out first. */
+async function firstLine (child: ChildProcess, what: string, timeoutMs: number): Promise<string> {
+  const lines = createInterface({ input: child.stdout! })
+  let timer: NodeJS.Timeout | undefined
+  try {
+    return await Promise.race([
+      once(lines, 'line').then(([line]) => line as string),
+      once(child, 'exit').then(([code, signal]) => { throw new Error(`${what} exited (${signal ?? code}) before it was ready`) }),
+      new Promise<never>((_resolve, reject) => { timer = setTimeout(() => reject(new Error(`${what} not ready after ${timeoutMs} ms`)), timeoutMs) })
+    ])
+  } finally {
+    clearTimeout(timer)
+    lines.close()
+  }
+}
+
+/** SIGTERM, then waits (up to `timeoutMs`, then SIGKILL) so the child has removed its temp dir. */
+async function stopChild (child: ChildProcess, timeoutMs: number): Promise<void> {
+  if (child.exitCode != null || child.signalCode != null) return
+  const exited = once(child, 'exit')
+  child.kill('SIGTERM')
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
+  try {
+    await exited
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+/** Every block of a UnixFS DAG (dag-pb nodes, raw leaves) is in `blocks`; returns the block count. */
+async function assertDagPresent (root: CID, blocks: { has: (cid: CID) => Promise<boolean>, get: (cid: CID) => AsyncIterable<Uint8Array> }): Promise<number> {
+  if (!await blocks.has(root)) throw new Error(`block ${root.toString()} missing from the puller's blockstore`)
+  if (root.code !== dagPb.code) return 1
+  const parts: Uint8Array[] = []
+  for await (const part of blocks.get(root)) parts.push(part)
+  let count = 1
+  for (const link of dagPb.decode(Buffer.concat(parts)).Links) count += await assertDagPresent(link.Hash, blocks)
+  return count
+}
+
+/**
+ * Baseline: stock Helia 7 bitswap fetching the same DAG (1 MiB raw leaves, our UnixFS import
+ * options) from a stock Helia seeder in another process, blockstore-fs on disk on both sides.
+ * Timed from the established connection until `@helia/unixfs` `cat` has read (and sha256-hashed)
+ * every byte and every block of the DAG is in the puller's blockstore.
+ */
+export async function measureBitswap (bytes: number): Promise<{ mibs: number, seconds: number, blocks: number }> {
+  const child = spawn(process.execPath, [fileURLToPath(new URL('./bitswap-peer.ts', import.meta.url)), String(bytes)], { stdio: ['ignore', 'pipe', 'inherit'] })
+  try {
+    const line = await firstLine(child, 'bitswap seeder', 300_000)
+    const [addr, rootText, sha256] = line.trim().split(' ')
+    const root = CID.parse(rootText)
+    const puller = await createBenchHelia([])
+    try {
+      await puller.helia.libp2p.dial(multiaddr(addr))
+      const started = performance.now()
+      const hash = createHash('sha256')
+      let read = 0
+      for await (const chunk of unixfs(puller.helia).cat(root, { signal: AbortSignal.timeout(600_000) })) {
+        hash.update(chunk)
+        read += chunk.byteLength
+      }
+      const blocks = await assertDagPresent(root, puller.blocks)
+      const seconds = (performance.now() - started) / 1000
+      if (read !== bytes) throw new Error(`bitswap read ${read} bytes, expected ${bytes}`)
+      if (hash.digest('hex') !== sha256) throw new Error('bitswap content does not match the seeder\'s sha256')
+      return { mibs: (bytes / MIB) / seconds, seconds, blocks }
+    } finally {
+      await puller.stop()
+    }
+  } finally {
+    await stopChild(child, 15_000)
   }
 }
 
@@ -68,6 +147,37 @@ async function timedPull (node: TestNode, name: string): Promise<{ seconds: numb
   return { seconds: (performance.now() - started) / 1000, peers: job.peers.length }
 }
 
+/** The stock Helia bitswap baseline rows; a failure is a failed row, the bench goes on. */
+async function bitswapRows (bytes: number, bare: number): Promise<Metric[]> {
+  const sizeMiB = bytes / MIB
+  const name = 'baseline: stock Helia bitswap, same DAG'
+  progress(`model pull: baseline stock Helia bitswap, ${sizeMiB} MiB`)
+  try {
+    const bitswap = await measureBitswap(bytes)
+    return [
+      metric({
+        id: 'pull_bitswap_mib_s',
+        name,
+        value: round(bitswap.mibs),
+        unit: 'MiB/s',
+        target: null,
+        note: `${sizeMiB} MiB, ${bitswap.blocks} blocks, ${round(bitswap.seconds, 2)} s; Helia 7 → Helia 7, 2 processes, blockstore-fs, @helia/unixfs cat`
+      }),
+      metric({
+        id: 'pull_bitswap_ratio',
+        name: '  stock Helia bitswap ÷ bare stream',
+        value: round(bitswap.mibs / bare, 3),
+        unit: '×',
+        target: null,
+        note: `${round(bitswap.mibs)} MiB/s vs ${round(bare)} MiB/s`
+      })
+    ]
+  } catch (err) {
+    progress(`model pull: bitswap baseline failed: ${String(err)}`)
+    return [failedMetric('pull_bitswap_mib_s', name, 'MiB/s', null, err)]
+  }
+}
+
 /**
  * Issue targets: pulling a 256 MiB package end to end (until the verified model is registered)
  * from one seeder at ≥ 0.8× a bare libp2p stream between two processes, measured in the same
@@ -81,6 +191,7 @@ export async function measureModelPull (root: string, sizeMiB = 256): Promise<Me
     progress(`model pull: baseline bare libp2p stream, ${sizeMiB} MiB`)
     const bare = await measureBareStream(bytes)
     rows.push(metric({ id: 'bare_stream_mib_s', name: `baseline: bare libp2p stream, 2 processes`, value: round(bare), unit: 'MiB/s', target: null, note: `${sizeMiB} MiB, TCP + Noise + Yamux, one stream` }))
+    rows.push(...await bitswapRows(bytes, bare))
 
     mesh = await TestMesh.create(join(root, 'pull'), 'Bench Pull Operator')
     const seeders: TestNode[] = []
@@ -135,7 +246,6 @@ export async function measureModelPull (root: string, sizeMiB = 256): Promise<Me
       target: null,
       note: `${round(three.seconds, 2)} s from ${three.peers} provider(s); all 5 processes share 2 cores`
     }))
-    rows.push(metric({ id: 'pull_bitswap_baseline', name: '  stock Helia bitswap, same DAG', value: null, unit: 'MiB/s', target: null, note: 'not measured yet (DESIGN.md: 8-27 MB/s, 0.21× a bare stream)' }))
     return rows
   } catch (err) {
     return [...rows, failedMetric('pull_one_seeder_ratio', 'pull 256 MiB, 1 seeder ÷ bare stream', '×', { op: '>', value: 0.8 }, err)]

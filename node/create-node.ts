@@ -103,8 +103,8 @@ export class BkgNode {
     await writeFileAtomic(this.paths.apiAddress, JSON.stringify({ url: this.apiUrl, pid: process.pid, peerId: this.peerId }) + '\n')
     // joining happens in the background: the API answers (health, reachability) while dials run
     void this.bootstrapper.start().catch((err: Error) => this.log.error({ err }, 'bootstrap failed'))
-    // the replica log (OrbitDB) opens after joining has begun: admission does not wait for it
-    void this.replication.start().catch((err: Error) => this.log.error({ err }, 'the replica log did not open'))
+    // the replica log (OrbitDB) opens after joining has begun (and only once needed): admission does not wait for it
+    void this.replication.start().catch(() => {})
     this.log.info({ peerId: this.peerId, api: this.apiUrl, addrs: this.host.getMultiaddrs().map(String) }, 'node started')
   }
 

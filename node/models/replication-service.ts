@@ -4,6 +4,7 @@ import type { PrivateKey } from '@libp2p/interface'
 import { MemoryDatastore } from 'datastore-core'
 import type { Logger } from 'pino'
 import semver from 'semver'
+import { ORBITDB_TOPIC_PREFIX } from '../../protocols/ids.ts'
 import type { ReplicationJobRecord } from '../../protocols/replicas.ts'
 import type { AdmittedPeers } from '../admission/admitted-peers.ts'
 import type { Trust } from '../admission/trust.ts'
@@ -81,10 +82,43 @@ export class ReplicationService {
     this.deps = deps
   }
 
-  /** Opens the replica log; the node is usable before this finishes (replication answers 503 meanwhile). */
+  /**
+   * Opens the replica log on first need, not at boot: when this node holds a model or gets one,
+   * when a peer opens its log (its subscription to the log's topic arrives), or when the API asks.
+   * A mesh without models never loads OrbitDB (measured +7 MiB RSS per idle node).
+   */
   async start (): Promise<void> {
-    this.startup ??= this.open()
+    const { models, host } = this.deps
+    if (models.store.list().length > 0) {
+      await this.opened()
+      return
+    }
+    models.on('added', this.openOnDemand)
+    host.services.pubsub.addEventListener('subscription-change', this.onSubscriptionChange)
+  }
+
+  /** Resolves once the replica log is open (opening it if needed). */
+  async opened (): Promise<void> {
+    if (this.startup == null) {
+      this.removeTriggers()
+      this.startup = this.open()
+      this.startup.catch((err: Error) => {
+        this.deps.log.error({ err }, 'the replica log did not open')
+        this.startup = undefined
+      })
+    }
     await this.startup
+  }
+
+  private readonly openOnDemand = (): void => { void this.opened().catch(() => {}) }
+
+  private readonly onSubscriptionChange = (event: CustomEvent<{ subscriptions: Array<{ topic: string, subscribe: boolean }> }>): void => {
+    if (event.detail.subscriptions.some((s) => s.subscribe && s.topic.startsWith(`${ORBITDB_TOPIC_PREFIX}/`))) this.openOnDemand()
+  }
+
+  private removeTriggers (): void {
+    this.deps.models.off('added', this.openOnDemand)
+    this.deps.host.services.pubsub.removeEventListener('subscription-change', this.onSubscriptionChange as any)
   }
 
   private async open (): Promise<void> {
@@ -115,6 +149,7 @@ export class ReplicationService {
   }
 
   async stop (): Promise<void> {
+    this.removeTriggers()
     await this.startup?.catch(() => {})
     clearInterval(this.timer)
     const { peers, models } = this.deps
@@ -127,10 +162,6 @@ export class ReplicationService {
     await this.helia?.stop()
   }
 
-  get ready (): boolean {
-    return this.replicaLog != null
-  }
-
   /** Every node that says it holds a verified copy of name@version. */
   holders (name: string, version: string): ReplicaHolder[] {
     return this.log().replicas()
@@ -139,13 +170,15 @@ export class ReplicationService {
   }
 
   /** What the replica log says about every model version: holders, live or not. */
-  replicaTable (): Array<{ name: string, version: string, holders: ReplicaHolder[] }> {
+  async replicaTable (): Promise<Array<{ name: string, version: string, holders: ReplicaHolder[] }>> {
+    await this.opened()
     const keys = new Map<string, { name: string, version: string }>()
     for (const r of this.log().replicas()) if (r.held) keys.set(`${r.name}@${r.version}`, { name: r.name, version: r.version })
     return [...keys.values()].map(({ name, version }) => ({ name, version, holders: this.holders(name, version) }))
   }
 
   async createJob (init: { name: string, version?: string, namespace: string, replicas: number }): Promise<ReplicationJob> {
+    await this.opened()
     const log = this.log()
     if (!this.deps.trust.own.roles.includes('admin')) {
       throw new ReplicationError('not_admin_node', 403, 'replication jobs are created by a node whose certificate has the admin role')
@@ -171,6 +204,7 @@ export class ReplicationService {
   }
 
   async cancelJob (id: string): Promise<ReplicationJob> {
+    await this.opened()
     const job = this.jobRecord(id)
     if (job.createdBy !== this.deps.host.peerId.toString()) {
       throw new ReplicationError('not_job_owner', 403, `job ${id} was created by ${job.createdBy}; cancel it there`)
@@ -181,11 +215,13 @@ export class ReplicationService {
     return this.view(cancelled)
   }
 
-  jobs (): ReplicationJob[] {
+  async jobs (): Promise<ReplicationJob[]> {
+    await this.opened()
     return this.log().jobs().map((job) => this.view(job)).sort((a, b) => a.createdAt.localeCompare(b.createdAt))
   }
 
-  job (id: string): ReplicationJob {
+  async job (id: string): Promise<ReplicationJob> {
+    await this.opened()
     return this.view(this.jobRecord(id))
   }
 
@@ -217,7 +253,7 @@ export class ReplicationService {
   }
 
   private log (): ReplicaLog {
-    if (this.replicaLog == null) throw new ReplicationError('replicas_starting', 503, 'the replica log is still opening; retry in a moment')
+    if (this.replicaLog == null) throw new ReplicationError('replicas_unavailable', 503, 'the replica log is not open')
     return this.replicaLog
   }
 

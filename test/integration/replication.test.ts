@@ -42,7 +42,9 @@ describe('replica tracking and replication jobs', () => {
     outsider = await mesh.addNode('outsider', { namespaces: ['other'], args: joinArgs })
     await Promise.all([...labNodes, outsider].map(async (node) => await node.start()))
     await waitFor('full mesh', async () => (await Promise.all(mesh.nodes.map(peerIdsOf))).every((ids) => ids.length === 4), 20_000)
-    await Promise.all(mesh.nodes.map(replicasReady))
+    // only the origin's log is opened through the API: the lab nodes must open theirs on their
+    // own when a peer's log appears (and then see the job)
+    await replicasReady(origin)
 
     await mkdir(join(tmp.dir, 'model'))
     await writeFile(join(tmp.dir, 'model', 'weights.bin'), randomBytes(3 * 1024 * 1024 + 17))
@@ -56,8 +58,8 @@ describe('replica tracking and replication jobs', () => {
     await tmp?.remove()
   })
 
-  it('every node learns who holds a model from the replica log', async () => {
-    for (const node of mesh.nodes) {
+  it('nodes learn who holds a model from the replica log', async () => {
+    for (const node of [origin, outsider]) {
       await waitFor(`${node.name} sees the origin's replica`, async () => {
         const { body } = await node.api('GET', '/api/v1/replicas')
         const entry = body.find((e: { name: string }) => e.name === 'repl')

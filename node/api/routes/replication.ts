@@ -40,12 +40,12 @@ export const replicationRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, {
   app.get('/api/v1/replication', {
     config: { access: 'token' },
     schema: { summary: 'Replication jobs of the mesh and their state as this node sees it', tags: ['replication'], response: { 200: z.array(Job) } }
-  }, async () => node().replication.jobs())
+  }, async () => await node().replication.jobs())
 
   app.get('/api/v1/replication/:id', {
     config: { access: 'token' },
     schema: { summary: 'One replication job: live verified holders, eligible nodes, done or not', tags: ['replication'], params: JobParams, response: { 200: Job } }
-  }, async (request) => node().replication.job(request.params.id))
+  }, async (request) => await node().replication.job(request.params.id))
 
   app.delete('/api/v1/replication/:id', {
     config: { access: 'admin' },
@@ -59,5 +59,5 @@ export const replicationRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, {
       tags: ['replication'],
       response: { 200: z.array(z.object({ name: z.string(), version: z.string(), holders: z.array(Holder) })) }
     }
-  }, async () => node().replication.replicaTable())
+  }, async () => await node().replication.replicaTable())
 }
