@@ -168,18 +168,23 @@ export class ModelStore {
     })
   }
 
+  /** A staging directory for a model's files, inside the store (same file system as their final place). */
+  stage (): StagedFiles {
+    return new StagedFiles(this.filesDir)
+  }
+
   /**
-   * Registers a model whose blocks were fetched into this store (by the puller): the envelope is
-   * verified again and every file is re-read, block-verified, and checked against size and sha256
-   * before the model appears.
+   * Registers a model whose blocks the puller fetched into this store and whose files it
+   * assembled in `staged` and checked against the signed sizes and sha256: the envelope is verified
+   * again, the files are moved into place, then the model appears.
    */
-  async adoptFetched (envelope: EnvelopeOf, blocks: Set<string>): Promise<StoredModel> {
+  async adoptFetched (envelope: EnvelopeOf, blocks: Set<string>, staged: StagedFiles): Promise<StoredModel> {
     return await this.serial(async () => {
       const existing = this.find(envelope.manifest.name, envelope.manifest.version)
       if (existing != null) return this.toStored(existing)
       verifyEnvelope(envelope, { ...this.deps.trust(), latestVersion: this.latestVersion(envelope.manifest.name) })
+      await staged.commit(this.locationOf(envelope.manifest.name, envelope.manifest.version))
       const entry: RegistryEntry = { envelope, blocks: [...blocks], addedAt: new Date().toISOString() }
-      await this.checkFiles(entry, true)
       this.entries = [...this.entries, entry]
       await this.saveRegistry()
       return this.toStored(entry)
@@ -229,29 +234,20 @@ export class ModelStore {
     return join(this.dir, 'files')
   }
 
-  /**
-   * Reads every file of an entry from the store (each block CID-checked) against its size and
-   * sha256; with `materialize`, also writes them out as plain files (see StagedFiles).
-   */
-  private async checkFiles (entry: RegistryEntry, materialize = false): Promise<void> {
+  /** Reads every file of an entry from the store (each block CID-checked) against its size and sha256. */
+  private async checkFiles (entry: RegistryEntry): Promise<void> {
     const { name, version } = entry.envelope.manifest
-    const staged = materialize ? new StagedFiles(this.filesDir) : null
-    try {
-      for (const file of entry.envelope.manifest.files) {
-        const { content } = this.openFileOf(entry, file.path)
-        const hash = createHash('sha256')
-        let size = 0
-        for await (const chunk of staged?.write(file.path, content) ?? content) {
-          hash.update(chunk)
-          size += chunk.byteLength
-        }
-        if (size !== file.size || hash.digest('hex') !== file.sha256) {
-          throw new PackageError('content_mismatch', `${file.path} of ${name}@${version} does not match its signed manifest`)
-        }
+    for (const file of entry.envelope.manifest.files) {
+      const { content } = this.openFileOf(entry, file.path)
+      const hash = createHash('sha256')
+      let size = 0
+      for await (const chunk of content) {
+        hash.update(chunk)
+        size += chunk.byteLength
       }
-      await staged?.commit(this.locationOf(name, version))
-    } finally {
-      await staged?.discard()
+      if (size !== file.size || hash.digest('hex') !== file.sha256) {
+        throw new PackageError('content_mismatch', `${file.path} of ${name}@${version} does not match its signed manifest`)
+      }
     }
   }
 

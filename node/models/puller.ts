@@ -1,4 +1,5 @@
 import * as dagPb from '@ipld/dag-pb'
+import { UnixFS } from 'ipfs-unixfs'
 import type { PeerId, Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
 import { CID } from 'multiformats/cid'
@@ -13,6 +14,7 @@ import type { EnvelopeOf, ModelStore, StoredModel } from './model-store.ts'
 import { ModelStoreError } from './model-store.ts'
 import { assertBlockMatches } from './verified-blockstore.ts'
 import { requestBlocks } from './block-requests.ts'
+import { FileAssembler } from './file-assembler.ts'
 import { verifyEnvelope, type VerifyOptions } from './package-signing.ts'
 
 export interface PullProgress {
@@ -85,9 +87,19 @@ export class Puller {
     }))
     progress.peers = [...providers.keys()]
     progress.state = 'fetching'
-    const blocks = await this.fetch(manifest.files.map((f) => CID.parse(f.cid)), [...providers.values()], progress)
-    progress.state = 'verifying'
-    return await this.deps.store.adoptFetched(envelope, blocks)
+    const staged = this.deps.store.stage()
+    const assemblers: FileAssembler[] = []
+    try {
+      for (const file of manifest.files) assemblers.push(new FileAssembler(await staged.open(file.path), file))
+      const roots = manifest.files.map((file, i) => ({ cid: CID.parse(file.cid), at: { file: assemblers[i], offset: 0 } }))
+      const blocks = await this.fetch(roots, [...providers.values()], progress)
+      progress.state = 'verifying'
+      for (const assembler of assemblers) await assembler.finish()
+      return await this.deps.store.adoptFetched(envelope, blocks, staged)
+    } finally {
+      await Promise.all(assemblers.map(async (a) => { await a.close().catch(() => {}) }))
+      await staged.discard()
+    }
   }
 
   /** Asks connected peers for the envelope; keeps only ones that verify; picks the wanted version. */
@@ -130,26 +142,48 @@ export class Puller {
     return envelope as EnvelopeOf
   }
 
-  /** Walks the DAGs from their roots, fetching what is not on disk; returns every block CID of them. */
-  private async fetch (roots: CID[], providers: PeerId[], progress: PullProgress): Promise<Set<string>> {
+  /**
+   * Walks the DAGs from their roots, fetching what is not on disk, and writes every leaf to its
+   * offset in its staged file; returns every block CID of the model. A block that several places
+   * use (a repeated chunk) is fetched once and placed everywhere.
+   */
+  private async fetch (roots: Array<{ cid: CID, at: Placement }>, providers: PeerId[], progress: PullProgress): Promise<Set<string>> {
     const all = new Set<string>()
     const queue: CID[] = []
     const expected = new Set<string>()
-    const want = async (cid: CID): Promise<void> => {
+    /** where each block still to be fetched goes */
+    const waiting = new Map<string, Placement[]>()
+    const want = async (cid: CID, at: Placement): Promise<void> => {
       const key = cid.toString()
-      if (all.has(key)) return
+      const places = waiting.get(key)
+      if (places != null) {
+        places.push(at)
+        return
+      }
+      if (all.has(key)) {
+        // fetched or found earlier for another place: it is on disk now
+        await this.accept(cid, await this.requireHeld(cid), at, want, progress)
+        return
+      }
       all.add(key)
       // resume: a block already on disk was verified when it was stored; walk on from it
       const held = await this.deps.store.getBlock(cid)
       if (held != null) {
         progress.resumedBlocks++
-        await this.accept(cid, held, want, progress)
+        await this.accept(cid, held, at, want, progress)
         return
       }
       expected.add(key)
+      waiting.set(key, [at])
       queue.push(cid)
     }
-    for (const root of roots) await want(root)
+    const arrived = async (cid: CID, block: Uint8Array | Uint8ArrayList): Promise<void> => {
+      const key = cid.toString()
+      const places = waiting.get(key) ?? []
+      waiting.delete(key)
+      for (const at of places) await this.accept(cid, block, at, want, progress)
+    }
+    for (const root of roots) await want(root.cid, root.at)
 
     const healthy = new Map(providers.map((p) => [p.toString(), { peer: p, failures: 0 }]))
     let inflight = 0
@@ -173,7 +207,7 @@ export class Puller {
         const batch = queue.splice(0, size)
         inflight++
         try {
-          const missing = await this.fetchBatch(entry.peer, batch, expected, want, progress)
+          const missing = await this.fetchBatch(entry.peer, batch, expected, arrived, progress)
           if (missing.length > 0) {
             // this provider lacks them; another may have them
             entry.failures++
@@ -207,7 +241,7 @@ export class Puller {
   }
 
   /** One want-list to one provider; returns the CIDs it did not have. Throws PackageError on a bad block. */
-  private async fetchBatch (peer: PeerId, batch: CID[], expected: Set<string>, want: (cid: CID) => Promise<void>, progress: PullProgress): Promise<CID[]> {
+  private async fetchBatch (peer: PeerId, batch: CID[], expected: Set<string>, arrived: (cid: CID, block: Uint8ArrayList) => Promise<void>, progress: PullProgress): Promise<CID[]> {
     const missing: CID[] = []
     for await (const { cid, block } of requestBlocks(this.deps.host, peer, batch, AbortSignal.timeout(60_000))) {
       if (block == null) {
@@ -219,19 +253,49 @@ export class Puller {
       assertBlockMatches(cid, block)
       await this.deps.store.putBlock(cid, [...block])
       expected.delete(cid.toString())
-      await this.accept(cid, block, want, progress)
+      await arrived(cid, block)
     }
     return missing
   }
 
-  private async accept (cid: CID, block: Uint8Array | Uint8ArrayList, want: (cid: CID) => Promise<void>, progress: PullProgress): Promise<void> {
+  /** A verified block at its place: a leaf is written into its file, a node's children are wanted at theirs. */
+  private async accept (cid: CID, block: Uint8Array | Uint8ArrayList, at: Placement, want: (cid: CID, at: Placement) => Promise<void>, progress: PullProgress): Promise<void> {
     progress.blocks++
     if (cid.code === RAW) {
+      await at.file.put(at.offset, block)
       progress.bytes += block.byteLength
       return
     }
     if (cid.code !== DAG_PB) throw new PackageError('content_mismatch', `unexpected block codec ${cid.code}`)
     const node = dagPb.decode(block instanceof Uint8Array ? block : block.subarray())
-    for (const link of node.Links) await want(link.Hash)
+    let unixfs: UnixFS
+    try {
+      unixfs = UnixFS.unmarshal(node.Data ?? new Uint8Array())
+    } catch {
+      throw new PackageError('content_mismatch', `block ${cid.toString()} is not a UnixFS node`)
+    }
+    if (unixfs.blockSizes.length !== node.Links.length) throw new PackageError('content_mismatch', `block ${cid.toString()} lists ${unixfs.blockSizes.length} sizes for ${node.Links.length} links`)
+    let offset = at.offset
+    if (unixfs.data != null && unixfs.data.byteLength > 0) {
+      await at.file.put(offset, unixfs.data)
+      progress.bytes += unixfs.data.byteLength
+      offset += unixfs.data.byteLength
+    }
+    for (let i = 0; i < node.Links.length; i++) {
+      await want(node.Links[i].Hash, { file: at.file, offset })
+      offset += Number(unixfs.blockSizes[i])
+    }
   }
+
+  private async requireHeld (cid: CID): Promise<Uint8Array> {
+    const block = await this.deps.store.getBlock(cid)
+    if (block == null) throw new ModelStoreError('pull_incomplete', 502, `block ${cid.toString()} vanished from the store during the pull`)
+    return block
+  }
+}
+
+/** where a block's bytes go: a file of the model and the offset of the block's first byte */
+interface Placement {
+  file: FileAssembler
+  offset: number
 }

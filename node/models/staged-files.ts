@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { mkdir, open, rename, rm } from 'node:fs/promises'
+import { mkdir, open, rename, rm, type FileHandle } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 
 /**
@@ -27,6 +27,13 @@ export class StagedFiles {
     } finally {
       await out.close()
     }
+  }
+
+  /** Creates a file for writing at any offset (relative POSIX path). */
+  async open (path: string): Promise<FileHandle> {
+    const target = join(this.dir, ...path.split('/'))
+    await mkdir(dirname(target), { recursive: true })
+    return await open(target, 'wx+', 0o644)
   }
 
   /** Replaces `location` with the staged files. */

@@ -1,0 +1,88 @@
+import { createHash, type Hash } from 'node:crypto'
+import type { FileHandle } from 'node:fs/promises'
+import type { Uint8ArrayList } from 'uint8arraylist'
+import { PackageError } from '../../protocols/model-package.ts'
+
+/** bytes of out-of-order leaves kept in memory for hashing; later ones are read back from disk */
+const REORDER_WINDOW_BYTES = 64 * 1024 * 1024
+
+/**
+ * Writes a file's verified leaves straight to their offsets in the staged file as they arrive,
+ * in any order, and takes the whole-file sha256 in order alongside: a leaf that arrives ahead of
+ * the hash position is kept until its turn (up to a bounded window, beyond which it is read back
+ * from the file). When the last byte is in, `finish` compares size and sha256 with the signed
+ * manifest and fsyncs; no pass re-reads the file afterwards.
+ */
+export class FileAssembler {
+  private readonly file: FileHandle
+  private readonly path: string
+  private readonly size: number
+  private readonly sha256: string
+  private readonly hash: Hash = createHash('sha256')
+  private hashed = 0
+  /** offset → leaf bytes, or its length when it has to be read back from the file */
+  private readonly ahead = new Map<number, Uint8Array | number>()
+  private aheadBytes = 0
+  private hashing: Promise<void> = Promise.resolve()
+
+  constructor (file: FileHandle, init: { path: string, size: number, sha256: string }) {
+    this.file = file
+    this.path = init.path
+    this.size = init.size
+    this.sha256 = init.sha256
+  }
+
+  /** Writes one leaf (already checked against its CID) at `offset`. */
+  async put (offset: number, leaf: Uint8Array | Uint8ArrayList): Promise<void> {
+    if (offset < 0 || offset + leaf.byteLength > this.size) {
+      throw new PackageError('content_mismatch', `${this.path}: a block lies outside the file's signed size`)
+    }
+    if (offset < this.hashed || this.ahead.has(offset)) return
+    const chunks = leaf instanceof Uint8Array ? [leaf] : [...leaf]
+    let position = offset
+    for (const chunk of chunks) {
+      await this.file.write(chunk, 0, chunk.byteLength, position)
+      position += chunk.byteLength
+    }
+    if (this.aheadBytes + leaf.byteLength <= REORDER_WINDOW_BYTES || offset === this.hashed) {
+      this.ahead.set(offset, leaf instanceof Uint8Array ? leaf : leaf.subarray())
+      this.aheadBytes += leaf.byteLength
+    } else {
+      this.ahead.set(offset, leaf.byteLength)
+    }
+    this.hashing = this.hashing.then(async () => { await this.advance() })
+    await this.hashing
+  }
+
+  private async advance (): Promise<void> {
+    for (let next = this.ahead.get(this.hashed); next != null; next = this.ahead.get(this.hashed)) {
+      this.ahead.delete(this.hashed)
+      let bytes: Uint8Array
+      if (typeof next === 'number') {
+        bytes = new Uint8Array(next)
+        await this.file.read(bytes, 0, next, this.hashed)
+      } else {
+        bytes = next
+        this.aheadBytes -= next.byteLength
+      }
+      this.hash.update(bytes)
+      this.hashed += bytes.byteLength
+    }
+  }
+
+  /** Throws PackageError unless every byte arrived and the file matches its signed sha256. */
+  async finish (): Promise<void> {
+    await this.hashing
+    if (this.hashed !== this.size || this.ahead.size > 0) {
+      throw new PackageError('content_mismatch', `${this.path}: ${this.hashed} of ${this.size} bytes could be assembled in order`)
+    }
+    if (this.hash.digest('hex') !== this.sha256) {
+      throw new PackageError('content_mismatch', `${this.path} does not match its signed sha256`)
+    }
+    await this.file.sync()
+  }
+
+  async close (): Promise<void> {
+    await this.file.close()
+  }
+}
