@@ -1,7 +1,9 @@
 import { createHash, type Hash } from 'node:crypto'
 import type { FileHandle } from 'node:fs/promises'
+import type { CID } from 'multiformats/cid'
 import type { Uint8ArrayList } from 'uint8arraylist'
 import { PackageError } from '../../protocols/model-package.ts'
+import { assertBlockMatches } from './verified-blockstore.ts'
 
 /** bytes of out-of-order leaves kept in memory for hashing; later ones are read back from disk */
 const REORDER_WINDOW_BYTES = 64 * 1024 * 1024
@@ -20,13 +22,17 @@ export class FileAssembler {
   private readonly sha256: string
   private readonly hash: Hash = createHash('sha256')
   private hashed = 0
-  /** offset → leaf bytes, or its length when it has to be read back from the file */
-  private readonly ahead = new Map<number, Uint8Array | number>()
+  /** offset → leaf bytes (as received), or its length when it has to be read back from the file */
+  private readonly ahead = new Map<number, Uint8Array[] | number>()
   private aheadBytes = 0
   private hashing: Promise<void> = Promise.resolve()
 
-  constructor (file: FileHandle, init: { path: string, size: number, sha256: string }) {
+  /** the staged file held bytes from an earlier attempt when it was opened */
+  private readonly resumable: boolean
+
+  constructor (file: FileHandle, init: { path: string, size: number, sha256: string, resumable: boolean }) {
     this.file = file
+    this.resumable = init.resumable
     this.path = init.path
     this.size = init.size
     this.sha256 = init.sha256
@@ -44,11 +50,37 @@ export class FileAssembler {
       await this.file.write(chunk, 0, chunk.byteLength, position)
       position += chunk.byteLength
     }
-    if (this.aheadBytes + leaf.byteLength <= REORDER_WINDOW_BYTES || offset === this.hashed) {
-      this.ahead.set(offset, leaf instanceof Uint8Array ? leaf : leaf.subarray())
-      this.aheadBytes += leaf.byteLength
+    await this.hashInOrder(offset, chunks, leaf.byteLength)
+  }
+
+  /** A leaf an earlier attempt wrote at `offset`, if its bytes there still match its CID: then it counts as put. */
+  async existing (offset: number, length: number, cid: CID): Promise<Uint8Array | null> {
+    if (!this.resumable || offset + length > this.size || offset < this.hashed || this.ahead.has(offset)) return null
+    const bytes = await this.read(offset, length)
+    // never written (a hole in the staged file): not worth a hash
+    if (length > 0 && Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).equals(Buffer.alloc(bytes.byteLength))) return null
+    try {
+      assertBlockMatches(cid, bytes)
+    } catch {
+      return null
+    }
+    await this.hashInOrder(offset, [bytes], length)
+    return bytes
+  }
+
+  /** Bytes already written (a leaf placed earlier, copied to another place). */
+  async read (offset: number, length: number): Promise<Uint8Array> {
+    const bytes = new Uint8Array(length)
+    const { bytesRead } = await this.file.read(bytes, 0, length, offset)
+    return bytesRead === length ? bytes : bytes.subarray(0, bytesRead)
+  }
+
+  private async hashInOrder (offset: number, chunks: Uint8Array[], length: number): Promise<void> {
+    if (this.aheadBytes + length <= REORDER_WINDOW_BYTES || offset === this.hashed) {
+      this.ahead.set(offset, chunks)
+      this.aheadBytes += length
     } else {
-      this.ahead.set(offset, leaf.byteLength)
+      this.ahead.set(offset, length)
     }
     this.hashing = this.hashing.then(async () => { await this.advance() })
     await this.hashing
@@ -57,16 +89,17 @@ export class FileAssembler {
   private async advance (): Promise<void> {
     for (let next = this.ahead.get(this.hashed); next != null; next = this.ahead.get(this.hashed)) {
       this.ahead.delete(this.hashed)
-      let bytes: Uint8Array
+      let chunks: Uint8Array[]
       if (typeof next === 'number') {
-        bytes = new Uint8Array(next)
-        await this.file.read(bytes, 0, next, this.hashed)
+        chunks = [await this.read(this.hashed, next)]
       } else {
-        bytes = next
-        this.aheadBytes -= next.byteLength
+        chunks = next
       }
-      this.hash.update(bytes)
-      this.hashed += bytes.byteLength
+      for (const chunk of chunks) {
+        this.hash.update(chunk)
+        this.hashed += chunk.byteLength
+        if (typeof next !== 'number') this.aheadBytes -= chunk.byteLength
+      }
     }
   }
 

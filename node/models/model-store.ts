@@ -15,7 +15,9 @@ import { writeFileAtomic } from '../identity/files.ts'
 import { StagedFiles } from './staged-files.ts'
 import { openPackage } from './package-file.ts'
 import { verifyEnvelope, type VerifyOptions } from './package-signing.ts'
-import { readDag, recordingWriter } from './verified-blockstore.ts'
+import { readDag, innerNodeWriter } from './verified-blockstore.ts'
+import { RAW } from './dag-layout.ts'
+import { LeafIndex } from './leaf-index.ts'
 
 const RegistryEntry = z.object({
   envelope: Envelope.extend({ manifest: Manifest }),
@@ -56,6 +58,7 @@ export class ModelStore {
   /** the store's layout, kept here so single-read block access can find the files */
   private readonly sharding = new NextToLast()
   private entries: RegistryEntry[] = []
+  private readonly leaves = new LeafIndex()
   private queue: Promise<unknown> = Promise.resolve()
 
   constructor (dir: string, deps: ModelStoreDeps) {
@@ -76,6 +79,20 @@ export class ModelStore {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new Error(`model registry ${this.registryPath} is unreadable: ${(err as Error).message}`)
       this.entries = []
+    }
+    for (const entry of this.entries) await this.indexLeaves(entry)
+  }
+
+  /** Makes the leaves of a held model's files readable by CID (see LeafIndex). */
+  private async indexLeaves (entry: RegistryEntry): Promise<void> {
+    const { name, version, files } = entry.envelope.manifest
+    const location = this.locationOf(name, version)
+    for (const file of files) {
+      try {
+        await this.leaves.addFile(CID.parse(file.cid), join(location, ...file.path.split('/')), file.size, this.readNodeBlock)
+      } catch {
+        // an inner node is missing or damaged: `verify` reports it; the file's leaves are not served
+      }
     }
   }
 
@@ -112,17 +129,27 @@ export class ModelStore {
     }
   }
 
+  /** Raw leaves from the held files (LeafIndex), everything else from the blockstore. ENOENT when absent. */
+  private readonly readBlock = async (cid: CID): Promise<Uint8Array> => {
+    if (cid.code === RAW) {
+      const leaf = await this.leaves.read(cid)
+      if (leaf != null) return leaf
+    }
+    return await this.readNodeBlock(cid)
+  }
+
   /**
    * One read per block: blockstore-fs's own get() streams a block in 64 KiB pieces, which cost a
    * seeder a third of its CPU in garbage collection (measured with --cpu-prof during a pull).
    */
-  private readonly readBlock = async (cid: CID): Promise<Uint8Array> => {
+  private readonly readNodeBlock = async (cid: CID): Promise<Uint8Array> => {
     const { dir, file } = this.sharding.encode(cid)
     return await readFile(join(this.requireBlocks().path, dir, file))
   }
 
-  /** the block may come as its received chunks; they are written without joining them first */
+  /** Stores a DAG's inner node (raw leaves live in the model's files); it may come as received chunks. */
   async putBlock (cid: CID, block: Uint8Array | Uint8Array[]): Promise<void> {
+    if (cid.code === RAW) throw new Error('raw leaves are kept in the model files, not as blocks')
     await this.requireBlocks().put(cid, block)
   }
 
@@ -162,15 +189,20 @@ export class ModelStore {
         throw err
       }
       const entry: RegistryEntry = { envelope: opened.envelope, blocks: [...written], addedAt: new Date().toISOString() }
+      await this.indexLeaves(entry)
       this.entries = [...this.entries, entry]
       await this.saveRegistry()
       return { model: this.toStored(entry), publisher, added: true }
     })
   }
 
-  /** A staging directory for a model's files, inside the store (same file system as their final place). */
-  stage (): StagedFiles {
-    return new StagedFiles(this.filesDir)
+  /**
+   * The staging directory of a pull of name@version, inside the store (same file system as the
+   * files' final place). It has a fixed name and outlives a failed or killed pull: the next pull
+   * of the same model resumes from the leaves already written there (each re-checked).
+   */
+  stageFor (name: string, version: string): StagedFiles {
+    return new StagedFiles(this.filesDir, `.pull-${name}@${version}`)
   }
 
   /**
@@ -181,10 +213,14 @@ export class ModelStore {
   async adoptFetched (envelope: EnvelopeOf, blocks: Set<string>, staged: StagedFiles): Promise<StoredModel> {
     return await this.serial(async () => {
       const existing = this.find(envelope.manifest.name, envelope.manifest.version)
-      if (existing != null) return this.toStored(existing)
+      if (existing != null) {
+        await staged.discard()
+        return this.toStored(existing)
+      }
       verifyEnvelope(envelope, { ...this.deps.trust(), latestVersion: this.latestVersion(envelope.manifest.name) })
       await staged.commit(this.locationOf(envelope.manifest.name, envelope.manifest.version))
       const entry: RegistryEntry = { envelope, blocks: [...blocks], addedAt: new Date().toISOString() }
+      await this.indexLeaves(entry)
       this.entries = [...this.entries, entry]
       await this.saveRegistry()
       return this.toStored(entry)
@@ -197,6 +233,7 @@ export class ModelStore {
       if (entry == null) throw new ModelStoreError('model_not_found', 404, `no model ${name}@${version} here`)
       this.entries = this.entries.filter((e) => e !== entry)
       await this.saveRegistry()
+      this.leaves.removeUnder(this.locationOf(name, version))
       await rm(this.locationOf(name, version), { recursive: true, force: true })
       await this.deleteUnreferenced(new Set(entry.blocks))
       return this.toStored(entry)
@@ -266,7 +303,7 @@ export class ModelStore {
         yield chunk
       }
     }
-    const { cid } = await importByteStream(content(), recordingWriter(this.requireBlocks(), written), unixfsImportOptions(chunkSize))
+    const { cid } = await importByteStream(content(), innerNodeWriter(this.requireBlocks(), written), unixfsImportOptions(chunkSize))
     const sha256 = hash.digest('hex')
     if (size !== file.size || sha256 !== file.sha256 || cid.toString() !== file.cid) {
       throw new PackageError('content_mismatch', `${file.path}: content does not match the signed manifest`)

@@ -1,5 +1,3 @@
-import * as dagPb from '@ipld/dag-pb'
-import { UnixFS } from 'ipfs-unixfs'
 import type { PeerId, Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
 import { CID } from 'multiformats/cid'
@@ -15,6 +13,7 @@ import { ModelStoreError } from './model-store.ts'
 import { assertBlockMatches } from './verified-blockstore.ts'
 import { requestBlocks } from './block-requests.ts'
 import { FileAssembler } from './file-assembler.ts'
+import { layoutOf, RAW } from './dag-layout.ts'
 import { verifyEnvelope, type VerifyOptions } from './package-signing.ts'
 
 export interface PullProgress {
@@ -43,8 +42,6 @@ export interface PullerDeps {
   catalog: (name: string) => EnvelopeOf[]
 }
 
-const RAW = 0x55
-const DAG_PB = 0x70
 /** want-list size: also bounds what one stream may buffer (BATCH × 1 MiB blocks by default) */
 const BATCH = 16
 const STREAMS_PER_PROVIDER = 2
@@ -87,18 +84,22 @@ export class Puller {
     }))
     progress.peers = [...providers.keys()]
     progress.state = 'fetching'
-    const staged = this.deps.store.stage()
+    // kept when the pull fails: the next pull of this model resumes from the leaves written there
+    const staged = this.deps.store.stageFor(manifest.name, manifest.version)
     const assemblers: FileAssembler[] = []
     try {
-      for (const file of manifest.files) assemblers.push(new FileAssembler(await staged.open(file.path), file))
-      const roots = manifest.files.map((file, i) => ({ cid: CID.parse(file.cid), at: { file: assemblers[i], offset: 0 } }))
+      for (const file of manifest.files) {
+        const { file: handle, resumable } = await staged.open(file.path, file.size)
+        assemblers.push(new FileAssembler(handle, { ...file, resumable }))
+      }
+      const roots = manifest.files.map((file, i) => ({ cid: CID.parse(file.cid), at: { file: assemblers[i], offset: 0, length: file.size } }))
       const blocks = await this.fetch(roots, [...providers.values()], progress)
       progress.state = 'verifying'
       for (const assembler of assemblers) await assembler.finish()
+      await Promise.all(assemblers.map(async (a) => { await a.close() }))
       return await this.deps.store.adoptFetched(envelope, blocks, staged)
     } finally {
       await Promise.all(assemblers.map(async (a) => { await a.close().catch(() => {}) }))
-      await staged.discard()
     }
   }
 
@@ -153,6 +154,8 @@ export class Puller {
     const expected = new Set<string>()
     /** where each block still to be fetched goes */
     const waiting = new Map<string, Placement[]>()
+    /** one place each leaf was written, to copy from when another place needs the same leaf */
+    const placed = new Map<string, Placement>()
     const want = async (cid: CID, at: Placement): Promise<void> => {
       const key = cid.toString()
       const places = waiting.get(key)
@@ -162,14 +165,25 @@ export class Puller {
       }
       if (all.has(key)) {
         // fetched or found earlier for another place: it is on disk now
-        await this.accept(cid, await this.requireHeld(cid), at, want, progress)
+        const copy = placed.get(key)
+        await this.accept(cid, copy != null ? await copy.file.read(copy.offset, copy.length) : await this.requireHeld(cid), at, want, progress)
         return
       }
       all.add(key)
-      // resume: a block already on disk was verified when it was stored; walk on from it
+      // resume: a leaf an earlier attempt wrote to its place (checked again here), an inner node
+      // in the blockstore (checked when it was stored), or a leaf another held model has
+      const resumed = cid.code === RAW ? await at.file.existing(at.offset, at.length, cid) : null
+      if (resumed != null) {
+        progress.resumedBlocks++
+        progress.blocks++
+        progress.bytes += resumed.byteLength
+        placed.set(key, at)
+        return
+      }
       const held = await this.deps.store.getBlock(cid)
       if (held != null) {
         progress.resumedBlocks++
+        if (cid.code === RAW) placed.set(key, at)
         await this.accept(cid, held, at, want, progress)
         return
       }
@@ -181,6 +195,7 @@ export class Puller {
       const key = cid.toString()
       const places = waiting.get(key) ?? []
       waiting.delete(key)
+      if (cid.code === RAW && places.length > 0) placed.set(key, places[0])
       for (const at of places) await this.accept(cid, block, at, want, progress)
     }
     for (const root of roots) await want(root.cid, root.at)
@@ -251,7 +266,7 @@ export class Puller {
       progress.fetchedBlocks++
       if (!expected.has(cid.toString())) continue
       assertBlockMatches(cid, block)
-      await this.deps.store.putBlock(cid, [...block])
+      if (cid.code !== RAW) await this.deps.store.putBlock(cid, [...block])
       expected.delete(cid.toString())
       await arrived(cid, block)
     }
@@ -262,29 +277,17 @@ export class Puller {
   private async accept (cid: CID, block: Uint8Array | Uint8ArrayList, at: Placement, want: (cid: CID, at: Placement) => Promise<void>, progress: PullProgress): Promise<void> {
     progress.blocks++
     if (cid.code === RAW) {
+      if (block.byteLength !== at.length) throw new PackageError('content_mismatch', `leaf ${cid.toString()} is ${block.byteLength} bytes where its parent says ${at.length}`)
       await at.file.put(at.offset, block)
       progress.bytes += block.byteLength
       return
     }
-    if (cid.code !== DAG_PB) throw new PackageError('content_mismatch', `unexpected block codec ${cid.code}`)
-    const node = dagPb.decode(block instanceof Uint8Array ? block : block.subarray())
-    let unixfs: UnixFS
-    try {
-      unixfs = UnixFS.unmarshal(node.Data ?? new Uint8Array())
-    } catch {
-      throw new PackageError('content_mismatch', `block ${cid.toString()} is not a UnixFS node`)
+    const layout = layoutOf(cid, block instanceof Uint8Array ? block : block.subarray())
+    if (layout.data != null) {
+      await at.file.put(at.offset, layout.data)
+      progress.bytes += layout.data.byteLength
     }
-    if (unixfs.blockSizes.length !== node.Links.length) throw new PackageError('content_mismatch', `block ${cid.toString()} lists ${unixfs.blockSizes.length} sizes for ${node.Links.length} links`)
-    let offset = at.offset
-    if (unixfs.data != null && unixfs.data.byteLength > 0) {
-      await at.file.put(offset, unixfs.data)
-      progress.bytes += unixfs.data.byteLength
-      offset += unixfs.data.byteLength
-    }
-    for (let i = 0; i < node.Links.length; i++) {
-      await want(node.Links[i].Hash, { file: at.file, offset })
-      offset += Number(unixfs.blockSizes[i])
-    }
+    for (const child of layout.children) await want(child.cid, { file: at.file, offset: at.offset + child.offset, length: child.length })
   }
 
   private async requireHeld (cid: CID): Promise<Uint8Array> {
@@ -294,8 +297,9 @@ export class Puller {
   }
 }
 
-/** where a block's bytes go: a file of the model and the offset of the block's first byte */
+/** where a block's bytes go: a file of the model, the offset of the block's first byte, its byte count */
 interface Placement {
   file: FileAssembler
   offset: number
+  length: number
 }

@@ -9,8 +9,9 @@ import { dirname, join } from 'node:path'
 export class StagedFiles {
   readonly dir: string
 
-  constructor (parent: string) {
-    this.dir = join(parent, `.staging-${randomBytes(6).toString('hex')}`)
+  /** `name`: a fixed staging directory (a resumable pull); by default a fresh random one */
+  constructor (parent: string, name = `.staging-${randomBytes(6).toString('hex')}`) {
+    this.dir = join(parent, name)
   }
 
   /** Passes the chunks through while writing them to `path` (relative, POSIX); fsyncs at the end. */
@@ -29,11 +30,17 @@ export class StagedFiles {
     }
   }
 
-  /** Creates a file for writing at any offset (relative POSIX path). */
-  async open (path: string): Promise<FileHandle> {
+  /**
+   * Opens a file for reading and writing at any offset (relative POSIX path), keeping what an
+   * earlier attempt wrote there (cut to `size`); `resumable` says whether there was any.
+   */
+  async open (path: string, size: number): Promise<{ file: FileHandle, resumable: boolean }> {
     const target = join(this.dir, ...path.split('/'))
     await mkdir(dirname(target), { recursive: true })
-    return await open(target, 'wx+', 0o644)
+    const file = await open(target, 'a+', 0o644).then(async (probe) => { await probe.close(); return await open(target, 'r+') })
+    const resumable = (await file.stat()).size > 0
+    await file.truncate(size)
+    return { file, resumable }
   }
 
   /** Replaces `location` with the staged files. */

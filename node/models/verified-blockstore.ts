@@ -3,10 +3,9 @@ import * as dagPb from '@ipld/dag-pb'
 import type { Blockstore } from 'interface-blockstore'
 import type { CID } from 'multiformats/cid'
 import { PackageError } from '../../protocols/model-package.ts'
+import { DAG_PB, RAW } from './dag-layout.ts'
 
 const SHA2_256 = 0x12
-const RAW = 0x55
-const DAG_PB = 0x70
 
 /** Throws unless the block's bytes (whole or as received chunks) hash to its CID. */
 export function assertBlockMatches (cid: CID, block: Uint8Array | Iterable<Uint8Array>): void {
@@ -34,11 +33,15 @@ export async function * readDag (root: CID, read: (cid: CID) => Promise<Uint8Arr
   for (const link of dagPb.decode(block).Links) yield * readDag(link.Hash, read)
 }
 
-/** A blockstore view that records every CID written through it (the blocks one import added). */
-export function recordingWriter (store: Blockstore, written: Set<string>): Pick<Blockstore, 'put'> {
+/**
+ * The importer's blockstore: records every block CID of the import and stores the DAG's inner
+ * nodes; raw leaves are not stored as blocks, their bytes are in the model's files (LeafIndex).
+ */
+export function innerNodeWriter (store: Blockstore, written: Set<string>): Pick<Blockstore, 'put'> {
   return {
     async put (cid, bytes, options) {
       written.add(cid.toString())
+      if (cid.code === RAW) return cid
       return await store.put(cid, bytes, options)
     }
   }

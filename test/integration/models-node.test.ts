@@ -110,11 +110,13 @@ describe('models held by a node', () => {
   })
 
   it('answers 422 content_mismatch instead of serving a corrupt block', async () => {
-    const blocksDir = join(publisher.paths.models, 'blocks')
-    for (const entry of await readdir(blocksDir, { recursive: true, withFileTypes: true })) {
-      if (!entry.isFile() || !entry.name.endsWith('.data')) continue
+    // leaves are served from the held files: flip a byte in each
+    const files = join(publisher.paths.models, 'files')
+    for (const entry of await readdir(files, { recursive: true, withFileTypes: true })) {
+      if (!entry.isFile()) continue
       const path = join(entry.parentPath, entry.name)
       const bytes = await readFile(path)
+      if (bytes.byteLength === 0) continue
       bytes[0] ^= 0xff
       await writeFile(path, bytes)
     }

@@ -76,22 +76,20 @@ describe('pulling a model from peers', () => {
   })
 
   it('a pull from two providers completes when one of them serves corrupt blocks, and the bad one is dropped', async () => {
-    // corrupt every stored block file of the second node: it now serves bad data
-    const blocksDir = join(second.paths.models, 'blocks')
+    // corrupt the second node's held files, where its leaves are served from: one flipped byte
+    // in every 1 MiB chunk, so every leaf it serves is bad
+    const files = join(second.paths.models, 'files')
     let corrupted = 0
-    const walk = async (dir: string): Promise<void> => {
-      for (const entry of await readdir(dir, { withFileTypes: true })) {
-        const path = join(dir, entry.name)
-        if (entry.isDirectory()) await walk(path)
-        else if (entry.name.endsWith('.data')) {
-          const bytes = await readFile(path)
-          bytes[0] ^= 0xff
-          await writeFile(path, bytes)
-          corrupted++
-        }
+    for (const entry of await readdir(files, { recursive: true, withFileTypes: true })) {
+      if (!entry.isFile()) continue
+      const path = join(entry.parentPath, entry.name)
+      const bytes = await readFile(path)
+      for (let offset = 0; offset < bytes.byteLength; offset += 1024 * 1024) {
+        bytes[offset] ^= 0xff
+        corrupted++
       }
+      await writeFile(path, bytes)
     }
-    await walk(blocksDir)
     expect(corrupted).toBeGreaterThan(10)
 
     const job = await pullJob(third, 'tiny')

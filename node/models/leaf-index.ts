@@ -1,0 +1,70 @@
+import { open } from 'node:fs/promises'
+import { sep } from 'node:path'
+import type { CID } from 'multiformats/cid'
+import { layoutOf, RAW } from './dag-layout.ts'
+
+export interface LeafLocation {
+  /** absolute path of a held model's file */
+  path: string
+  offset: number
+  length: number
+}
+
+/**
+ * Raw leaves of held models are not kept as block files: their bytes already lie in the model's
+ * files (materialized for local runtimes), so a leaf is read from there by offset, like IPFS's
+ * filestore. This saves one write of every byte on publish and pull and one file per block.
+ * The index maps each leaf CID to where it lies; it is rebuilt from the DAGs' inner nodes.
+ */
+export class LeafIndex {
+  private readonly leaves = new Map<string, LeafLocation[]>()
+
+  /** Indexes the leaves of one file, walking its inner nodes with `readNode`. */
+  async addFile (root: CID, path: string, size: number, readNode: (cid: CID) => Promise<Uint8Array>): Promise<void> {
+    const walk = async (cid: CID, offset: number, length: number): Promise<void> => {
+      if (cid.code === RAW) {
+        this.add(cid, { path, offset, length })
+        return
+      }
+      for (const child of layoutOf(cid, await readNode(cid)).children) await walk(child.cid, offset + child.offset, child.length)
+    }
+    await walk(root, 0, size)
+  }
+
+  /** Forgets every leaf location inside `dir` (a removed model's files). */
+  removeUnder (dir: string): void {
+    const prefix = dir.endsWith(sep) ? dir : dir + sep
+    for (const [key, locations] of this.leaves) {
+      const kept = locations.filter((l) => !l.path.startsWith(prefix))
+      if (kept.length === 0) this.leaves.delete(key)
+      else this.leaves.set(key, kept)
+    }
+  }
+
+  /** The leaf's bytes as stored (not re-checked here), or null when no held file has it. */
+  async read (cid: CID): Promise<Uint8Array | null> {
+    for (const location of this.leaves.get(cid.toString()) ?? []) {
+      let file
+      try {
+        file = await open(location.path, 'r')
+      } catch {
+        continue
+      }
+      try {
+        const bytes = new Uint8Array(location.length)
+        const { bytesRead } = await file.read(bytes, 0, location.length, location.offset)
+        if (bytesRead === location.length) return bytes
+      } finally {
+        await file.close()
+      }
+    }
+    return null
+  }
+
+  private add (cid: CID, location: LeafLocation): void {
+    const key = cid.toString()
+    const locations = this.leaves.get(key)
+    if (locations == null) this.leaves.set(key, [location])
+    else if (!locations.some((l) => l.path === location.path && l.offset === location.offset)) locations.push(location)
+  }
+}
