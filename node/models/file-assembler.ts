@@ -6,7 +6,7 @@ import { PackageError } from '../../protocols/model-package.ts'
 import { assertBlockMatches } from './verified-blockstore.ts'
 
 /** bytes of out-of-order leaves kept in memory for hashing; later ones are read back from disk */
-const REORDER_WINDOW_BYTES = 64 * 1024 * 1024
+const REORDER_WINDOW_BYTES = 16 * 1024 * 1024
 
 /**
  * Writes a file's verified leaves straight to their offsets in the staged file as they arrive,
@@ -26,6 +26,7 @@ export class FileAssembler {
   private readonly ahead = new Map<number, Uint8Array[] | number>()
   private aheadBytes = 0
   private hashing: Promise<void> = Promise.resolve()
+  private scratch = new Uint8Array(0)
 
   /** the staged file held bytes from an earlier attempt when it was opened */
   private readonly resumable: boolean
@@ -91,7 +92,10 @@ export class FileAssembler {
       this.ahead.delete(this.hashed)
       let chunks: Uint8Array[]
       if (typeof next === 'number') {
-        chunks = [await this.read(this.hashed, next)]
+        // read back into one reused buffer: the hash copies what it needs
+        if (this.scratch.byteLength < next) this.scratch = new Uint8Array(next)
+        const { bytesRead } = await this.file.read(this.scratch, 0, next, this.hashed)
+        chunks = [this.scratch.subarray(0, bytesRead)]
       } else {
         chunks = next
       }

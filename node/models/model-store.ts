@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
 import { createReadStream } from 'node:fs'
-import { mkdir, readFile, rm } from 'node:fs/promises'
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { FsBlockstore } from 'blockstore-fs'
 import { NextToLast } from 'blockstore-fs/sharding'
@@ -12,7 +12,7 @@ import type { NodeCertificate } from '../../ca/index.ts'
 import { Envelope, Manifest, PackageError, unixfsImportOptions } from '../../protocols/model-package.ts'
 import { ServiceError } from '../errors.ts'
 import { writeFileAtomic } from '../identity/files.ts'
-import { StagedFiles } from './staged-files.ts'
+import { PUBLISH_STAGING_PREFIX, StagedFiles } from './staged-files.ts'
 import { openPackage } from './package-file.ts'
 import { verifyEnvelope, type VerifyOptions } from './package-signing.ts'
 import { readDag, innerNodeWriter } from './verified-blockstore.ts'
@@ -81,6 +81,15 @@ export class ModelStore {
       this.entries = []
     }
     for (const entry of this.entries) await this.indexLeaves(entry)
+    await this.removeAbandonedStaging()
+  }
+
+  /** A publish's staging directory is garbage after a crash; a pull's is kept for resuming. */
+  private async removeAbandonedStaging (): Promise<void> {
+    const names = await readdir(this.filesDir).catch(() => [] as string[])
+    await Promise.all(names.filter((name) => name.startsWith(PUBLISH_STAGING_PREFIX)).map(async (name) => {
+      await rm(join(this.filesDir, name), { recursive: true, force: true })
+    }))
   }
 
   /** Makes the leaves of a held model's files readable by CID (see LeafIndex). */

@@ -42,9 +42,15 @@ export interface PullerDeps {
   catalog: (name: string) => EnvelopeOf[]
 }
 
-/** want-list size: also bounds what one stream may buffer (BATCH × 1 MiB blocks by default) */
-const BATCH = 16
-const STREAMS_PER_PROVIDER = 2
+/**
+ * Want-list size per request and requests in flight per provider: they bound what a pull holds
+ * in its stream buffers (BATCH × STREAMS × block size per provider). Many short requests on
+ * parallel streams pipeline better than long ones (the provider reads and encrypts the next
+ * block while the puller hashes and writes the last): 256 MiB from one seeder here took a median
+ * 3.9 s with 16 × 2, 2.7 s with 4 × 4, 2.4 s with 2 × 4, 2.5 s with 1 × 4 (5 pulls each).
+ */
+const BATCH = 2
+const STREAMS_PER_PROVIDER = 4
 const MAX_PROVIDER_FAILURES = 3
 
 /**

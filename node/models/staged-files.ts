@@ -2,6 +2,9 @@ import { randomBytes } from 'node:crypto'
 import { mkdir, open, rename, rm, type FileHandle } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 
+/** prefix of the throw-away staging directories of publishes */
+export const PUBLISH_STAGING_PREFIX = '.staging-'
+
 /**
  * A model's files written into a staging directory while they are being checked, and renamed
  * into place in one step once every file matched: they never appear unchecked or half written.
@@ -10,7 +13,7 @@ export class StagedFiles {
   readonly dir: string
 
   /** `name`: a fixed staging directory (a resumable pull); by default a fresh random one */
-  constructor (parent: string, name = `.staging-${randomBytes(6).toString('hex')}`) {
+  constructor (parent: string, name = `${PUBLISH_STAGING_PREFIX}${randomBytes(6).toString('hex')}`) {
     this.dir = join(parent, name)
   }
 
