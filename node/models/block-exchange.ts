@@ -42,9 +42,19 @@ export class BlockExchange {
     const signal = AbortSignal.timeout(120_000)
     try {
       const wants = decodeWantList((await channel.read({ signal })).subarray())
-      for (const cid of wants) {
-        const block = await this.deps.store.getBlock(cid)
-        await channel.write(encodeBlockFrame(cid, block), { signal })
+      // the next block is read from disk while the current one is encrypted and sent
+      const read = (i: number): Promise<Uint8Array | null> | null => {
+        if (i >= wants.length) return null
+        const pending = this.deps.store.getBlock(wants[i])
+        // if sending fails first, this read's own failure must not go unhandled
+        pending.catch(() => {})
+        return pending
+      }
+      let next = read(0)
+      for (let i = 0; i < wants.length; i++) {
+        const block = await next
+        next = read(i + 1)
+        await channel.write(encodeBlockFrame(wants[i], block), { signal })
       }
       await stream.close({ signal })
     } catch (err) {
