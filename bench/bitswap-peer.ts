@@ -15,7 +15,7 @@ import { tcp } from '@libp2p/tcp'
 import { FsBlockstore } from 'blockstore-fs'
 import { createHeliaLight } from 'helia'
 import { importByteStream } from 'ipfs-unixfs-importer'
-import { unixfsImportOptions } from '../protocols/model-package.ts'
+import { referenceImporterOptions } from '../test/models/helpers.ts'
 
 /** the chunk size of the DAG (1 MiB leaves, like a default `bkg model pack`) */
 export const BITSWAP_CHUNK_SIZE = 1024 * 1024
@@ -86,7 +86,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
       }
     }
     // through Helia's blockstore, as a stock Helia user adds content
-    const { cid } = await importByteStream(content(), node.helia.blockstore, unixfsImportOptions(BITSWAP_CHUNK_SIZE))
+    const { cid } = await importByteStream(content(), node.helia.blockstore, referenceImporterOptions(BITSWAP_CHUNK_SIZE))
     console.log(`${node.helia.libp2p.getMultiaddrs()[0].toString()} ${cid.toString()} ${hash.digest('hex')}`)
   } catch (err) {
     console.error(`bitswap-peer: ${err instanceof Error ? err.stack ?? err.message : String(err)}`)

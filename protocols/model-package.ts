@@ -1,6 +1,3 @@
-import { fixedSize } from 'ipfs-unixfs-importer/chunker'
-import { balanced } from 'ipfs-unixfs-importer/layout'
-import type { ImporterOptions } from 'ipfs-unixfs-importer'
 import { CID } from 'multiformats/cid'
 import semver from 'semver'
 import { z } from 'zod'
@@ -67,7 +64,7 @@ export const PackageFile = z.object({
   path: FilePath,
   size: z.number().int().min(0).max(MAX_FILE_SIZE),
   sha256: z.string().regex(/^[0-9a-f]{64}$/, 'lowercase hex sha256'),
-  /** UnixFS root CID of the file's content, built with `unixfsImportOptions(chunkSize)` */
+  /** UnixFS root CID of the file's content, built in the profile of UNIXFS_MAX_CHILDREN */
   cid: CidString
 }).strict()
 export type PackageFile = z.infer<typeof PackageFile>
@@ -99,16 +96,14 @@ export const Envelope = z.object({
 }).strict()
 export type Envelope = Omit<z.infer<typeof Envelope>, 'manifest'> & { manifest: Manifest }
 
-/** UnixFS import settings for package content: the same everywhere a package file's CID is made. */
-export function unixfsImportOptions (chunkSize: number): ImporterOptions {
-  return {
-    cidVersion: 1,
-    rawLeaves: true,
-    reduceSingleLeafToSelf: true,
-    layout: balanced({ maxChildrenPerNode: 1024 }),
-    chunker: fixedSize({ chunkSize })
-  }
-}
+/**
+ * The UnixFS profile of package content (a file's `cid`): CIDv1 with sha2-256, fixed-size raw
+ * leaves of `chunkSize` bytes, a balanced layout with at most this many links per node, and a
+ * file of one chunk is that raw leaf. It equals ipfs-unixfs-importer's `cidVersion: 1,
+ * rawLeaves: true, reduceSingleLeafToSelf: true, layout: balanced({ maxChildrenPerNode: 1024 }),
+ * chunker: fixedSize({ chunkSize })`.
+ */
+export const UNIXFS_MAX_CHILDREN = 1024
 
 /**
  * Canonical JSON (keys sorted by UTF-16 code units, no white space, integers only): the bytes a

@@ -1,7 +1,5 @@
 import { createHash } from 'node:crypto'
-import { BlackHoleBlockstore } from 'blockstore-core/black-hole'
-import { importByteStream } from 'ipfs-unixfs-importer'
-import { unixfsImportOptions } from '../../protocols/model-package.ts'
+import { buildUnixfsFile } from './unixfs-builder.ts'
 
 export interface ContentDigest {
   size: number
@@ -11,8 +9,8 @@ export interface ContentDigest {
 }
 
 /**
- * One pass over a file's bytes yields its size, sha256 and UnixFS root CID: the importer builds
- * the DAG into a black hole while the same chunks feed the hash.
+ * One pass over a file's bytes yields its size, sha256 and UnixFS root CID: the DAG is built and
+ * thrown away while the same chunks feed the hash.
  */
 export async function digestContent (chunks: AsyncIterable<Uint8Array>, chunkSize: number): Promise<ContentDigest> {
   const hash = createHash('sha256')
@@ -24,6 +22,6 @@ export async function digestContent (chunks: AsyncIterable<Uint8Array>, chunkSiz
       yield chunk
     }
   }
-  const { cid } = await importByteStream(tapped(), new BlackHoleBlockstore(), unixfsImportOptions(chunkSize))
+  const { cid } = await buildUnixfsFile(tapped(), chunkSize, () => {})
   return { size, sha256: hash.digest('hex'), cid: cid.toString() }
 }

@@ -4,18 +4,18 @@ import { mkdir, readdir, readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { FsBlockstore } from 'blockstore-fs'
 import { NextToLast } from 'blockstore-fs/sharding'
-import { importByteStream } from 'ipfs-unixfs-importer'
 import { CID } from 'multiformats/cid'
 import semver from 'semver'
 import { z } from 'zod'
 import type { NodeCertificate } from '../../ca/index.ts'
-import { Envelope, Manifest, PackageError, unixfsImportOptions } from '../../protocols/model-package.ts'
+import { Envelope, Manifest, PackageError } from '../../protocols/model-package.ts'
 import { ServiceError } from '../errors.ts'
 import { writeFileAtomic } from '../identity/files.ts'
 import { PUBLISH_STAGING_PREFIX, StagedFiles } from './staged-files.ts'
 import { openPackage } from './package-file.ts'
 import { verifyEnvelope, type VerifyOptions } from './package-signing.ts'
-import { readDag, innerNodeWriter } from './verified-blockstore.ts'
+import { readDag } from './verified-blockstore.ts'
+import { buildUnixfsFile } from './unixfs-builder.ts'
 import { RAW } from './dag-layout.ts'
 import { LeafIndex } from './leaf-index.ts'
 
@@ -312,10 +312,16 @@ export class ModelStore {
         yield chunk
       }
     }
-    const { cid } = await importByteStream(content(), innerNodeWriter(this.requireBlocks(), written), unixfsImportOptions(chunkSize))
+    const blocks = this.requireBlocks()
+    const { cid } = await buildUnixfsFile(content(), chunkSize, async (cid, block) => {
+      written.add(cid.toString())
+      // raw leaves are not stored as blocks: their bytes are in the model's files (LeafIndex)
+      if (cid.code !== RAW) await blocks.put(cid, block)
+    })
     const sha256 = hash.digest('hex')
-    if (size !== file.size || sha256 !== file.sha256 || cid.toString() !== file.cid) {
-      throw new PackageError('content_mismatch', `${file.path}: content does not match the signed manifest`)
+    const differs = [size !== file.size && `size ${size} ≠ ${file.size}`, sha256 !== file.sha256 && 'sha256', cid.toString() !== file.cid && 'UnixFS CID'].filter(Boolean)
+    if (differs.length > 0) {
+      throw new PackageError('content_mismatch', `${file.path}: content does not match the signed manifest (${differs.join(', ')})`)
     }
   }
 

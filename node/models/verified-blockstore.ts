@@ -18,7 +18,7 @@ export function assertBlockMatches (cid: CID, block: Uint8Array | Iterable<Uint8
 
 /**
  * A file's bytes in order, walking its UnixFS DAG (raw leaves under dag-pb nodes, as
- * `unixfsImportOptions` builds it) one block at a time, each checked against its CID. Unlike the
+ * `buildUnixfsFile` builds it) one block at a time, each checked against its CID. Unlike the
  * UnixFS exporter, which queues every leaf of a layer without waiting for the reader (a whole
  * model in memory), this reads the next block only when the consumer asks for it.
  */
@@ -31,18 +31,4 @@ export async function * readDag (root: CID, read: (cid: CID) => Promise<Uint8Arr
   }
   if (root.code !== DAG_PB) throw new PackageError('content_mismatch', `block ${root.toString()} has an unexpected codec`)
   for (const link of dagPb.decode(block).Links) yield * readDag(link.Hash, read)
-}
-
-/**
- * The importer's blockstore: records every block CID of the import and stores the DAG's inner
- * nodes; raw leaves are not stored as blocks, their bytes are in the model's files (LeafIndex).
- */
-export function innerNodeWriter (store: Blockstore, written: Set<string>): Pick<Blockstore, 'put'> {
-  return {
-    async put (cid, bytes, options) {
-      written.add(cid.toString())
-      if (cid.code === RAW) return cid
-      return await store.put(cid, bytes, options)
-    }
-  }
 }

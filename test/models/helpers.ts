@@ -1,6 +1,9 @@
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { expect } from 'vitest'
+import { balanced } from 'ipfs-unixfs-importer/layout'
+import { fixedSize } from 'ipfs-unixfs-importer/chunker'
+import type { ImporterOptions } from 'ipfs-unixfs-importer'
 import { CID } from 'multiformats/cid'
 import * as Digest from 'multiformats/hashes/digest'
 import { initCa, parseNodeCertificate, type NodeCertificate, type Role } from '../../ca/index.ts'
@@ -110,4 +113,18 @@ export function sampleEnvelope (manifest: unknown = sampleManifest()): Envelope 
 
 export function jsonBytes (value: unknown): Uint8Array {
   return new TextEncoder().encode(JSON.stringify(value))
+}
+
+/**
+ * ipfs-unixfs-importer with the settings BKG's UnixFS profile names (protocols/model-package.ts):
+ * the independent reference the own DAG builder is checked against.
+ */
+export function referenceImporterOptions (chunkSize: number): ImporterOptions {
+  return {
+    cidVersion: 1,
+    rawLeaves: true,
+    reduceSingleLeafToSelf: true,
+    layout: balanced({ maxChildrenPerNode: 1024 }),
+    chunker: fixedSize({ chunkSize })
+  }
 }

@@ -12,11 +12,11 @@ import { openPackage, verifyPackageContent } from '../../node/models/package-fil
 import { packModel, type PackInit } from '../../node/models/pack.ts'
 import { signManifest, verifyEnvelope } from '../../node/models/package-signing.ts'
 import {
-  encodeEnvelope, HEADER_BYTES, PackageError, SIGNATURE_ALGORITHM, signedBytes, totalSize, unixfsImportOptions,
+  encodeEnvelope, HEADER_BYTES, PackageError, SIGNATURE_ALGORITHM, signedBytes, totalSize,
   type Envelope, type Manifest
 } from '../../protocols/model-package.ts'
 import { tempDir } from '../helpers/mesh.ts'
-import { expectPackageError, makeCa, makeIdentity, type Identity } from './helpers.ts'
+import { expectPackageError, makeCa, makeIdentity, referenceImporterOptions, type Identity } from './helpers.ts'
 
 const MiB = 1024 * 1024
 
@@ -25,7 +25,7 @@ async function exists (path: string): Promise<boolean> {
 }
 
 async function cidOf (bytes: Uint8Array, chunkSize: number): Promise<string> {
-  const { cid } = await importBytes(bytes, new MemoryBlockstore(), unixfsImportOptions(chunkSize))
+  const { cid } = await importBytes(bytes, new MemoryBlockstore(), referenceImporterOptions(chunkSize))
   return cid.toString()
 }
 

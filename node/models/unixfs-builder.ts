@@ -1,0 +1,108 @@
+import { createHash } from 'node:crypto'
+import * as dagPb from '@ipld/dag-pb'
+import { UnixFS } from 'ipfs-unixfs'
+import { CID } from 'multiformats/cid'
+import * as Digest from 'multiformats/hashes/digest'
+import { UNIXFS_MAX_CHILDREN } from '../../protocols/model-package.ts'
+import { DAG_PB, RAW } from './dag-layout.ts'
+
+const SHA2_256 = 0x12
+
+/** a built block: its CID, the file bytes under it, and its DAG size (the parent link's Tsize) */
+interface Built {
+  cid: CID
+  fileSize: bigint
+  dagSize: number
+}
+
+export type PutBlock = (cid: CID, block: Uint8Array) => Promise<void> | void
+
+function cidOf (code: number, block: Uint8Array): CID {
+  return CID.createV1(code, Digest.create(SHA2_256, createHash('sha256').update(block).digest()))
+}
+
+/**
+ * Builds a file's UnixFS DAG in BKG's profile (protocols/model-package.ts: CIDv1, sha2-256,
+ * fixed-size raw leaves, balanced layout of at most 1024 links per node, a single leaf is its own
+ * root), streaming: only the open node of each level is kept. It produces the same blocks as
+ * `ipfs-unixfs-importer` with those settings (tested), but deterministically: the importer's
+ * balanced layout, run on files of more than 1024 chunks, sometimes wrote a root whose
+ * block-size list did not match its links (another root CID for the same bytes, ~1 run in 3 at
+ * 2 GiB here), which made a publish refuse a correctly packed model.
+ */
+export async function buildUnixfsFile (content: AsyncIterable<Uint8Array>, chunkSize: number, put: PutBlock): Promise<{ cid: CID, size: number }> {
+  const levels: Built[][] = [[]]
+  let leaves = 0
+  let size = 0
+
+  async function addNode (level: number): Promise<void> {
+    const children = levels[level]
+    levels[level] = []
+    const unixfs = new UnixFS({ type: 'file' })
+    for (const child of children) unixfs.addBlockSize(child.fileSize)
+    const node = dagPb.prepare({ Data: unixfs.marshal(), Links: children.map((child) => ({ Name: '', Tsize: child.dagSize, Hash: child.cid })) })
+    const block = dagPb.encode(node)
+    const cid = cidOf(DAG_PB, block)
+    await put(cid, block)
+    levels[level + 1] ??= []
+    levels[level + 1].push({ cid, fileSize: unixfs.fileSize(), dagSize: block.byteLength + children.reduce((sum, child) => sum + child.dagSize, 0) })
+    if (levels[level + 1].length === UNIXFS_MAX_CHILDREN) await addNode(level + 1)
+  }
+
+  async function addLeaf (leaf: Uint8Array): Promise<void> {
+    const cid = cidOf(RAW, leaf)
+    await put(cid, leaf)
+    leaves++
+    levels[0].push({ cid, fileSize: BigInt(leaf.byteLength), dagSize: leaf.byteLength })
+    if (levels[0].length === UNIXFS_MAX_CHILDREN) await addNode(0)
+  }
+
+  let pending: Uint8Array[] = []
+  let pendingBytes = 0
+  for await (const chunk of content) {
+    size += chunk.byteLength
+    let rest = chunk
+    while (pendingBytes + rest.byteLength >= chunkSize) {
+      const take = chunkSize - pendingBytes
+      let leaf: Uint8Array
+      if (pendingBytes === 0) {
+        leaf = rest.subarray(0, take)
+      } else {
+        leaf = new Uint8Array(chunkSize)
+        let at = 0
+        for (const piece of pending) {
+          leaf.set(piece, at)
+          at += piece.byteLength
+        }
+        leaf.set(rest.subarray(0, take), at)
+      }
+      pending = []
+      pendingBytes = 0
+      rest = rest.subarray(take)
+      await addLeaf(leaf)
+    }
+    if (rest.byteLength > 0) {
+      pending.push(rest)
+      pendingBytes += rest.byteLength
+    }
+  }
+  if (pendingBytes > 0 || leaves === 0) {
+    const leaf = new Uint8Array(pendingBytes)
+    let at = 0
+    for (const piece of pending) {
+      leaf.set(piece, at)
+      at += piece.byteLength
+    }
+    await addLeaf(leaf)
+  }
+
+  // a single leaf is the file's root; otherwise close every open node, bottom up
+  if (leaves === 1) return { cid: levels[0][0].cid, size }
+  for (let level = 0; level < levels.length; level++) {
+    const open = levels[level]
+    const isTop = levels.slice(level + 1).every((l) => l.length === 0)
+    if (isTop && open.length === 1 && level > 0) return { cid: open[0].cid, size }
+    if (open.length > 0) await addNode(level)
+  }
+  throw new Error('unreachable: a DAG without a root')
+}
