@@ -1,6 +1,5 @@
 import { createHash } from 'node:crypto'
 import * as dagPb from '@ipld/dag-pb'
-import { UnixFS } from 'ipfs-unixfs'
 import { CID } from 'multiformats/cid'
 import * as Digest from 'multiformats/hashes/digest'
 import { UNIXFS_MAX_CHILDREN } from '../../protocols/model-package.ts'
@@ -22,13 +21,35 @@ function cidOf (code: number, block: Uint8Array): CID {
 }
 
 /**
+ * The UnixFS `Data` of a file node without inline data: Type = File (field 1), filesize (field 3)
+ * and one blocksizes entry per link (field 4, not packed), as ipfs-unixfs marshals it. Encoded
+ * here because ipfs-unixfs's protobuf runtime (protons-runtime 7.1) writes a uint64 in
+ * [2^31, 2^32) as one byte and leaves the other four of its five uninitialised: the root of every
+ * file of 2-4 GiB got a random filesize, so a random CID (found when a 2 GiB publish was refused).
+ */
+export function fileNodeData (fileSize: bigint, blockSizes: bigint[]): Uint8Array {
+  const bytes: number[] = [0x08, 0x02, 0x18, ...varint(fileSize)]
+  for (const size of blockSizes) bytes.push(0x20, ...varint(size))
+  return Uint8Array.from(bytes)
+}
+
+function varint (value: bigint): number[] {
+  const out: number[] = []
+  let rest = value
+  while (rest > 0x7fn) {
+    out.push(Number(rest & 0x7fn) | 0x80)
+    rest >>= 7n
+  }
+  out.push(Number(rest))
+  return out
+}
+
+/**
  * Builds a file's UnixFS DAG in BKG's profile (protocols/model-package.ts: CIDv1, sha2-256,
  * fixed-size raw leaves, balanced layout of at most 1024 links per node, a single leaf is its own
  * root), streaming: only the open node of each level is kept. It produces the same blocks as
- * `ipfs-unixfs-importer` with those settings (tested), but deterministically: the importer's
- * balanced layout, run on files of more than 1024 chunks, sometimes wrote a root whose
- * block-size list did not match its links (another root CID for the same bytes, ~1 run in 3 at
- * 2 GiB here), which made a publish refuse a correctly packed model.
+ * `ipfs-unixfs-importer` with those settings (tested block for block), except for files of 2-4
+ * GiB, whose root the importer encodes wrongly (see fileNodeData).
  */
 export async function buildUnixfsFile (content: AsyncIterable<Uint8Array>, chunkSize: number, put: PutBlock): Promise<{ cid: CID, size: number }> {
   const levels: Built[][] = [[]]
@@ -38,14 +59,13 @@ export async function buildUnixfsFile (content: AsyncIterable<Uint8Array>, chunk
   async function addNode (level: number): Promise<void> {
     const children = levels[level]
     levels[level] = []
-    const unixfs = new UnixFS({ type: 'file' })
-    for (const child of children) unixfs.addBlockSize(child.fileSize)
-    const node = dagPb.prepare({ Data: unixfs.marshal(), Links: children.map((child) => ({ Name: '', Tsize: child.dagSize, Hash: child.cid })) })
+    const fileSize = children.reduce((sum, child) => sum + child.fileSize, 0n)
+    const node = dagPb.prepare({ Data: fileNodeData(fileSize, children.map((child) => child.fileSize)), Links: children.map((child) => ({ Name: '', Tsize: child.dagSize, Hash: child.cid })) })
     const block = dagPb.encode(node)
     const cid = cidOf(DAG_PB, block)
     await put(cid, block)
     levels[level + 1] ??= []
-    levels[level + 1].push({ cid, fileSize: unixfs.fileSize(), dagSize: block.byteLength + children.reduce((sum, child) => sum + child.dagSize, 0) })
+    levels[level + 1].push({ cid, fileSize, dagSize: block.byteLength + children.reduce((sum, child) => sum + child.dagSize, 0) })
     if (levels[level + 1].length === UNIXFS_MAX_CHILDREN) await addNode(level + 1)
   }
 

@@ -57,3 +57,25 @@ describe('buildUnixfsFile: the UnixFS profile of package content', () => {
     expect(roots.size).toBe(1)
   })
 })
+
+describe('fileNodeData: UnixFS file node data, encoded without the protobuf runtime', () => {
+  it('equals ipfs-unixfs for ordinary sizes', async () => {
+    const { UnixFS } = await import('ipfs-unixfs')
+    const { fileNodeData } = await import('../../node/models/unixfs-builder.ts')
+    const sizes = [1n, 127n, 128n, 1048576n, 1073741824n]
+    const reference = new UnixFS({ type: 'file' })
+    for (const size of sizes) reference.addBlockSize(size)
+    expect(Buffer.from(fileNodeData(sizes.reduce((a, b) => a + b, 0n), sizes)).equals(Buffer.from(reference.marshal()))).toBe(true)
+  })
+
+  it('writes sizes of 2-4 GiB in full (ipfs-unixfs leaves four bytes of them uninitialised)', async () => {
+    const { UnixFS } = await import('ipfs-unixfs')
+    const { fileNodeData } = await import('../../node/models/unixfs-builder.ts')
+    const data = fileNodeData(2n ** 31n, [2n ** 30n, 2n ** 30n])
+    expect(Buffer.from(data).toString('hex')).toBe('0802' + '18' + '8080808008' + '20' + '8080808004' + '20' + '8080808004')
+    const decoded = UnixFS.unmarshal(data)
+    expect(decoded.fileSize()).toBe(2n ** 31n)
+    expect(decoded.blockSizes).toEqual([2n ** 30n, 2n ** 30n])
+    expect(Buffer.from(fileNodeData(3n * 2n ** 31n, [3n * 2n ** 31n])).toString('hex')).toBe('0802' + '18' + '8080808018' + '20' + '8080808018')
+  })
+})
