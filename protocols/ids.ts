@@ -40,5 +40,10 @@ export const MANIFESTS_PROTOCOL = '/bkg/manifests/1.0.0'
 export const ORBITDB_PROTOCOL_PREFIX = '/bkg'
 export const ORBITDB_TOPIC_PREFIX = 'bkg'
 
+/** Whether a gossip topic is one of the replica log's (OrbitDB's `/orbitdb/…` moved under `bkg`). */
+export function isOrbitdbTopic (topic: string): boolean {
+  return topic.startsWith(`${ORBITDB_TOPIC_PREFIX}/orbitdb/`)
+}
+
 /** Name of the OrbitDB key-value database holding replica records and replication jobs. */
 export const REPLICAS_DATABASE = 'bkg-replicas-1'

@@ -1,5 +1,5 @@
 import type { Host } from '../p2p/host.ts'
-import { ORBITDB_PROTOCOL_PREFIX, ORBITDB_TOPIC_PREFIX } from '../../protocols/ids.ts'
+import { isOrbitdbTopic, ORBITDB_PROTOCOL_PREFIX, ORBITDB_TOPIC_PREFIX } from '../../protocols/ids.ts'
 
 type Listener = (event: { detail: any }) => void
 
@@ -12,7 +12,7 @@ export function orbitdbHost (host: Host): Host {
   const pubsub = host.services.pubsub
   const toProtocol = (protocol: string): string => `${ORBITDB_PROTOCOL_PREFIX}${protocol}`
   const toTopic = (topic: string): string => `${ORBITDB_TOPIC_PREFIX}${topic}`
-  const fromTopic = (topic: string): string | undefined => topic.startsWith(`${ORBITDB_TOPIC_PREFIX}/`) ? topic.slice(ORBITDB_TOPIC_PREFIX.length) : undefined
+  const fromTopic = (topic: string): string | undefined => isOrbitdbTopic(topic) ? topic.slice(ORBITDB_TOPIC_PREFIX.length) : undefined
   const wrapped = new Map<Listener, Listener>()
 
   function translate (type: string, listener: Listener): Listener {

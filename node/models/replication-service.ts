@@ -4,7 +4,7 @@ import type { PrivateKey } from '@libp2p/interface'
 import { MemoryDatastore } from 'datastore-core'
 import type { Logger } from 'pino'
 import semver from 'semver'
-import { ORBITDB_TOPIC_PREFIX } from '../../protocols/ids.ts'
+import { isOrbitdbTopic } from '../../protocols/ids.ts'
 import type { ReplicationJobRecord } from '../../protocols/replicas.ts'
 import type { AdmittedPeers } from '../admission/admitted-peers.ts'
 import type { Trust } from '../admission/trust.ts'
@@ -113,7 +113,7 @@ export class ReplicationService {
   private readonly openOnDemand = (): void => { void this.opened().catch(() => {}) }
 
   private readonly onSubscriptionChange = (event: CustomEvent<{ subscriptions: Array<{ topic: string, subscribe: boolean }> }>): void => {
-    if (event.detail.subscriptions.some((s) => s.subscribe && s.topic.startsWith(`${ORBITDB_TOPIC_PREFIX}/`))) this.openOnDemand()
+    if (event.detail.subscriptions.some((s) => s.subscribe && isOrbitdbTopic(s.topic))) this.openOnDemand()
   }
 
   private removeTriggers (): void {

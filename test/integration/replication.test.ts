@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { runBkgSync as bkg } from '../helpers/cli.ts'
+import { pathExists, runBkgSync as bkg } from '../helpers/cli.ts'
 import { peerIdsOf, tempDir, TestMesh, waitFor, type TestNode } from '../helpers/mesh.ts'
 
 interface Job { id: string, state: string, holders: string[], eligible: number, replicas: number, version: string }
@@ -42,8 +42,11 @@ describe('replica tracking and replication jobs', () => {
     outsider = await mesh.addNode('outsider', { namespaces: ['other'], args: joinArgs })
     await Promise.all([...labNodes, outsider].map(async (node) => await node.start()))
     await waitFor('full mesh', async () => (await Promise.all(mesh.nodes.map(peerIdsOf))).every((ids) => ids.length === 4), 20_000)
-    // only the origin's log is opened through the API: the lab nodes must open theirs on their
-    // own when a peer's log appears (and then see the job)
+    // a mesh without models never opens its replica log (OrbitDB stays unloaded) …
+    await new Promise((resolve) => setTimeout(resolve, 2500))
+    for (const node of mesh.nodes) expect(await pathExists(join(node.paths.models, 'replicas')), node.name).toBe(false)
+    // … only the origin's log is opened, through the API: the lab nodes must open theirs on
+    // their own when a peer's log appears (and then see the job)
     await replicasReady(origin)
 
     await mkdir(join(tmp.dir, 'model'))
