@@ -107,7 +107,11 @@ export class ReplicationService {
         this.startup = undefined
       })
     }
-    await this.startup
+    try {
+      await this.startup
+    } catch (err) {
+      throw new ReplicationError('replicas_unavailable', 503, `the replica log could not be opened: ${(err as Error).message}`)
+    }
   }
 
   private readonly openOnDemand = (): void => { void this.opened().catch(() => {}) }
@@ -134,7 +138,15 @@ export class ReplicationService {
     // OrbitDB and its LevelDB bindings load here, off the start-up path
     const { ReplicaLog } = await import('./replica-log.ts')
     const replicaLog = new ReplicaLog(join(this.dir, 'replicas'), { helia: this.helia, privateKey: this.deps.privateKey, trust: this.deps.trust, log: this.deps.log })
-    await replicaLog.start()
+    try {
+      await replicaLog.start()
+    } catch (err) {
+      // leave nothing half open: a later call tries again from scratch
+      await replicaLog.stop().catch(() => {})
+      await this.helia.stop().catch(() => {})
+      this.helia = undefined
+      throw err
+    }
     // answered only once the log is loaded: an empty view would read as "nobody holds anything"
     this.replicaLog = replicaLog
     this.replicaLog.on('change', this.onChange)
