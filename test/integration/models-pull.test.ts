@@ -42,6 +42,8 @@ describe('pulling a model from peers', () => {
     await mkdir(join(tmp.dir, 'model'))
     await writeFile(join(tmp.dir, 'model', 'weights.bin'), weights)
     await writeFile(join(tmp.dir, 'model', 'README'), 'tiny test model\n')
+    // repeated chunks: one leaf CID at several offsets, fetched once and placed at each
+    await writeFile(join(tmp.dir, 'model', 'padding.bin'), Buffer.alloc(3 * 1024 * 1024 + 5))
     expect(bkg(['model', 'pack', join(tmp.dir, 'model'), '--name', 'tiny', '--version', '1.0.0', '--data', origin.paths.dir, '--out', join(tmp.dir, 'tiny.bkg')], tmp.dir).code).toBe(0)
     const published = bkg(['model', 'publish', join(tmp.dir, 'tiny.bkg'), '--data', origin.paths.dir], tmp.dir)
     expect(published.code, published.stderr).toBe(0)
@@ -73,6 +75,7 @@ describe('pulling a model from peers', () => {
     const onDisk = await readFile(join(list.body[0].location, 'weights.bin'))
     expect(createHash('sha256').update(onDisk).digest('hex')).toBe(weightsSha)
     expect(await readFile(join(list.body[0].location, 'README'), 'utf8')).toBe('tiny test model\n')
+    expect((await readFile(join(list.body[0].location, 'padding.bin'))).equals(Buffer.alloc(3 * 1024 * 1024 + 5))).toBe(true)
   })
 
   it('a pull from two providers completes when one of them serves corrupt blocks, and the bad one is dropped', async () => {
