@@ -1,7 +1,10 @@
-import { open } from 'node:fs/promises'
+import { open, type FileHandle } from 'node:fs/promises'
 import { sep } from 'node:path'
 import type { CID } from 'multiformats/cid'
 import { layoutOf, RAW } from './dag-layout.ts'
+
+/** files kept open for serving leaves */
+const MAX_OPEN_FILES = 32
 
 export interface LeafLocation {
   /** absolute path of a held model's file */
@@ -18,6 +21,7 @@ export interface LeafLocation {
  */
 export class LeafIndex {
   private readonly leaves = new Map<string, LeafLocation[]>()
+  private readonly handles = new Map<string, Promise<FileHandle | null>>()
 
   /** Indexes the leaves of one file, walking its inner nodes with `readNode`. */
   async addFile (root: CID, path: string, size: number, readNode: (cid: CID) => Promise<Uint8Array>): Promise<void> {
@@ -34,6 +38,11 @@ export class LeafIndex {
   /** Forgets every leaf location inside `dir` (a removed model's files). */
   removeUnder (dir: string): void {
     const prefix = dir.endsWith(sep) ? dir : dir + sep
+    for (const [path, file] of this.handles) {
+      if (!path.startsWith(prefix)) continue
+      this.handles.delete(path)
+      void file.then(async (h) => { await h?.close() })
+    }
     for (const [key, locations] of this.leaves) {
       const kept = locations.filter((l) => !l.path.startsWith(prefix))
       if (kept.length === 0) this.leaves.delete(key)
@@ -44,21 +53,41 @@ export class LeafIndex {
   /** The leaf's bytes as stored (not re-checked here), or null when no held file has it. */
   async read (cid: CID): Promise<Uint8Array | null> {
     for (const location of this.leaves.get(cid.toString()) ?? []) {
-      let file
-      try {
-        file = await open(location.path, 'r')
-      } catch {
-        continue
-      }
-      try {
-        const bytes = new Uint8Array(location.length)
-        const { bytesRead } = await file.read(bytes, 0, location.length, location.offset)
-        if (bytesRead === location.length) return bytes
-      } finally {
-        await file.close()
-      }
+      const file = await this.handle(location.path)
+      if (file == null) continue
+      const bytes = new Uint8Array(location.length)
+      const { bytesRead } = await file.read(bytes, 0, location.length, location.offset)
+      if (bytesRead === location.length) return bytes
     }
     return null
+  }
+
+  /** Closes every file kept open for reading. */
+  async close (): Promise<void> {
+    const open = [...this.handles.values()]
+    this.handles.clear()
+    await Promise.all(open.map(async (file) => { await (await file)?.close() }))
+  }
+
+  /**
+   * Held files stay open while they are read: a seeder reads one leaf after another from the same
+   * file, and an open and a close per leaf were two system calls per block on that hot path.
+   */
+  private async handle (path: string): Promise<FileHandle | null> {
+    let file = this.handles.get(path)
+    if (file == null) {
+      if (this.handles.size >= MAX_OPEN_FILES) {
+        const [oldest, handle] = this.handles.entries().next().value as [string, Promise<FileHandle | null>]
+        this.handles.delete(oldest)
+        void handle.then(async (h) => { await h?.close() })
+      }
+      file = open(path, 'r').catch(() => null)
+      this.handles.set(path, file)
+    }
+    const handle = await file
+    // a file that is missing now may be there later: do not remember the failure
+    if (handle == null && this.handles.get(path) === file) this.handles.delete(path)
+    return handle
   }
 
   private add (cid: CID, location: LeafLocation): void {

@@ -34,6 +34,7 @@ export interface CatalogEntry {
 }
 
 const MAX_CATALOG = 4096
+const MAX_FINISHED_JOBS = 256
 
 export interface PullJob extends PullProgress {
   id: string
@@ -109,10 +110,12 @@ export class ModelService extends EventEmitter<ModelServiceEvents> {
       finishedAt: null
     }
     this.jobs.set(job.id, job)
-    void this.puller.pull(name, version, job).then(async (model) => {
+    this.forgetOldJobs()
+    void this.puller.pull(name, version, job).then(async ({ model, added }) => {
       job.version = model.version
       job.state = 'done'
       job.bytes = job.totalBytes
+      if (!added) return
       this.emit('added', model)
       await this.announce(model)
     }, (err: Error & { code?: string }) => {
@@ -121,6 +124,12 @@ export class ModelService extends EventEmitter<ModelServiceEvents> {
       this.deps.log.warn({ model: `${name}@${version ?? 'latest'}`, err: err.message }, 'pull failed')
     }).finally(() => { job.finishedAt = new Date().toISOString() })
     return job
+  }
+
+  /** Finished jobs beyond the newest MAX_FINISHED_JOBS are dropped (replication retries add one each time). */
+  private forgetOldJobs (): void {
+    const finished = [...this.jobs.values()].filter((job) => job.finishedAt != null)
+    for (const job of finished.slice(0, Math.max(0, finished.length - MAX_FINISHED_JOBS))) this.jobs.delete(job.id)
   }
 
   catalogEntries (): CatalogEntry[] {

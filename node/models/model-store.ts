@@ -1,5 +1,4 @@
 import { createHash } from 'node:crypto'
-import { createReadStream } from 'node:fs'
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { FsBlockstore } from 'blockstore-fs'
@@ -15,7 +14,7 @@ import { PUBLISH_STAGING_PREFIX, StagedFiles } from './staged-files.ts'
 import { openPackage } from './package-file.ts'
 import { verifyEnvelope, type VerifyOptions } from './package-signing.ts'
 import { readDag } from './verified-blockstore.ts'
-import { buildUnixfsFile } from './unixfs-builder.ts'
+import { assertDigestMatches, digestContent, packageFileBytes } from './content-digest.ts'
 import { RAW } from './dag-layout.ts'
 import { LeafIndex } from './leaf-index.ts'
 
@@ -107,6 +106,7 @@ export class ModelStore {
 
   async stop (): Promise<void> {
     await this.queue.catch(() => {})
+    await this.leaves.close()
     await this.blocks?.close()
   }
 
@@ -297,32 +297,15 @@ export class ModelStore {
     }
   }
 
-  /** One pass over a file's bytes in the package: blocks into the store, the plain file staged, sha256 taken. */
+  /** One pass over a file's bytes in the package: inner nodes into the store, the plain file staged, sha256 taken. */
   private async importFile (path: string, offset: number, file: Manifest['files'][number], chunkSize: number, written: Set<string>, staged: StagedFiles): Promise<void> {
-    const hash = createHash('sha256')
-    let size = 0
-    async function * packageBytes (): AsyncGenerator<Uint8Array> {
-      if (file.size === 0) return
-      yield * createReadStream(path, { start: offset, end: offset + file.size - 1, highWaterMark: 1024 * 1024 })
-    }
-    async function * content (): AsyncGenerator<Uint8Array> {
-      for await (const chunk of staged.write(file.path, packageBytes())) {
-        hash.update(chunk)
-        size += chunk.byteLength
-        yield chunk
-      }
-    }
     const blocks = this.requireBlocks()
-    const { cid } = await buildUnixfsFile(content(), chunkSize, async (cid, block) => {
+    const digest = await digestContent(staged.write(file.path, packageFileBytes(path, offset, file.size)), chunkSize, async (cid, block) => {
       written.add(cid.toString())
       // raw leaves are not stored as blocks: their bytes are in the model's files (LeafIndex)
       if (cid.code !== RAW) await blocks.put(cid, block)
     })
-    const sha256 = hash.digest('hex')
-    const differs = [size !== file.size && `size ${size} ≠ ${file.size}`, sha256 !== file.sha256 && 'sha256', cid.toString() !== file.cid && 'UnixFS CID'].filter(Boolean)
-    if (differs.length > 0) {
-      throw new PackageError('content_mismatch', `${file.path}: content does not match the signed manifest (${differs.join(', ')})`)
-    }
+    assertDigestMatches(file, digest)
   }
 
   private async deleteUnreferenced (candidates: Set<string>): Promise<void> {

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto'
 import {
   decodeEnvelope, decodeHeader, encodeEnvelope, HEADER_BYTES, PackageError, totalSize, type Envelope
 } from '../../protocols/model-package.ts'
-import { digestContent } from './content-digest.ts'
+import { assertDigestMatches, digestContent, packageFileBytes } from './content-digest.ts'
 
 export interface OpenedPackage {
   envelope: Envelope
@@ -49,11 +49,7 @@ export async function verifyPackageContent (path: string, opened: OpenedPackage,
   const { manifest } = opened.envelope
   let offset = opened.dataOffset
   for (const file of manifest.files) {
-    const stream = file.size === 0 ? emptyStream() : createReadStream(path, { start: offset, end: offset + file.size - 1, highWaterMark: 1024 * 1024 })
-    const digest = await digestContent(counting(stream, onProgress), manifest.chunkSize)
-    if (digest.size !== file.size || digest.sha256 !== file.sha256 || digest.cid !== file.cid) {
-      throw new PackageError('content_mismatch', `${file.path}: content does not match the signed manifest (sha256 ${digest.sha256.slice(0, 12)}…, expected ${file.sha256.slice(0, 12)}…)`)
-    }
+    assertDigestMatches(file, await digestContent(counting(packageFileBytes(path, offset, file.size), onProgress), manifest.chunkSize))
     offset += file.size
   }
 }
@@ -97,4 +93,3 @@ async function * counting (source: AsyncIterable<Buffer | Uint8Array>, onProgres
   }
 }
 
-async function * emptyStream (): AsyncGenerator<Uint8Array> {}

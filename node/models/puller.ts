@@ -1,4 +1,4 @@
-import type { PeerId, Stream } from '@libp2p/interface'
+import type { PeerId } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
 import { CID } from 'multiformats/cid'
 import type { Uint8ArrayList } from 'uint8arraylist'
@@ -67,15 +67,16 @@ export class Puller {
     this.deps = deps
   }
 
-  async pull (name: string, version: string | null, progress: PullProgress): Promise<StoredModel> {
+  /** The model and whether this pull added it (false: it was held already). */
+  async pull (name: string, version: string | null, progress: PullProgress): Promise<{ model: StoredModel, added: boolean }> {
     const held = version != null ? this.deps.store.get(name, version) : undefined
-    if (held != null) return held
+    if (held != null) return { model: held, added: false }
     const { envelope, sources } = await this.resolve(name, version)
     const { manifest } = envelope
     progress.version = manifest.version
     progress.totalBytes = totalSize(manifest)
     const already = this.deps.store.get(manifest.name, manifest.version)
-    if (already != null) return already
+    if (already != null) return { model: already, added: false }
 
     const providers = new Map<string, PeerId>(sources.map((peer) => [peer.toString(), peer]))
     await Promise.all(manifest.files.map(async (file) => {
@@ -102,8 +103,7 @@ export class Puller {
       const blocks = await this.fetch(roots, [...providers.values()], progress)
       progress.state = 'verifying'
       for (const assembler of assemblers) await assembler.finish()
-      await Promise.all(assemblers.map(async (a) => { await a.close() }))
-      return await this.deps.store.adoptFetched(envelope, blocks, staged)
+      return { model: await this.deps.store.adoptFetched(envelope, blocks, staged), added: true }
     } finally {
       await Promise.all(assemblers.map(async (a) => { await a.close().catch(() => {}) }))
     }

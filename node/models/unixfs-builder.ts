@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
 import * as dagPb from '@ipld/dag-pb'
 import { CID } from 'multiformats/cid'
+import { Uint8ArrayList } from 'uint8arraylist'
 import * as Digest from 'multiformats/hashes/digest'
 import { UNIXFS_MAX_CHILDREN } from '../../protocols/model-package.ts'
 import { DAG_PB, RAW } from './dag-layout.ts'
@@ -77,44 +78,17 @@ export async function buildUnixfsFile (content: AsyncIterable<Uint8Array>, chunk
     if (levels[0].length === UNIXFS_MAX_CHILDREN) await addNode(0)
   }
 
-  let pending: Uint8Array[] = []
-  let pendingBytes = 0
+  // fixed-size chunks: a leaf inside one received chunk is a view of it, one across chunks is copied once
+  const pending = new Uint8ArrayList()
   for await (const chunk of content) {
     size += chunk.byteLength
-    let rest = chunk
-    while (pendingBytes + rest.byteLength >= chunkSize) {
-      const take = chunkSize - pendingBytes
-      let leaf: Uint8Array
-      if (pendingBytes === 0) {
-        leaf = rest.subarray(0, take)
-      } else {
-        leaf = new Uint8Array(chunkSize)
-        let at = 0
-        for (const piece of pending) {
-          leaf.set(piece, at)
-          at += piece.byteLength
-        }
-        leaf.set(rest.subarray(0, take), at)
-      }
-      pending = []
-      pendingBytes = 0
-      rest = rest.subarray(take)
-      await addLeaf(leaf)
-    }
-    if (rest.byteLength > 0) {
-      pending.push(rest)
-      pendingBytes += rest.byteLength
+    pending.append(chunk)
+    while (pending.byteLength >= chunkSize) {
+      await addLeaf(pending.subarray(0, chunkSize))
+      pending.consume(chunkSize)
     }
   }
-  if (pendingBytes > 0 || leaves === 0) {
-    const leaf = new Uint8Array(pendingBytes)
-    let at = 0
-    for (const piece of pending) {
-      leaf.set(piece, at)
-      at += piece.byteLength
-    }
-    await addLeaf(leaf)
-  }
+  if (pending.byteLength > 0 || leaves === 0) await addLeaf(pending.subarray())
 
   // a single leaf is the file's root; otherwise close every open node, bottom up
   if (leaves === 1) return { cid: levels[0][0].cid, size }

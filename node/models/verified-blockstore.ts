@@ -1,6 +1,5 @@
 import { createHash } from 'node:crypto'
 import * as dagPb from '@ipld/dag-pb'
-import type { Blockstore } from 'interface-blockstore'
 import type { CID } from 'multiformats/cid'
 import { PackageError } from '../../protocols/model-package.ts'
 import { DAG_PB, RAW } from './dag-layout.ts'

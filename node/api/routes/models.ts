@@ -155,7 +155,7 @@ export const modelRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node 
 
   app.get('/api/v1/models/pulls', {
     config: { access: 'token' },
-    schema: { summary: 'Pull jobs since the node started', tags: ['models'], response: { 200: z.array(PullJob) } }
+    schema: { summary: 'Pull jobs since the node started: every running one and the newest 256 finished ones', tags: ['models'], response: { 200: z.array(PullJob) } }
   }, async () => node().models.listJobs().map((job) => ({ ...job })))
 
   app.get('/api/v1/models/pulls/:id', {
