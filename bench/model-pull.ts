@@ -14,7 +14,7 @@ import { tcp } from '@libp2p/tcp'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 import { CID } from 'multiformats/cid'
-import { runBkgSync } from '../test/helpers/cli.ts'
+import { runBkgOk } from '../test/helpers/cli.ts'
 import { peerIdsOf, TestMesh, waitFor, type TestNode } from '../test/helpers/mesh.ts'
 import { SINK_PROTOCOL } from './bare-stream-peer.ts'
 import { createBenchHelia } from './bitswap-peer.ts'
@@ -130,10 +130,6 @@ async function writeRandomFile (path: string, bytes: number): Promise<void> {
   await once(out, 'finish')
 }
 
-function cli (args: string[], dir: string): void {
-  const run = runBkgSync(args, dir)
-  if (run.code !== 0) throw new Error(`bkg ${args.slice(0, 2).join(' ')} failed: ${run.stderr.trim().split('\n').pop()}`)
-}
 
 /** Time from POST /api/v1/models/pulls until the job is done (every file verified and registered). */
 async function timedPull (node: TestNode, name: string): Promise<{ seconds: number, peers: number }> {
@@ -188,8 +184,8 @@ async function largePullRows (mesh: TestMesh, seeder: TestNode, root: string, si
   await mkdir(modelDir, { recursive: true })
   await writeRandomFile(join(modelDir, 'weights.bin'), sizeMiB * MIB)
   const pkg = join(root, 'large.bkg')
-  cli(['model', 'pack', modelDir, '--name', 'large', '--version', '1.0.0', '--data', seeder.paths.dir, '--out', pkg], root)
-  cli(['model', 'publish', pkg, '--data', seeder.paths.dir], root)
+  runBkgOk(['model', 'pack', modelDir, '--name', 'large', '--version', '1.0.0', '--data', seeder.paths.dir, '--out', pkg], root)
+  runBkgOk(['model', 'publish', pkg, '--data', seeder.paths.dir], root)
   await rm(pkg, { force: true })
   await rm(modelDir, { recursive: true, force: true })
   const puller = await mesh.addNode('puller-large', { args: ['--bootstrap', seeder.addrs[0]] })
@@ -261,8 +257,8 @@ export async function measureModelPull (root: string, sizeMiB = 256): Promise<Me
     await mkdir(modelDir, { recursive: true })
     await writeRandomFile(join(modelDir, 'weights.bin'), bytes)
     const pkg = join(root, 'big.bkg')
-    cli(['model', 'pack', modelDir, '--name', 'big', '--version', '1.0.0', '--data', first.paths.dir, '--out', pkg], root)
-    cli(['model', 'publish', pkg, '--data', first.paths.dir], root)
+    runBkgOk(['model', 'pack', modelDir, '--name', 'big', '--version', '1.0.0', '--data', first.paths.dir, '--out', pkg], root)
+    runBkgOk(['model', 'publish', pkg, '--data', first.paths.dir], root)
     // the first model in a mesh opens every node's replica log (OrbitDB, a one-time start-up of
     // a second or so per node on these 2 cores): let that finish so the pull is timed on its own
     await Promise.all(mesh.nodes.map(async (node) => await node.api('GET', '/api/v1/replicas')))
@@ -289,7 +285,7 @@ export async function measureModelPull (root: string, sizeMiB = 256): Promise<Me
     }))
 
     progress('model pull: three seeders')
-    for (const seeder of seeders.slice(1)) cli(['model', 'publish', pkg, '--data', seeder.paths.dir], root)
+    for (const seeder of seeders.slice(1)) runBkgOk(['model', 'publish', pkg, '--data', seeder.paths.dir], root)
     const three = await timedPull(pullerThree, 'big')
     rows.push(metric({
       id: 'pull_three_seeders_mib_s',

@@ -3,7 +3,7 @@ import type { PeerId } from '@libp2p/interface'
 import type { CID } from 'multiformats/cid'
 import type { AdmittedPeers } from '../admission/admitted-peers.ts'
 import type { Host } from '../p2p/host.ts'
-import { requestBlocks } from './block-requests.ts'
+import { findProviderIds, requestBlocks } from './block-requests.ts'
 
 export interface BkgBlockBrokerDeps {
   host: Host
@@ -45,13 +45,7 @@ export function bkgBlockBroker (deps: BkgBlockBrokerDeps): BlockBroker {
       const connected = deps.host.getPeers().filter((peer) => deps.peers.isAdmitted(peer))
       const direct = await firstOf(connected, cid, signal)
       if (direct != null) return direct
-      const asked = new Set(connected.map(String))
-      const providers: PeerId[] = []
-      for await (const provider of deps.host.contentRouting.findProviders(cid, { signal })) {
-        if (asked.has(provider.id.toString()) || provider.id.equals(deps.host.peerId)) continue
-        providers.push(provider.id)
-        if (providers.length >= MAX_DHT_PROVIDERS) break
-      }
+      const providers = await findProviderIds(deps.host, cid, { max: MAX_DHT_PROVIDERS, skip: new Set(connected.map(String)), signal })
       const found = await firstOf(providers, cid, signal)
       if (found != null) return found
       throw new Error(`no admitted peer holds ${cid.toString()}`)

@@ -7,6 +7,25 @@ import { PackageError } from '../../protocols/model-package.ts'
 import type { Host } from '../p2p/host.ts'
 
 /**
+ * Up to `max` providers of a CID from the DHT, other than this node and the ones in `skip`;
+ * an empty list when the lookup fails or times out.
+ */
+export async function findProviderIds (host: Host, cid: CID, options: { max: number, skip?: Set<string>, signal: AbortSignal }): Promise<PeerId[]> {
+  const found = new Map<string, PeerId>()
+  try {
+    for await (const provider of host.contentRouting.findProviders(cid, { signal: options.signal })) {
+      const id = provider.id.toString()
+      if (provider.id.equals(host.peerId) || options.skip?.has(id)) continue
+      found.set(id, provider.id)
+      if (found.size >= options.max) break
+    }
+  } catch {
+    // what was found before the lookup ended still counts
+  }
+  return [...found.values()]
+}
+
+/**
  * Sends one want-list to a provider and yields its answers in the order asked (`block: null` when
  * it does not hold one). The provider writes the whole batch at once; the stream's buffer holds it
  * while the caller verifies and stores the blocks, which bounds memory by batch size per stream.

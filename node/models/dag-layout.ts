@@ -5,6 +5,8 @@ import { PackageError } from '../../protocols/model-package.ts'
 
 export const RAW = 0x55
 export const DAG_PB = 0x70
+/** multihash code of sha2-256, the only hash package content uses */
+export const SHA2_256 = 0x12
 
 /** Where a UnixFS file node's own bytes and its children lie, relative to the node's first byte. */
 export interface NodeLayout {

@@ -4,6 +4,7 @@ import { CID } from 'multiformats/cid'
 import type { Logger } from 'pino'
 import type { Message } from '@libp2p/gossipsub'
 import { MODELS_TOPIC } from '../../protocols/ids.ts'
+import { ServiceError } from '../errors.ts'
 import { decodeEnvelope, PackageError } from '../../protocols/model-package.ts'
 import type { AdmittedPeers } from '../admission/admitted-peers.ts'
 import { admissionVerdict, toValidatorResult, type GossipVerdict } from '../pubsub/topic-validation.ts'
@@ -86,7 +87,7 @@ export class ModelService extends EventEmitter<ModelServiceEvents> {
     const trust = (): { caPem: string, crl: Trust['crl'] } => ({ caPem: deps.trust.caPem, crl: deps.trust.crl })
     this.store = new ModelStore(dir, { trust })
     this.exchange = new BlockExchange({ host: deps.host, store: this.store, log: deps.log })
-    this.puller = new Puller({ host: deps.host, store: this.store, trust, penalize: deps.penalize, log: deps.log, catalog: (name) => [...this.catalog.values()].filter((e) => e.envelope.manifest.name === name).map((e) => e.envelope) })
+    this.puller = new Puller({ host: deps.host, store: this.store, trust, penalize: deps.penalize, log: deps.log, catalog: (name) => this.catalogFor(name) })
   }
 
   /** Starts pulling a model (or joins the pull already running for it) and returns its job. */
@@ -118,9 +119,10 @@ export class ModelService extends EventEmitter<ModelServiceEvents> {
       if (!added) return
       this.emit('added', model)
       await this.announce(model)
-    }, (err: Error & { code?: string }) => {
+    }, (err: Error) => {
       job.state = 'failed'
-      job.error = { code: err.code ?? 'pull_failed', message: err.message }
+      // BKG's own refusals keep their code; anything else (ENOSPC, a stream reset) is pull_failed
+      job.error = { code: err instanceof ServiceError || err instanceof PackageError ? err.code : 'pull_failed', message: err.message }
       this.deps.log.warn({ model: `${name}@${version ?? 'latest'}`, err: err.message }, 'pull failed')
     }).finally(() => { job.finishedAt = new Date().toISOString() })
     return job
@@ -134,6 +136,11 @@ export class ModelService extends EventEmitter<ModelServiceEvents> {
 
   catalogEntries (): CatalogEntry[] {
     return [...this.catalog.values()]
+  }
+
+  /** Verified envelopes of every version of `name` announced in the mesh. */
+  catalogFor (name: string): EnvelopeOf[] {
+    return this.catalogEntries().filter((e) => e.envelope.manifest.name === name).map((e) => e.envelope)
   }
 
   /** A manifest gossiped by its publisher: kept (and forwarded) only if its signature verifies. */

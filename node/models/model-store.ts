@@ -10,7 +10,7 @@ import type { NodeCertificate } from '../../ca/index.ts'
 import { Envelope, Manifest, PackageError } from '../../protocols/model-package.ts'
 import { ServiceError } from '../errors.ts'
 import { writeFileAtomic } from '../identity/files.ts'
-import { PUBLISH_STAGING_PREFIX, StagedFiles } from './staged-files.ts'
+import { localPath, PUBLISH_STAGING_PREFIX, StagedFiles } from './staged-files.ts'
 import { openPackage } from './package-file.ts'
 import { verifyEnvelope, type VerifyOptions } from './package-signing.ts'
 import { readDag } from './verified-blockstore.ts'
@@ -97,7 +97,7 @@ export class ModelStore {
     const location = this.locationOf(name, version)
     for (const file of files) {
       try {
-        await this.leaves.addFile(CID.parse(file.cid), join(location, ...file.path.split('/')), file.size, this.readNodeBlock)
+        await this.leaves.addFile(CID.parse(file.cid), localPath(location, file.path), file.size, this.readNodeBlock)
       } catch {
         // an inner node is missing or damaged: `verify` reports it; the file's leaves are not served
       }
@@ -128,12 +128,22 @@ export class ModelStore {
     return this.requireBlocks()
   }
 
-  /** A raw block for a peer, or null when this node does not hold it. */
+  /** A block for a peer or a pull (as stored, not re-checked: receivers check), or null when not held. */
   async getBlock (cid: CID): Promise<Uint8Array | null> {
     try {
       return await this.readBlock(cid)
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null
+      throw err
+    }
+  }
+
+  /** readBlock for a held model's own reads: a missing block is damage to the model, not absence. */
+  private readonly readHeldBlock = async (cid: CID): Promise<Uint8Array> => {
+    try {
+      return await this.readBlock(cid)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new PackageError('content_mismatch', `block ${cid.toString()} is missing from the store`)
       throw err
     }
   }
@@ -197,10 +207,7 @@ export class ModelStore {
         await this.deleteUnreferenced(written)
         throw err
       }
-      const entry: RegistryEntry = { envelope: opened.envelope, blocks: [...written], addedAt: new Date().toISOString() }
-      await this.indexLeaves(entry)
-      this.entries = [...this.entries, entry]
-      await this.saveRegistry()
+      const entry = await this.register(opened.envelope, written)
       return { model: this.toStored(entry), publisher, added: true }
     })
   }
@@ -228,18 +235,22 @@ export class ModelStore {
       }
       verifyEnvelope(envelope, { ...this.deps.trust(), latestVersion: this.latestVersion(envelope.manifest.name) })
       await staged.commit(this.locationOf(envelope.manifest.name, envelope.manifest.version))
-      const entry: RegistryEntry = { envelope, blocks: [...blocks], addedAt: new Date().toISOString() }
-      await this.indexLeaves(entry)
-      this.entries = [...this.entries, entry]
-      await this.saveRegistry()
-      return this.toStored(entry)
+      return this.toStored(await this.register(envelope, blocks))
     })
+  }
+
+  /** Adds a checked model whose files are in place: its leaves become readable, then it appears. */
+  private async register (envelope: EnvelopeOf, blocks: Set<string>): Promise<RegistryEntry> {
+    const entry: RegistryEntry = { envelope, blocks: [...blocks], addedAt: new Date().toISOString() }
+    await this.indexLeaves(entry)
+    this.entries = [...this.entries, entry]
+    await this.saveRegistry()
+    return entry
   }
 
   async remove (name: string, version: string): Promise<StoredModel> {
     return await this.serial(async () => {
-      const entry = this.find(name, version)
-      if (entry == null) throw new ModelStoreError('model_not_found', 404, `no model ${name}@${version} here`)
+      const entry = this.require(name, version)
       this.entries = this.entries.filter((e) => e !== entry)
       await this.saveRegistry()
       this.leaves.removeUnder(this.locationOf(name, version))
@@ -251,8 +262,7 @@ export class ModelStore {
 
   /** Streams one file of a held model, each block checked against its CID on the way out. */
   async openFile (name: string, version: string, path: string): Promise<{ size: number, sha256: string, content: AsyncIterable<Uint8Array> }> {
-    const entry = this.find(name, version)
-    if (entry == null) throw new ModelStoreError('model_not_found', 404, `no model ${name}@${version} here`)
+    const entry = this.require(name, version)
     return this.openFileOf(entry, path)
   }
 
@@ -260,13 +270,12 @@ export class ModelStore {
     const { name, version } = entry.envelope.manifest
     const file = entry.envelope.manifest.files.find((f) => f.path === path)
     if (file == null) throw new ModelStoreError('file_not_found', 404, `${name}@${version} has no file ${path}`)
-    return { size: file.size, sha256: file.sha256, content: readDag(CID.parse(file.cid), this.readBlock) }
+    return { size: file.size, sha256: file.sha256, content: readDag(CID.parse(file.cid), this.readHeldBlock) }
   }
 
   /** Re-reads every file of a held model and checks size and sha256 (blocks are CID-checked as they are read). */
   async verify (name: string, version: string): Promise<StoredModel> {
-    const entry = this.find(name, version)
-    if (entry == null) throw new ModelStoreError('model_not_found', 404, `no model ${name}@${version} here`)
+    const entry = this.require(name, version)
     await this.checkFiles(entry)
     return this.toStored(entry)
   }
@@ -323,6 +332,12 @@ export class ModelStore {
 
   private find (name: string, version: string): RegistryEntry | undefined {
     return this.entries.find((e) => e.envelope.manifest.name === name && e.envelope.manifest.version === version)
+  }
+
+  private require (name: string, version: string): RegistryEntry {
+    const entry = this.find(name, version)
+    if (entry == null) throw new ModelStoreError('model_not_found', 404, `no model ${name}@${version} here`)
+    return entry
   }
 
   private requireBlocks (): FsBlockstore {

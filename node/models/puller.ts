@@ -11,7 +11,7 @@ import type { Host } from '../p2p/host.ts'
 import type { EnvelopeOf, ModelStore, StoredModel } from './model-store.ts'
 import { ModelStoreError } from './model-store.ts'
 import { assertBlockMatches } from './verified-blockstore.ts'
-import { requestBlocks } from './block-requests.ts'
+import { findProviderIds, requestBlocks } from './block-requests.ts'
 import { FileAssembler } from './file-assembler.ts'
 import { layoutOf, RAW } from './dag-layout.ts'
 import { verifyEnvelope, type VerifyOptions } from './package-signing.ts'
@@ -52,6 +52,8 @@ export interface PullerDeps {
 const BATCH = 2
 const STREAMS_PER_PROVIDER = 4
 const MAX_PROVIDER_FAILURES = 3
+/** DHT providers looked up per file */
+const MAX_PROVIDERS = 16
 
 /**
  * Fetches a model from its providers: the signed envelope first (verified before any byte is
@@ -79,15 +81,9 @@ export class Puller {
     if (already != null) return { model: already, added: false }
 
     const providers = new Map<string, PeerId>(sources.map((peer) => [peer.toString(), peer]))
+    // the peers that answered with the manifest, plus the files' providers in the DHT
     await Promise.all(manifest.files.map(async (file) => {
-      try {
-        for await (const provider of this.deps.host.contentRouting.findProviders(CID.parse(file.cid), { signal: AbortSignal.timeout(5000) })) {
-          if (!provider.id.equals(this.deps.host.peerId)) providers.set(provider.id.toString(), provider.id)
-          if (providers.size >= 16) break
-        }
-      } catch {
-        // the peers that answered with the manifest remain
-      }
+      for (const id of await findProviderIds(this.deps.host, CID.parse(file.cid), { max: MAX_PROVIDERS, signal: AbortSignal.timeout(5000) })) providers.set(id.toString(), id)
     }))
     progress.peers = [...providers.keys()]
     progress.state = 'fetching'

@@ -244,7 +244,7 @@ export class ReplicationService {
   }
 
   private view (job: ReplicationJobRecord): ReplicationJob {
-    const holders = this.liveHolders(job.name, job.version)
+    const holders = this.liveHolders(job)
     const eligible = this.livePeers().filter((peer) => this.namespacesOf(peer).includes(job.namespace)).length
     const attempt = this.attempts.get(job.id)
     const pull = attempt == null ? undefined : this.deps.models.job(attempt.pullId)
@@ -272,7 +272,7 @@ export class ReplicationService {
   private latestKnownVersion (name: string): string | null {
     const held = this.deps.models.store.latestVersion(name)
     if (held != null) return held
-    const seen = this.deps.models.catalogEntries().filter((e) => e.envelope.manifest.name === name).map((e) => e.envelope.manifest.version)
+    const seen = this.deps.models.catalogFor(name).map((envelope) => envelope.manifest.version)
     const recorded = this.log().replicas().filter((r) => r.name === name && r.held).map((r) => r.version)
     const all = [...seen, ...recorded]
     return all.length === 0 ? null : semver.rsort(all)[0]
@@ -297,8 +297,12 @@ export class ReplicationService {
     return this.deps.peers.isAdmitted(peerId)
   }
 
-  private liveHolders (name: string, version: string): string[] {
-    return this.holders(name, version).filter((h) => h.live).map((h) => h.peerId).sort()
+  /** the live holders that count for a job: nodes of its namespace */
+  private liveHolders (job: ReplicationJobRecord): string[] {
+    return this.holders(job.name, job.version)
+      .filter((h) => h.live && this.namespacesOf(h.peerId).includes(job.namespace))
+      .map((h) => h.peerId)
+      .sort()
   }
 
   /** Makes the log say what the store holds (after a crash between the two, or an old data dir). */
@@ -347,7 +351,7 @@ export class ReplicationService {
       if (job.state !== 'active') continue
       if (!this.deps.trust.own.namespaces.includes(job.namespace)) continue
       if (models.store.get(job.name, job.version) != null) continue
-      const holders = this.liveHolders(job.name, job.version)
+      const holders = this.liveHolders(job)
       const missing = job.replicas - holders.length
       if (missing <= 0) continue
       const candidates = this.livePeers()

@@ -2,6 +2,11 @@ import { randomBytes } from 'node:crypto'
 import { mkdir, open, rename, rm, type FileHandle } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 
+/** A model file's path on disk: its manifest path (relative, POSIX) under `dir`. */
+export function localPath (dir: string, path: string): string {
+  return join(dir, ...path.split('/'))
+}
+
 /** prefix of the throw-away staging directories of publishes */
 export const PUBLISH_STAGING_PREFIX = '.staging-'
 
@@ -19,7 +24,7 @@ export class StagedFiles {
 
   /** Passes the chunks through while writing them to `path` (relative, POSIX); fsyncs at the end. */
   async * write (path: string, chunks: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
-    const target = join(this.dir, ...path.split('/'))
+    const target = localPath(this.dir, path)
     await mkdir(dirname(target), { recursive: true })
     const out = await open(target, 'wx', 0o644)
     try {
@@ -38,7 +43,7 @@ export class StagedFiles {
    * earlier attempt wrote there (cut to `size`); `resumable` says whether there was any.
    */
   async open (path: string, size: number): Promise<{ file: FileHandle, resumable: boolean }> {
-    const target = join(this.dir, ...path.split('/'))
+    const target = localPath(this.dir, path)
     await mkdir(dirname(target), { recursive: true })
     const file = await open(target, 'a+', 0o644).then(async (probe) => { await probe.close(); return await open(target, 'r+') })
     const resumable = (await file.stat()).size > 0

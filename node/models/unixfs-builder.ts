@@ -4,9 +4,7 @@ import { CID } from 'multiformats/cid'
 import { Uint8ArrayList } from 'uint8arraylist'
 import * as Digest from 'multiformats/hashes/digest'
 import { UNIXFS_MAX_CHILDREN } from '../../protocols/model-package.ts'
-import { DAG_PB, RAW } from './dag-layout.ts'
-
-const SHA2_256 = 0x12
+import { DAG_PB, RAW, SHA2_256 } from './dag-layout.ts'
 
 /** a built block: its CID, the file bytes under it, and its DAG size (the parent link's Tsize) */
 interface Built {

@@ -1,22 +1,12 @@
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { prng } from '../helpers/prng.ts'
 import {
   CaError, initCa, issueCrl, parseCrl, parseNodeCertificate, revokeCertificate, signNodeCsr, verifyCrl,
   verifyNodeCertificate, verifyNodeCsr
 } from '../../ca/index.ts'
 import { derToPem, makeNode, makeTempDir, pemToDer } from './helpers.ts'
 
-/** mulberry32: a small seeded PRNG so a failure can be replayed with BKG_FUZZ_SEED. */
-function prng (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 const SEED = Number(process.env.BKG_FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31))
 const ROUNDS = Number(process.env.BKG_FUZZ_ROUNDS ?? 300)

@@ -29,6 +29,13 @@ export async function runBkg (args: string[], dir: string): Promise<CliRun> {
 }
 
 /** The same, blocking: for set-up steps (packing a model, publishing it). */
+/** Runs `bkg` (synchronously) and throws with its last stderr line unless it exits 0. */
+export function runBkgOk (args: string[], dir: string): CliRun {
+  const run = runBkgSync(args, dir)
+  if (run.code !== 0) throw new Error(`bkg ${args.slice(0, 2).join(' ')} failed: ${run.stderr.trim().split('\n').pop()}`)
+  return run
+}
+
 export function runBkgSync (args: string[], dir: string): CliRun {
   const child = spawnSync(process.execPath, [CLI_ENTRY, ...args], { cwd: dir, env: cliEnv(dir), encoding: 'utf8', timeout: 120_000 })
   return { code: child.status, stdout: child.stdout, stderr: child.stderr }

@@ -5,16 +5,9 @@ import { createInterface } from 'node:readline'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { verifyToken } from '../../node/auth/tokens.ts'
 import { CLI_ENTRY } from '../../node/devnet/node-process.ts'
-import { expectCleanFailure, pathExists as exists, runBkg as bkg, type CliRun as Run } from '../helpers/cli.ts'
+import { expectCleanFailure, pathExists as exists, runBkg as bkg } from '../helpers/cli.ts'
+import { openssl } from '../ca/helpers.ts'
 import { tempDir } from '../helpers/mesh.ts'
-
-const OPENSSL = '/usr/bin/openssl'
-
-function openssl (args: string[]): Run {
-  const res = spawnSync(OPENSSL, args, { encoding: 'utf8' })
-  if (res.error != null) throw res.error
-  return { code: res.status, stdout: res.stdout, stderr: res.stderr }
-}
 
 function lastLine (text: string): string {
   const lines = text.trim().split('\n')
@@ -78,10 +71,10 @@ describe('bkg CLI', () => {
     expect(serial).not.toBe('')
 
     const verify = openssl(['verify', '-CAfile', join(caDir, 'ca.crt'), certPath])
-    expect(verify.code, verify.stderr).toBe(0)
+    expect(verify.status, verify.stderr).toBe(0)
     expect(verify.stdout).toMatch(/: OK$/m)
     const san = openssl(['x509', '-in', certPath, '-noout', '-ext', 'subjectAltName'])
-    expect(san.code, san.stderr).toBe(0)
+    expect(san.status, san.stderr).toBe(0)
     expect(san.stdout).toContain(`URI:bkg:peer:${peerId}`)
 
     const revoke = await bkg(['ca', 'revoke', '--ca', caDir, '--cert', certPath], dir)
@@ -92,7 +85,7 @@ describe('bkg CLI', () => {
     const crl = await bkg(['ca', 'crl', '--ca', caDir, '--out', crlPath], dir)
     expect(crl.code, crl.stderr).toBe(0)
     const crlCheck = openssl(['crl', '-in', crlPath, '-CAfile', join(caDir, 'ca.crt'), '-noout'])
-    expect(crlCheck.code, crlCheck.stderr).toBe(0)
+    expect(crlCheck.status, crlCheck.stderr).toBe(0)
     expect(crlCheck.stderr + crlCheck.stdout).toMatch(/verify OK/)
     const crlText = openssl(['crl', '-in', crlPath, '-noout', '-text'])
     expect(crlText.stdout.toLowerCase()).toContain(serial.toLowerCase())

@@ -2,16 +2,12 @@ import { randomBytes, createHash } from 'node:crypto'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { runBkgSync } from '../helpers/cli.ts'
+import { runBkgOk as bkg } from '../helpers/cli.ts'
 import { peerIdsOf, tempDir, TestMesh, waitFor, type TestNode } from '../helpers/mesh.ts'
 
 const MIB = 1024 * 1024
 const SIZE = 64 * MIB
 
-function bkg (args: string[], cwd: string): void {
-  const run = runBkgSync(args, cwd)
-  if (run.code !== 0) throw new Error(`bkg ${args.join(' ')}: ${run.stderr}`)
-}
 
 async function startPull (node: TestNode): Promise<string> {
   const { status, body } = await node.api('POST', '/api/v1/models/pulls', { name: 'big', version: '1.0.0' })

@@ -1,11 +1,12 @@
 import { createHash, createPrivateKey, randomBytes, sign } from 'node:crypto'
-import { access, copyFile, mkdir, readFile, stat, writeFile } from 'node:fs/promises'
+import { copyFile, mkdir, readFile, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { MemoryBlockstore } from 'blockstore-core/memory'
 import fc from 'fast-check'
 import { importBytes } from 'ipfs-unixfs-importer'
 import { CID } from 'multiformats/cid'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { pathExists } from '../helpers/cli.ts'
 import { issueCrl, revokeCertificate, verifyCrl } from '../../ca/index.ts'
 import { digestContent } from '../../node/models/content-digest.ts'
 import { openPackage, verifyPackageContent } from '../../node/models/package-file.ts'
@@ -20,9 +21,6 @@ import { expectPackageError, makeCa, makeIdentity, referenceImporterOptions, typ
 
 const MiB = 1024 * 1024
 
-async function exists (path: string): Promise<boolean> {
-  return await access(path).then(() => true, () => false)
-}
 
 async function cidOf (bytes: Uint8Array, chunkSize: number): Promise<string> {
   const { cid } = await importBytes(bytes, new MemoryBlockstore(), referenceImporterOptions(chunkSize))
@@ -245,7 +243,7 @@ describe('packModel → openPackage → verifyEnvelope → verifyPackageContent'
     it('publisher without the publisher role: packing is refused and nothing is written', async () => {
       const out = join(dir, 'member.bkg')
       await expectPackageError(() => packModel(packInit({ ...as(member), out })), 'publisher_not_publisher', /publisher role/)
-      expect(await exists(out)).toBe(false)
+      expect(await pathExists(out)).toBe(false)
     })
 
     it('publisher without the publisher role: an envelope hand-signed with the member key → publisher_not_publisher', async () => {
@@ -346,7 +344,7 @@ describe('packModel → openPackage → verifyEnvelope → verifyPackageContent'
       const empty = join(dir, 'empty-model')
       await mkdir(join(empty, 'nested', 'deeper'), { recursive: true })
       await expectPackageError(() => packModel(packInit({ source: empty, out })), 'manifest_invalid', /holds no files/)
-      expect(await exists(out)).toBe(false)
+      expect(await pathExists(out)).toBe(false)
     })
 
     it('packing with an invalid name, version, licence or chunk size → manifest_invalid naming the field, nothing written', async () => {
@@ -356,7 +354,7 @@ describe('packModel → openPackage → verifyEnvelope → verifyPackageContent'
       await expectPackageError(() => packModel(packInit({ source: single, out, version: 'v1' })), 'manifest_invalid', /^version:/)
       await expectPackageError(() => packModel(packInit({ source: single, out, licence: 'my licence' })), 'manifest_invalid', /^licence:/)
       await expectPackageError(() => packModel(packInit({ source: single, out, chunkSize: 1000 })), 'manifest_invalid', /^chunkSize:/)
-      expect(await exists(out)).toBe(false)
+      expect(await pathExists(out)).toBe(false)
       expect((await stat(good)).size).toBeGreaterThan(3 * MiB)
     })
 

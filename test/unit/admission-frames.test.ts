@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest'
+import { prng } from '../helpers/prng.ts'
 import { AdmissionFrameError, decodeHello, decodeVerdict, encodeFrame, MAX_ADMISSION_FRAME_BYTES, type AdmissionHello } from '../../protocols/admission.ts'
 import { ADMISSION_PROTOCOL } from '../../protocols/ids.ts'
 
@@ -16,17 +17,6 @@ function frameError (fn: () => unknown): AdmissionFrameError {
   throw new Error('expected an AdmissionFrameError, nothing was thrown')
 }
 
-/** mulberry32: a small seeded PRNG so failures reproduce. */
-function prng (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 describe('admission hello frames', () => {
   it('round-trip with and without a CRL', () => {
