@@ -8,6 +8,8 @@ import { RevocationService } from './admission/revocation-service.ts'
 import { Trust } from './admission/trust.ts'
 import { createApiServer, type ApiServer } from './api/server.ts'
 import type { NodeConfig } from './config/schema.ts'
+import { Database, defaultTemplateDir } from './db/database.ts'
+import { EventService } from './events/event-service.ts'
 import { dataDirPaths, loadLibp2pKey, loadOrCreateSecret, type DataDirPaths } from './identity/data-dir.ts'
 import { writeFileAtomic } from './identity/files.ts'
 import { NodeMetrics, topicFamily } from './metrics/node-metrics.ts'
@@ -42,7 +44,7 @@ export class NodeIdentityError extends Error {
 
 /**
  * One BKG node: the composition root that wires trust, admission, the libp2p host, revocation,
- * pub/sub, bootstrap and the HTTP API together, and starts and stops them in order.
+ * pub/sub, models, events and their database, bootstrap and the HTTP API together, and starts and stops them in order.
  */
 export class BkgNode {
   readonly paths: DataDirPaths
@@ -56,6 +58,8 @@ export class BkgNode {
   readonly pubsub: PubsubService
   readonly models: ModelService
   readonly replication: ReplicationService
+  readonly db: Database
+  readonly events: EventService
   readonly api: ApiServer
   private readonly bootstrapper: Bootstrapper
   private apiUrl?: string
@@ -63,7 +67,7 @@ export class BkgNode {
   constructor (parts: {
     paths: DataDirPaths, config: NodeConfig, log: Logger, trust: Trust, peers: AdmittedPeers,
     metrics: NodeMetrics, host: Host, revocation: RevocationService, pubsub: PubsubService,
-    models: ModelService, replication: ReplicationService, bootstrapper: Bootstrapper, api: ApiServer
+    models: ModelService, replication: ReplicationService, db: Database, events: EventService, bootstrapper: Bootstrapper, api: ApiServer
   }) {
     this.paths = parts.paths
     this.config = parts.config
@@ -76,6 +80,8 @@ export class BkgNode {
     this.pubsub = parts.pubsub
     this.models = parts.models
     this.replication = parts.replication
+    this.db = parts.db
+    this.events = parts.events
     this.bootstrapper = parts.bootstrapper
     this.api = parts.api
   }
@@ -99,6 +105,7 @@ export class BkgNode {
     this.revocation.start()
     this.pubsub.start()
     await this.models.start()
+    await this.events.start()
     this.apiUrl = await this.api.listen(this.config.api)
     await writeFileAtomic(this.paths.apiAddress, JSON.stringify({ url: this.apiUrl, pid: process.pid, peerId: this.peerId }) + '\n')
     // joining happens in the background: the API answers (health, reachability) while dials run
@@ -113,6 +120,8 @@ export class BkgNode {
     await rm(this.paths.apiAddress, { force: true })
     await this.api.close()
     await this.replication.stop()
+    await this.events.stop()
+    await this.db.close()
     await this.models.stop()
     this.pubsub.stop()
     this.revocation.stop()
@@ -185,6 +194,9 @@ export async function createNode (init: NodeInit): Promise<BkgNode> {
 
   const replication = new ReplicationService(paths.models, { host, peers, trust, models, privateKey, log: log.child({ service: 'replication' }) })
 
+  const db = new Database({ dir: paths.database, templateDir: defaultTemplateDir(), log: log.child({ service: 'db' }) })
+  const events = new EventService({ host, trust, peers, privateKey, db, log: log.child({ service: 'events' }) })
+
   const bootstrapAddrs: Multiaddr[] = [
     ...config.bootstrap.map((addr) => multiaddr(addr)),
     ...(config.bootstrapFile != null ? await readBootstrapList(config.bootstrapFile, true) : []),
@@ -194,7 +206,7 @@ export async function createNode (init: NodeInit): Promise<BkgNode> {
 
   const [adminToken, tokenSecret] = await Promise.all([loadOrCreateSecret(paths.apiToken), loadOrCreateSecret(paths.tokenSecret)])
   const node: BkgNode = new BkgNode({
-    paths, config, log, trust, peers, metrics, host, revocation, pubsub, models, replication, bootstrapper,
+    paths, config, log, trust, peers, metrics, host, revocation, pubsub, models, replication, db, events, bootstrapper,
     api: await createApiServer({
       log: log.child({ service: 'api' }),
       keys: { adminToken, secret: tokenSecret },

@@ -47,3 +47,13 @@ export function isOrbitdbTopic (topic: string): boolean {
 
 /** Name of the OrbitDB key-value database holding replica records and replication jobs. */
 export const REPLICAS_DATABASE = 'bkg-replicas-1'
+
+/** Signed events of one namespace travel on their own gossip topic: `bkg/events/<namespace>`. */
+export const EVENTS_TOPIC_PREFIX = 'bkg/events/'
+
+export function eventsTopic (namespace: string): string {
+  return `${EVENTS_TOPIC_PREFIX}${namespace}`
+}
+
+/** Catch-up of missed events: chain heads and ranges by origin and sequence number. */
+export const EVENTS_SYNC_PROTOCOL = '/bkg/events/sync/1.0.0'

@@ -107,19 +107,22 @@ export type Envelope = Omit<z.infer<typeof Envelope>, 'manifest'> & { manifest: 
 export const UNIXFS_MAX_CHILDREN = 1024
 
 /**
- * Canonical JSON (keys sorted by UTF-16 code units, no white space, integers only): the bytes a
- * manifest signature covers. Manifests hold strings, safe integers, arrays and objects only.
+ * Canonical JSON (keys sorted by UTF-16 code units, no white space): the bytes a signature
+ * covers. Manifests hold strings, safe integers, arrays and objects only (`numbers: 'integers'`);
+ * event payloads may hold any finite number, written as ECMAScript writes it (shortest
+ * round-trip form), which is RFC 8785's rule too.
  */
-export function canonicalJson (value: unknown): string {
+export function canonicalJson (value: unknown, numbers: 'integers' | 'finite' = 'integers'): string {
   if (value === null || typeof value === 'string' || typeof value === 'boolean') return JSON.stringify(value)
   if (typeof value === 'number') {
-    if (!Number.isSafeInteger(value)) throw new PackageError('manifest_invalid', 'manifests hold integers only')
-    return String(value)
+    if (numbers === 'integers' && !Number.isSafeInteger(value)) throw new PackageError('manifest_invalid', 'manifests hold integers only')
+    if (!Number.isFinite(value)) throw new PackageError('manifest_invalid', 'canonical JSON holds finite numbers only')
+    return JSON.stringify(value)
   }
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`
+  if (Array.isArray(value)) return `[${value.map((item) => canonicalJson(item, numbers)).join(',')}]`
   if (typeof value === 'object') {
     const entries = Object.entries(value as Record<string, unknown>).filter(([, v]) => v !== undefined).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v, numbers)}`).join(',')}}`
   }
   throw new PackageError('manifest_invalid', `cannot encode ${typeof value} in a manifest`)
 }

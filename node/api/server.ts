@@ -8,6 +8,7 @@ import { VERSION } from '../version.ts'
 import { authPlugin } from './auth.ts'
 import { ApiError, installErrorHandlers } from './errors.ts'
 import { crlRoutes } from './routes/crl.ts'
+import { eventRoutes } from './routes/events.ts'
 import { healthRoutes } from './routes/health.ts'
 import { metricsRoutes } from './routes/metrics.ts'
 import { modelRoutes } from './routes/models.ts'
@@ -74,6 +75,7 @@ export async function createApiServer (init: ApiServerInit): Promise<ApiServer> 
   await app.register(crlRoutes, deps)
   await app.register(modelRoutes, deps)
   await app.register(replicationRoutes, deps)
+  await app.register(eventRoutes, deps)
   await app.register(metricsRoutes, deps)
   app.get('/api/v1/openapi.json', { config: { access: 'public' }, schema: { hide: true } }, async () => app.swagger())
 

@@ -29,6 +29,8 @@ export interface DataDirPaths {
   peerCache: string
   /** held models: blockstore and registry */
   models: string
+  /** the embedded Postgres (PGlite) data dir: events, object metadata */
+  database: string
 }
 
 export function defaultDataDir (): string {
@@ -51,7 +53,8 @@ export function dataDirPaths (dir: string): DataDirPaths {
     config: join(root, 'config.json'),
     bootstrapList: join(root, 'bootstrap.txt'),
     peerCache: join(root, 'peers.json'),
-    models: join(root, 'models')
+    models: join(root, 'models'),
+    database: join(root, 'db')
   }
 }
 

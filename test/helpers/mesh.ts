@@ -5,6 +5,7 @@ import { initCa, type Role } from '../../ca/index.ts'
 import { provisionNode } from '../../node/devnet/devnet.ts'
 import { spawnNode, type NodeProcess } from '../../node/devnet/node-process.ts'
 import { dataDirPaths, type DataDirPaths } from '../../node/identity/data-dir.ts'
+import { openSse } from './sse.ts'
 
 export async function tempDir (prefix = 'bkg-test-'): Promise<{ dir: string, remove: () => Promise<void> }> {
   const dir = await mkdtemp(join(tmpdir(), prefix))
@@ -123,41 +124,13 @@ export interface TopicMessage {
 
 /** Opens an SSE subscription to a pub/sub topic and collects the messages (and hands each to `onMessage`). */
 export async function subscribeTopic (node: TestNode, topic: string, onMessage?: (message: TopicMessage) => void): Promise<{ messages: TopicMessage[], close: () => void }> {
-  const controller = new AbortController()
-  const response = await fetch(`${node.url}/api/v1/pubsub/topics/${encodeURIComponent(topic)}/messages`, {
-    headers: { authorization: `Bearer ${node.token}` },
-    signal: controller.signal
-  })
-  if (!response.ok || response.body == null) throw new Error(`${node.name}: subscribe failed: HTTP ${response.status}`)
   const messages: TopicMessage[] = []
-  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader()
-  let subscribed!: () => void
-  const ready = new Promise<void>((resolve) => { subscribed = resolve })
-  void (async () => {
-    let buffer = ''
-    try {
-      while (true) {
-        const { value, done } = await reader.read()
-        if (done) return
-        const arrivedAt = Date.now()
-        buffer += value
-        let end
-        while ((end = buffer.indexOf('\n\n')) >= 0) {
-          const frame = buffer.slice(0, end)
-          buffer = buffer.slice(end + 2)
-          const event = /^event: (.*)$/m.exec(frame)?.[1]
-          const data = /^data: (.*)$/m.exec(frame)?.[1]
-          if (event === 'subscribed') subscribed()
-          if (event === 'message' && data != null) {
-            const parsed = JSON.parse(data) as { from: string, data: string, receivedAt: number }
-            const message = { from: parsed.from, data: Buffer.from(parsed.data, 'base64').toString('utf8'), receivedAt: parsed.receivedAt, arrivedAt }
-            messages.push(message)
-            onMessage?.(message)
-          }
-        }
-      }
-    } catch {}
-  })()
-  await ready
-  return { messages, close: () => controller.abort() }
+  const stream = await openSse(`${node.url}/api/v1/pubsub/topics/${encodeURIComponent(topic)}/messages`, node.token, {}, (frame, arrivedAt) => {
+    if (frame.event !== 'message' || frame.data == null) return
+    const parsed = frame.data as { from: string, data: string, receivedAt: number }
+    const message = { from: parsed.from, data: Buffer.from(parsed.data, 'base64').toString('utf8'), receivedAt: parsed.receivedAt, arrivedAt }
+    messages.push(message)
+    onMessage?.(message)
+  })
+  return { messages, close: stream.close }
 }

@@ -1,0 +1,166 @@
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
+import { z } from 'zod'
+import { EventNamespace, EventPayload, EventType } from '../../../protocols/events.ts'
+import type { StoredEvent } from '../../events/event-store.ts'
+import { FilterError, matches, parseFilter, type EventSelector } from '../../events/event-filter.ts'
+import { ApiError } from '../errors.ts'
+import type { RouteDeps } from '../server.ts'
+
+const MAX_BATCH = 1000
+/** a subscriber further behind than this is told it lagged and disconnected, not buffered forever */
+const MAX_BUFFERED_BYTES = 4 * 1024 * 1024
+const HEARTBEAT_MS = 15_000
+
+const NewEvent = z.object({ namespace: EventNamespace, type: EventType, payload: EventPayload }).strict()
+
+const EventOut = z.object({
+  id: z.string(),
+  namespace: z.string(),
+  type: z.string(),
+  payload: z.unknown(),
+  origin: z.string(),
+  seq: z.number(),
+  prevSeq: z.number(),
+  hlc: z.string(),
+  sig: z.string(),
+  localId: z.number(),
+  receivedAt: z.string()
+})
+
+const Cursor = z.string().max(64).regex(/^[A-Za-z0-9_-]+$/, 'a cursor is an event id or a local id')
+
+const ListQuery = z.object({
+  namespace: EventNamespace,
+  after: Cursor.optional(),
+  type: EventType.optional(),
+  limit: z.coerce.number().int().min(1).max(MAX_BATCH).default(100)
+}).strict()
+
+const StreamQuery = z.object({
+  namespace: EventNamespace,
+  after: Cursor.optional(),
+  type: EventType.optional(),
+  filter: z.union([z.string().max(512), z.array(z.string().max(512)).max(16)]).optional()
+}).strict()
+
+function out (event: StoredEvent): z.infer<typeof EventOut> {
+  const { id, namespace, type, payload, origin, seq, prevSeq, hlc, sig, localId, receivedAt } = event
+  return { id, namespace, type, payload, origin, seq, prevSeq, hlc, sig, localId, receivedAt }
+}
+
+export function selectorOf (query: { namespace: string, type?: string, filter?: string | string[] }): EventSelector {
+  const texts = query.filter == null ? [] : Array.isArray(query.filter) ? query.filter : [query.filter]
+  try {
+    return { namespace: query.namespace, type: query.type, filters: texts.map(parseFilter) }
+  } catch (err) {
+    if (err instanceof FilterError) throw new ApiError(400, err.code, err.message)
+    throw err
+  }
+}
+
+export const eventRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node }) => {
+  app.post('/api/v1/events', {
+    config: { access: 'token' },
+    schema: {
+      summary: 'Publish a signed event (or a batch of up to 1000) to a namespace; answers once stored',
+      description: 'A writer or admin token for the namespace, or the node admin token. The node signs the event as its origin, stores it (row-level security checks the namespace) and gossips it to the peers certified for the namespace.',
+      tags: ['events'],
+      body: z.union([NewEvent, z.object({ events: z.array(NewEvent).min(1).max(MAX_BATCH) }).strict()]),
+      response: { 201: z.union([EventOut, z.object({ events: z.array(EventOut) })]) }
+    }
+  }, async (request, reply) => {
+    const body = request.body
+    const batch = 'events' in body
+    const stored = await node().events.publish(request.principal!, 'events' in body ? body.events : [body])
+    return reply.status(201).send(batch ? { events: stored.map(out) } : out(stored[0]))
+  })
+
+  app.get('/api/v1/events', {
+    config: { access: 'token' },
+    schema: {
+      summary: 'Events of a namespace the token may see, in the order they arrived here',
+      description: '`after` is an event id or a `localId` (exclusive); page with the last `localId` returned.',
+      tags: ['events'],
+      querystring: ListQuery,
+      response: { 200: z.object({ events: z.array(EventOut), next: z.string().nullable() }) }
+    }
+  }, async (request) => {
+    const events = await node().events.list(request.principal!, request.query)
+    return { events: events.map(out), next: events.length === request.query.limit ? String(events.at(-1)!.localId) : null }
+  })
+
+  app.get('/api/v1/events/stream', {
+    config: { access: 'token' },
+    schema: {
+      summary: 'Server-sent events: a namespace\'s events, optionally filtered, from a cursor on',
+      description: 'Each SSE message is event `event` with the event as JSON and `id:` its localId, so a reconnecting EventSource resumes with Last-Event-ID. `filter` takes `field=op.value` on payload fields (eq, neq, gt, gte, lt, lte, in). A subscriber that falls more than 4 MiB behind receives `lagged` and is disconnected.',
+      tags: ['events'],
+      querystring: StreamQuery
+    }
+  }, async (request, reply) => {
+    const principal = request.principal!
+    const events = node().events
+    const selector = selectorOf(request.query)
+    events.assertMayRead(principal, selector.namespace)
+    const lastEventId = request.headers['last-event-id']
+    const after = typeof lastEventId === 'string' && /^\d+$/.test(lastEventId) ? lastEventId : request.query.after
+    // checked before the stream opens, so a bad cursor is still a JSON 400
+    if (after != null) await events.list(principal, { namespace: selector.namespace, after, limit: 1 })
+    let cursor = after ?? null
+    await events.ready()
+
+    const raw = reply.raw
+    reply.hijack()
+    raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' })
+    let closed = false
+    let lastSent = 0
+    /** live events that arrive while history is replayed wait here (bounded by the lag limit) */
+    let waiting: StoredEvent[] | null = []
+    const close = (lagged: boolean): void => {
+      if (closed) return
+      closed = true
+      stop()
+      clearInterval(heartbeat)
+      if (lagged) raw.end(`event: lagged\ndata: ${JSON.stringify({ lastEventId: String(lastSent), message: 'subscriber fell too far behind; reconnect with Last-Event-ID to resume' })}\n\n`)
+      else raw.end()
+    }
+    const send = (event: StoredEvent): void => {
+      if (closed || event.localId <= lastSent) return
+      lastSent = event.localId
+      if (!matches(selector, event)) return
+      raw.write(`id: ${event.localId}\nevent: event\ndata: ${JSON.stringify(out(event))}\n\n`)
+      if (raw.writableLength > MAX_BUFFERED_BYTES) close(true)
+    }
+    const onStored = (event: StoredEvent): void => {
+      if (event.namespace !== selector.namespace) return
+      if (waiting != null) {
+        waiting.push(event)
+        if (waiting.length > 10_000) close(true)
+      } else {
+        send(event)
+      }
+    }
+    events.on('stored', onStored)
+    const stop = (): void => { events.off('stored', onStored) }
+    const heartbeat = setInterval(() => { if (!closed) raw.write(': heartbeat\n\n') }, HEARTBEAT_MS)
+    heartbeat.unref()
+    raw.on('close', () => close(false))
+    raw.write(`event: subscribed\ndata: ${JSON.stringify({ namespace: selector.namespace })}\n\n`)
+    try {
+      while (cursor != null && !closed) {
+        const page = await events.list(principal, { namespace: selector.namespace, after: cursor, type: selector.type, limit: MAX_BATCH })
+        for (const event of page) send(event)
+        if (page.length > 0) lastSent = Math.max(lastSent, page.at(-1)!.localId)
+        cursor = page.length === MAX_BATCH ? String(page.at(-1)!.localId) : null
+        // backpressure: history is read no faster than the client takes it
+        if (raw.writableLength > 0 && !closed) await new Promise((resolve) => { raw.once('drain', resolve); raw.once('close', resolve) })
+      }
+    } catch (err) {
+      request.log.warn({ err }, 'event stream replay failed')
+      close(false)
+    }
+    const queued = waiting
+    waiting = null
+    for (const event of queued) send(event)
+  })
+}

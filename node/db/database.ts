@@ -1,0 +1,135 @@
+import { readFileSync } from 'node:fs'
+import { mkdir, readFile, stat } from 'node:fs/promises'
+import { homedir } from 'node:os'
+import { join } from 'node:path'
+import { PGlite, type Transaction } from '@electric-sql/pglite'
+import type { Logger } from 'pino'
+import type { TokenRole } from '../auth/tokens.ts'
+import { writeFileAtomic } from '../identity/files.ts'
+import { MIGRATIONS } from './migrations.ts'
+
+export type { Transaction }
+
+/** Who a transaction runs as: a tenant role limited to one namespace by the RLS policies. */
+export interface Tenant {
+  role: TokenRole
+  namespace: string
+}
+
+const TENANT_ROLES: Record<TokenRole, string> = { reader: 'bkg_reader', writer: 'bkg_writer', admin: 'bkg_admin' }
+
+// the package's exports hide its package.json: read it beside the resolved entry point
+const PGLITE_VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.resolve('@electric-sql/pglite')), 'utf8')) as { version: string }).version
+
+/**
+ * Where a freshly initialised, empty PGlite data dir is cached as a tarball. Creating a database
+ * runs initdb inside WebAssembly (4-19 s on these machines); restoring the tarball takes about a
+ * second, so every later node on the machine (a devnet, a test run) starts its database from it.
+ */
+export function defaultTemplateDir (): string {
+  return process.env.BKG_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'bkg')
+}
+
+export interface DatabaseInit {
+  /** the PGlite data dir */
+  dir: string
+  templateDir: string
+  log: Logger
+}
+
+/**
+ * The node's embedded Postgres (PGlite). It opens on first use, not at start: one instance costs
+ * hundreds of MB, and a node that never stores events or objects should not carry it.
+ */
+export class Database {
+  private readonly init: DatabaseInit
+  private db: PGlite | undefined
+  private opening: Promise<PGlite> | undefined
+
+  constructor (init: DatabaseInit) {
+    this.init = init
+  }
+
+  get isOpen (): boolean {
+    return this.db != null
+  }
+
+  /** Whether a database was created here before (then it is worth opening at start). */
+  async exists (): Promise<boolean> {
+    return await stat(join(this.init.dir, 'PG_VERSION')).then(() => true, () => false)
+  }
+
+  async open (): Promise<PGlite> {
+    if (this.db != null) return this.db
+    this.opening ??= this.openDatabase().then((db) => {
+      this.db = db
+      return db
+    }, (err: unknown) => {
+      this.opening = undefined
+      throw err
+    })
+    return await this.opening
+  }
+
+  async close (): Promise<void> {
+    const db = await this.opening?.catch(() => undefined)
+    this.db = undefined
+    this.opening = undefined
+    await db?.close()
+  }
+
+  /** Runs `fn` in one transaction as the node itself (every namespace). */
+  async asNode<T> (fn: (tx: Transaction) => Promise<T>): Promise<T> {
+    const db = await this.open()
+    return await db.transaction(async (tx) => {
+      await tx.exec('SET LOCAL ROLE bkg_node')
+      return await fn(tx)
+    })
+  }
+
+  /** Runs `fn` in one transaction as a tenant: its role, its namespace, nothing else visible. */
+  async asTenant<T> (tenant: Tenant, fn: (tx: Transaction) => Promise<T>): Promise<T> {
+    const db = await this.open()
+    return await db.transaction(async (tx) => {
+      await tx.query("SELECT set_config('bkg.namespace', $1, true)", [tenant.namespace])
+      await tx.exec(`SET LOCAL ROLE ${TENANT_ROLES[tenant.role]}`)
+      return await fn(tx)
+    })
+  }
+
+  private async openDatabase (): Promise<PGlite> {
+    const started = performance.now()
+    await mkdir(this.init.dir, { recursive: true, mode: 0o700 })
+    const fresh = !await this.exists()
+    const templatePath = join(this.init.templateDir, `pglite-${PGLITE_VERSION}.tar.gz`)
+    const template = fresh ? await readFile(templatePath).catch(() => null) : null
+    const db = new PGlite(this.init.dir, template != null ? { loadDataDir: new Blob([template]) } : {})
+    await db.waitReady
+    if (fresh && template == null) await this.saveTemplate(db, templatePath)
+    await this.migrate(db)
+    this.init.log.info({ ms: Math.round(performance.now() - started), fresh, fromTemplate: template != null }, 'database open')
+    return db
+  }
+
+  private async saveTemplate (db: PGlite, path: string): Promise<void> {
+    try {
+      const dump = await db.dumpDataDir('gzip')
+      await mkdir(this.init.templateDir, { recursive: true })
+      await writeFileAtomic(path, new Uint8Array(await dump.arrayBuffer()))
+    } catch (err) {
+      this.init.log.warn({ err }, 'could not cache the empty database as a template; the next node will create its own')
+    }
+  }
+
+  private async migrate (db: PGlite): Promise<void> {
+    await db.exec('CREATE SCHEMA IF NOT EXISTS bkg; CREATE TABLE IF NOT EXISTS bkg.migrations (version int PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())')
+    const applied = new Set((await db.query<{ version: number }>('SELECT version FROM bkg.migrations')).rows.map((row) => row.version))
+    for (const migration of MIGRATIONS) {
+      if (applied.has(migration.version)) continue
+      await db.transaction(async (tx) => {
+        await tx.exec(migration.sql)
+        await tx.query('INSERT INTO bkg.migrations (version, name) VALUES ($1, $2)', [migration.version, migration.name])
+      })
+    }
+  }
+}

@@ -1,0 +1,70 @@
+/**
+ * The embedded database's schema, applied in order, each once (recorded in bkg.migrations).
+ *
+ * Row-level security: every tenant table has ENABLE and FORCE ROW LEVEL SECURITY, and its policies
+ * compare `namespace` with the transaction's `bkg.namespace` setting. API requests run as one of
+ * the tenant roles (bkg_reader, bkg_writer, bkg_admin) with `SET LOCAL ROLE`, never as the
+ * superuser, which would bypass the policies; the node's own work (gossip ingest, catch-up) runs
+ * as bkg_node, whose policy sees every namespace. None of these roles can log in.
+ */
+export interface Migration {
+  version: number
+  name: string
+  sql: string
+}
+
+const TENANT = "current_setting('bkg.namespace', true)"
+
+export const MIGRATIONS: Migration[] = [
+  {
+    version: 1,
+    name: 'roles and events',
+    sql: `
+      DO $$ BEGIN
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'bkg_reader') THEN CREATE ROLE bkg_reader NOLOGIN; END IF;
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'bkg_writer') THEN CREATE ROLE bkg_writer NOLOGIN; END IF;
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'bkg_admin') THEN CREATE ROLE bkg_admin NOLOGIN; END IF;
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'bkg_node') THEN CREATE ROLE bkg_node NOLOGIN; END IF;
+      END $$;
+      GRANT USAGE ON SCHEMA bkg TO bkg_reader, bkg_writer, bkg_admin, bkg_node;
+
+      CREATE TABLE bkg.events (
+        origin      text   NOT NULL,
+        seq         bigint NOT NULL CHECK (seq > 0),
+        id          text   NOT NULL UNIQUE,
+        namespace   text   NOT NULL,
+        type        text   NOT NULL,
+        payload     jsonb  NOT NULL,
+        hlc         text   NOT NULL,
+        prev_seq    bigint NOT NULL CHECK (prev_seq >= 0 AND prev_seq < seq),
+        sig         text   NOT NULL,
+        local_id    bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
+        received_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (origin, seq)
+      );
+      CREATE INDEX events_namespace_local_id ON bkg.events (namespace, local_id);
+      CREATE INDEX events_origin_namespace_seq ON bkg.events (origin, namespace, seq);
+      ALTER TABLE bkg.events ENABLE ROW LEVEL SECURITY;
+      ALTER TABLE bkg.events FORCE ROW LEVEL SECURITY;
+      GRANT SELECT ON bkg.events TO bkg_reader, bkg_writer, bkg_admin, bkg_node;
+      GRANT INSERT ON bkg.events TO bkg_writer, bkg_admin, bkg_node;
+      GRANT DELETE ON bkg.events TO bkg_admin, bkg_node;
+      CREATE POLICY events_tenant_select ON bkg.events FOR SELECT TO bkg_reader, bkg_writer, bkg_admin USING (namespace = ${TENANT});
+      CREATE POLICY events_tenant_insert ON bkg.events FOR INSERT TO bkg_writer, bkg_admin WITH CHECK (namespace = ${TENANT});
+      CREATE POLICY events_tenant_delete ON bkg.events FOR DELETE TO bkg_admin USING (namespace = ${TENANT});
+      CREATE POLICY events_node ON bkg.events FOR ALL TO bkg_node USING (true) WITH CHECK (true);
+
+      -- per origin and namespace: the highest seq up to which this node holds the whole chain
+      CREATE TABLE bkg.event_heads (
+        origin    text   NOT NULL,
+        namespace text   NOT NULL,
+        seq       bigint NOT NULL,
+        PRIMARY KEY (origin, namespace)
+      );
+      ALTER TABLE bkg.event_heads ENABLE ROW LEVEL SECURITY;
+      ALTER TABLE bkg.event_heads FORCE ROW LEVEL SECURITY;
+      GRANT SELECT, INSERT, UPDATE ON bkg.event_heads TO bkg_node;
+      CREATE POLICY event_heads_node ON bkg.event_heads FOR ALL TO bkg_node USING (true) WITH CHECK (true);
+    `
+  }
+]

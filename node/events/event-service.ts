@@ -1,0 +1,309 @@
+import { EventEmitter } from 'node:events'
+import { TopicValidatorResult, type Message } from '@libp2p/gossipsub'
+import type { PeerId, PrivateKey } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
+import type { Logger } from 'pino'
+import type { NodeCertificate } from '../../ca/index.ts'
+import { eventId, eventSigningBytes, SignedEvent, type UnsignedEvent } from '../../protocols/events.ts'
+import { eventsTopic, EVENTS_TOPIC_PREFIX } from '../../protocols/ids.ts'
+import type { AdmittedPeers } from '../admission/admitted-peers.ts'
+import type { Trust } from '../admission/trust.ts'
+import type { Principal } from '../auth/tokens.ts'
+import type { Database, Tenant } from '../db/database.ts'
+import { ServiceError } from '../errors.ts'
+import type { Host } from '../p2p/host.ts'
+import { admissionVerdict } from '../pubsub/topic-validation.ts'
+import { EventStore, type StoredEvent } from './event-store.ts'
+import { EventSync } from './event-sync.ts'
+import { HybridClock } from './hybrid-clock.ts'
+import { guardTopicMembership } from './topic-membership.ts'
+
+export interface NewEvent {
+  namespace: string
+  type: string
+  payload: SignedEvent['payload']
+}
+
+export interface EventServiceDeps {
+  host: Host
+  trust: Trust
+  peers: AdmittedPeers
+  privateKey: PrivateKey
+  db: Database
+  log: Logger
+}
+
+export interface EventServiceEvents {
+  /** an event was stored here (published here, or received); in arrival order */
+  stored: [event: StoredEvent]
+}
+
+/** gossip events waiting to be written in one transaction; beyond this, catch-up fetches them later */
+const MAX_QUEUED = 20_000
+const BATCH = 1000
+/** anti-entropy: heads are compared with every admitted peer this often while the database is open */
+const RESYNC_INTERVAL_MS = 30_000
+
+/**
+ * Signed events per namespace: published through the API, spread over gossipsub (one topic per
+ * namespace, joinable only by peers whose certificate lists it), stored idempotently in the
+ * embedded database, and caught up from peers (`/bkg/events/sync`) after time offline or a gap.
+ */
+export class EventService extends EventEmitter<EventServiceEvents> {
+  readonly store: EventStore
+  private readonly deps: EventServiceDeps
+  private readonly clock = new HybridClock()
+  private readonly sync: EventSync
+  /** certificates of origins met through catch-up (neighbours' are in AdmittedPeers) */
+  private readonly originCerts = new Map<string, NodeCertificate>()
+  private readonly namespaces: ReadonlySet<string>
+  private queue: Array<{ event: SignedEvent, from: PeerId }> = []
+  private flushing: Promise<void> | null = null
+  private publishing: Promise<unknown> = Promise.resolve()
+  private ownSeq: number | null = null
+  private resync: NodeJS.Timeout | undefined
+  private unguard: (() => void) | undefined
+  private stopped = false
+  private readonly onAdmitted = (peerId: string): void => {
+    if (this.deps.db.isOpen) this.sync.schedule(peerIdFromString(peerId))
+  }
+
+  constructor (deps: EventServiceDeps) {
+    super()
+    this.deps = deps
+    this.namespaces = new Set(deps.trust.own.namespaces)
+    this.store = new EventStore(deps.db)
+    this.sync = new EventSync({
+      host: deps.host,
+      peers: deps.peers,
+      store: this.store,
+      log: deps.log,
+      namespaces: this.namespaces,
+      databaseInUse: async () => this.deps.db.isOpen || await this.deps.db.exists(),
+      certificateOf: (peer) => this.certificateOf(peer),
+      learnCertificate: (peer, pem) => this.learnCertificate(peer, pem),
+      verify: async (event) => await this.verify(event),
+      ingest: async (events) => { await this.persist(events) }
+    })
+  }
+
+  async start (): Promise<void> {
+    const { pubsub } = this.deps.host.services
+    this.unguard = guardTopicMembership(pubsub, (peer, topic) => this.mayJoin(peer, topic))
+    for (const namespace of this.namespaces) {
+      pubsub.topicValidators.set(eventsTopic(namespace), async (source, message) => await this.validate(namespace, source, message))
+      pubsub.subscribe(eventsTopic(namespace))
+    }
+    this.deps.peers.on('admitted', this.onAdmitted)
+    await this.sync.start()
+    // a node that stored events before opens its database now, so it can catch up on what it missed
+    if (await this.deps.db.exists()) void this.ready().catch((err: unknown) => this.deps.log.error({ err }, 'could not open the event database'))
+  }
+
+  async stop (): Promise<void> {
+    this.stopped = true
+    clearInterval(this.resync)
+    this.deps.peers.off('admitted', this.onAdmitted)
+    const { pubsub } = this.deps.host.services
+    for (const namespace of this.namespaces) {
+      pubsub.unsubscribe(eventsTopic(namespace))
+      pubsub.topicValidators.delete(eventsTopic(namespace))
+    }
+    this.unguard?.()
+    await this.sync.stop()
+    await this.flushing
+    await this.publishing.catch(() => {})
+  }
+
+  /** Namespaces this node's certificate lists: the only ones it stores and gossips. */
+  get certifiedNamespaces (): ReadonlySet<string> {
+    return this.namespaces
+  }
+
+  /** Opens the database, reads the chain heads and starts catching up with every admitted peer. */
+  async ready (): Promise<void> {
+    const wasOpen = this.deps.db.isOpen
+    await this.store.load()
+    if (!wasOpen && !this.stopped && this.resync == null) {
+      for (const [peerId] of this.deps.peers.entries()) this.sync.schedule(peerIdFromString(peerId))
+      this.resync = setInterval(() => {
+        for (const [peerId] of this.deps.peers.entries()) this.sync.schedule(peerIdFromString(peerId))
+      }, RESYNC_INTERVAL_MS)
+      this.resync.unref()
+    }
+  }
+
+  /**
+   * Signs, stores (acknowledged only once committed) and gossips new events of this node. The
+   * caller's token decides the namespace and the database role the rows are written as.
+   */
+  async publish (principal: Principal, inputs: NewEvent[]): Promise<StoredEvent[]> {
+    for (const input of inputs) this.assertMayPublish(principal, input.namespace)
+    await this.ready()
+    const tenant = tenantOf(principal)
+    const run = this.publishing.then(async () => {
+      const origin = this.deps.host.peerId.toString()
+      this.ownSeq ??= this.store.highestSeq(origin)
+      const prev = new Map<string, number>()
+      const events: SignedEvent[] = []
+      let seq = this.ownSeq
+      for (const input of inputs) {
+        seq++
+        const unsigned: UnsignedEvent = {
+          v: 1,
+          namespace: input.namespace,
+          type: input.type,
+          payload: input.payload,
+          origin,
+          seq,
+          prevSeq: prev.get(input.namespace) ?? this.store.head(origin, input.namespace),
+          hlc: this.clock.tick()
+        }
+        prev.set(input.namespace, seq)
+        const bytes = eventSigningBytes(unsigned)
+        events.push({ ...unsigned, id: eventId(bytes), sig: Buffer.from(await this.deps.privateKey.sign(bytes)).toString('base64') })
+      }
+      const stored = await this.store.insertAs(tenant, events)
+      this.ownSeq = seq
+      return stored
+    })
+    this.publishing = run.catch(() => {})
+    const stored = await run
+    for (const event of stored) this.emit('stored', event)
+    const { pubsub } = this.deps.host.services
+    for (const event of stored) {
+      // peers that miss it (none subscribed yet, a partition) get it through catch-up
+      await pubsub.publish(eventsTopic(event.namespace), new TextEncoder().encode(JSON.stringify(toWire(event)))).catch(() => {})
+    }
+    return stored
+  }
+
+  async list (principal: Principal, query: { namespace: string, after?: string, type?: string, limit: number }): Promise<StoredEvent[]> {
+    this.assertMayRead(principal, query.namespace)
+    await this.ready()
+    const tenant = tenantOf(principal)
+    let afterLocalId: number | undefined
+    if (query.after != null) {
+      afterLocalId = /^\d+$/.test(query.after) ? Number(query.after) : await this.store.localIdOf(tenant, query.after) ?? undefined
+      if (afterLocalId == null) throw new ServiceError('unknown_cursor', 400, `no event ${query.after} in namespace ${query.namespace} that this token may see`)
+    }
+    return await this.store.list(tenant, { namespace: query.namespace, afterLocalId, type: query.type, limit: query.limit })
+  }
+
+  assertMayRead (principal: Principal, namespace: string): void {
+    if (principal.kind === 'node-admin') return
+    if (principal.namespace !== namespace) throw new ServiceError('forbidden', 403, `this token is for namespace ${principal.namespace}, not ${namespace}`)
+  }
+
+  private assertMayPublish (principal: Principal, namespace: string): void {
+    this.assertMayRead(principal, namespace)
+    if (principal.role === 'reader') throw new ServiceError('forbidden', 403, 'a reader token cannot publish events')
+    if (!this.namespaces.has(namespace)) {
+      throw new ServiceError('namespace_not_certified', 403, `this node's certificate does not list namespace ${namespace}; the operator can add it with \`bkg ca sign --namespaces\``)
+    }
+  }
+
+  private mayJoin (peer: string, topic: string): boolean {
+    if (!topic.startsWith(EVENTS_TOPIC_PREFIX)) return true
+    return this.deps.peers.get(peer)?.namespaces.includes(topic.slice(EVENTS_TOPIC_PREFIX.length)) === true
+  }
+
+  private async validate (namespace: string, source: PeerId, message: Message): Promise<TopicValidatorResult> {
+    const verdict = admissionVerdict(this.deps.peers, source, message)
+    if (verdict !== 'accept' || message.type !== 'signed') return TopicValidatorResult.Reject
+    let event: SignedEvent
+    try {
+      event = SignedEvent.parse(JSON.parse(new TextDecoder().decode(message.data)))
+    } catch {
+      return TopicValidatorResult.Reject
+    }
+    if (event.namespace !== namespace || event.origin !== message.from.toString()) return TopicValidatorResult.Reject
+    const check = await this.verify(event)
+    if (check === 'unknown_origin') {
+      // an origin we never met: its certificate and the event come with the next catch-up
+      this.sync.schedule(source)
+      return TopicValidatorResult.Ignore
+    }
+    if (check !== 'ok') return TopicValidatorResult.Reject
+    this.enqueue(event, source)
+    return TopicValidatorResult.Accept
+  }
+
+  /** Checks id, signature and that the origin's certificate lists the event's namespace. */
+  private async verify (event: SignedEvent): Promise<'ok' | 'unknown_origin' | 'bad'> {
+    const cert = this.certificateOf(event.origin)
+    if (cert == null) return 'unknown_origin'
+    if (!cert.namespaces.includes(event.namespace)) return 'bad'
+    const bytes = eventSigningBytes(event)
+    if (eventId(bytes) !== event.id) return 'bad'
+    try {
+      const key = peerIdFromString(event.origin).publicKey
+      if (key == null || !await key.verify(bytes, Buffer.from(event.sig, 'base64'))) return 'bad'
+    } catch {
+      return 'bad'
+    }
+    return 'ok'
+  }
+
+  private certificateOf (peer: string): NodeCertificate | undefined {
+    if (peer === this.deps.trust.own.peerId) return this.deps.trust.own
+    return this.deps.peers.get(peer) ?? this.originCerts.get(peer)
+  }
+
+  private learnCertificate (peer: string, pem: string): void {
+    if (this.certificateOf(peer) != null) return
+    try {
+      this.originCerts.set(peer, this.deps.trust.verifyPeer(pem, peer))
+    } catch (err) {
+      this.deps.log.debug({ peer, err: (err as Error).message }, 'origin certificate refused')
+    }
+  }
+
+  private enqueue (event: SignedEvent, from: PeerId): void {
+    this.clock.observe(event.hlc)
+    if (this.queue.length >= MAX_QUEUED) {
+      // bounded: the event is still on the sender, and catch-up brings it
+      this.sync.schedule(from)
+      return
+    }
+    this.queue.push({ event, from })
+    this.flushing ??= this.flush().finally(() => { this.flushing = null })
+  }
+
+  private async flush (): Promise<void> {
+    // a tick lets a burst of gossip join one transaction
+    await new Promise((resolve) => setImmediate(resolve))
+    while (this.queue.length > 0 && !this.stopped) {
+      const batch = this.queue.splice(0, BATCH)
+      try {
+        const gaps = await this.persist(batch.map((item) => item.event))
+        for (const { event, from } of batch) if (gaps.has(`${event.origin}\u0000${event.namespace}`)) this.sync.schedule(from)
+      } catch (err) {
+        this.deps.log.error({ err }, `could not store ${batch.length} gossiped events; catch-up will retry`)
+        for (const from of new Set(batch.map((item) => item.from.toString()))) this.sync.schedule(peerIdFromString(from))
+      }
+    }
+  }
+
+  /** Stores verified events; returns the chains that still have a gap. */
+  private async persist (events: SignedEvent[]): Promise<Set<string>> {
+    await this.ready()
+    const stored = await this.store.ingest(events)
+    for (const event of stored) this.emit('stored', event)
+    const gaps = new Set<string>()
+    for (const event of events) {
+      if (this.store.head(event.origin, event.namespace) < event.seq) gaps.add(`${event.origin}\u0000${event.namespace}`)
+    }
+    return gaps
+  }
+}
+
+function tenantOf (principal: Principal): Tenant | null {
+  return principal.kind === 'node-admin' ? null : { role: principal.role, namespace: principal.namespace }
+}
+
+/** The signed event as it travels (without this node's local id and arrival time). */
+export function toWire (event: SignedEvent | StoredEvent): SignedEvent {
+  const { v, id, namespace, type, payload, origin, seq, prevSeq, hlc, sig } = event
+  return { v, id, namespace, type, payload, origin, seq, prevSeq, hlc, sig }
+}
