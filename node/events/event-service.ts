@@ -43,6 +43,8 @@ const MAX_QUEUED = 20_000
 const BATCH = 1000
 /** anti-entropy: heads are compared with every admitted peer this often while the database is open */
 const RESYNC_INTERVAL_MS = 30_000
+/** how long a node with an empty database waits for peers to tell it how far its own chains got */
+const OWN_SEQ_TIMEOUT_MS = 3000
 
 /**
  * Signed events per namespace: published through the API, spread over gossipsub (one topic per
@@ -143,7 +145,7 @@ export class EventService extends EventEmitter<EventServiceEvents> {
     const tenant = tenantOf(principal)
     const run = this.publishing.then(async () => {
       const origin = this.deps.host.peerId.toString()
-      this.ownSeq ??= this.store.highestSeq(origin)
+      this.ownSeq ??= await this.recoverOwnSeq(origin)
       const prev = new Map<string, number>()
       const events: SignedEvent[] = []
       let seq = this.ownSeq
@@ -176,6 +178,24 @@ export class EventService extends EventEmitter<EventServiceEvents> {
       await pubsub.publish(eventsTopic(event.namespace), new TextEncoder().encode(JSON.stringify(toWire(event)))).catch(() => {})
     }
     return stored
+  }
+
+  /**
+   * The origin's counter must never go back, or new events would reuse numbers peers already
+   * hold (and they would drop them as duplicates). A node whose database is new or was lost asks
+   * its peers how far its own chains got before it numbers anything.
+   */
+  private async recoverOwnSeq (origin: string): Promise<number> {
+    const local = this.store.highestSeq(origin)
+    if (local > 0) return local
+    const answers = await Promise.allSettled([...this.deps.peers.entries()].map(async ([peer]) => await this.sync.headsOf(peerIdFromString(peer), OWN_SEQ_TIMEOUT_MS)))
+    let highest = 0
+    for (const answer of answers) {
+      if (answer.status !== 'fulfilled') continue
+      for (const head of answer.value) if (head.origin === origin) highest = Math.max(highest, head.seq)
+    }
+    if (highest > 0) this.deps.log.warn({ seq: highest }, 'this node\'s events are on peers but not in its database: numbering continues after theirs')
+    return highest
   }
 
   async list (principal: Principal, query: { namespace: string, after?: string, type?: string, limit: number }): Promise<StoredEvent[]> {

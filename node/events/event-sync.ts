@@ -70,12 +70,17 @@ export class EventSync {
     this.running.set(id, run)
   }
 
+  /** A peer's chain heads in the namespaces both certificates list. */
+  async headsOf (peer: PeerId, timeoutMs = REQUEST_TIMEOUT_MS): Promise<SyncHead[]> {
+    const response = await this.request(peer, { op: 'heads' }, timeoutMs)
+    if (!('heads' in response)) throw new Error('error' in response ? response.error : 'unexpected answer to heads')
+    return response.heads
+  }
+
   /** Runs catch-up with one peer now; resolves when this node's heads reach the peer's. */
   async syncWith (peer: PeerId): Promise<{ fetched: number }> {
-    const response = await this.request(peer, { op: 'heads' })
-    if (!('heads' in response)) throw new Error('error' in response ? response.error : 'unexpected answer to heads')
     let fetched = 0
-    for (const head of response.heads) {
+    for (const head of await this.headsOf(peer)) {
       if (!this.deps.namespaces.has(head.namespace)) continue
       fetched += await this.fetchChain(peer, head)
     }
@@ -109,8 +114,8 @@ export class EventSync {
     return fetched
   }
 
-  private async request (peer: PeerId, request: SyncRequest): Promise<SyncResponse> {
-    const signal = AbortSignal.timeout(REQUEST_TIMEOUT_MS)
+  private async request (peer: PeerId, request: SyncRequest, timeoutMs = REQUEST_TIMEOUT_MS): Promise<SyncResponse> {
+    const signal = AbortSignal.timeout(timeoutMs)
     const stream = await this.deps.host.dialProtocol(peer, EVENTS_SYNC_PROTOCOL, { signal })
     try {
       const channel = lpStream(stream, { maxDataLength: MAX_SYNC_MESSAGE_BYTES })

@@ -1,3 +1,4 @@
+import { rm } from 'node:fs/promises'
 import pino from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { NodeConfig } from '../../node/config/schema.ts'
@@ -196,5 +197,19 @@ describe('signed events across the mesh', () => {
     const stored = new Set((await eventsOn(b, 'ops')).map((e) => e.id))
     const missing = acknowledged.filter((id) => !stored.has(id))
     expect(missing).toEqual([])
+  })
+
+  it('a node that lost its database numbers on after what its peers hold, so nothing new is dropped as a duplicate', async () => {
+    const mine = []
+    for (let n = 0; n < 3; n++) mine.push((await c.api('POST', '/api/v1/events', { namespace: 'lab', type: 'mine', payload: { n } })).body)
+    await waitFor('B has C\'s events', async () => (await eventsOn(b, 'lab')).filter((e) => e.origin === c.peerId).length === 3, 10_000)
+    await c.stop()
+    await rm(c.paths.database, { recursive: true, force: true })
+    await c.start()
+    await waitFor('C admitted again', async () => (await peerIdsOf(c)).length >= 2, 20_000)
+    const next = await c.api('POST', '/api/v1/events', { namespace: 'lab', type: 'mine', payload: { n: 3 } })
+    expect(next.status).toBe(201)
+    expect(next.body.seq).toBe(Math.max(...mine.map((e) => e.seq)) + 1)
+    await waitFor('B stores the new one', async () => (await eventsOn(b, 'lab')).some((e) => e.id === next.body.id), 10_000)
   })
 })
