@@ -10,6 +10,7 @@ import { createApiServer, type ApiServer } from './api/server.ts'
 import type { NodeConfig } from './config/schema.ts'
 import { Database, defaultTemplateDir } from './db/database.ts'
 import { EventService } from './events/event-service.ts'
+import { RoomHub } from './events/room-hub.ts'
 import { dataDirPaths, loadLibp2pKey, loadOrCreateSecret, type DataDirPaths } from './identity/data-dir.ts'
 import { writeFileAtomic } from './identity/files.ts'
 import { NodeMetrics, topicFamily } from './metrics/node-metrics.ts'
@@ -19,6 +20,7 @@ import { Bootstrapper } from './p2p/bootstrapper.ts'
 import { createHost, routingTableSize, type Host } from './p2p/host.ts'
 import { reachabilityOf, type ReachabilityReport } from './p2p/reachability.ts'
 import { PubsubService } from './pubsub/pubsub-service.ts'
+import { guardNamespaceTopics } from './pubsub/topic-membership.ts'
 import { VERSION } from './version.ts'
 
 export interface NodeInit {
@@ -60,6 +62,7 @@ export class BkgNode {
   readonly replication: ReplicationService
   readonly db: Database
   readonly events: EventService
+  readonly rooms: RoomHub
   readonly api: ApiServer
   private readonly bootstrapper: Bootstrapper
   private apiUrl?: string
@@ -67,7 +70,7 @@ export class BkgNode {
   constructor (parts: {
     paths: DataDirPaths, config: NodeConfig, log: Logger, trust: Trust, peers: AdmittedPeers,
     metrics: NodeMetrics, host: Host, revocation: RevocationService, pubsub: PubsubService,
-    models: ModelService, replication: ReplicationService, db: Database, events: EventService, bootstrapper: Bootstrapper, api: ApiServer
+    models: ModelService, replication: ReplicationService, db: Database, events: EventService, rooms: RoomHub, bootstrapper: Bootstrapper, api: ApiServer
   }) {
     this.paths = parts.paths
     this.config = parts.config
@@ -82,6 +85,7 @@ export class BkgNode {
     this.replication = parts.replication
     this.db = parts.db
     this.events = parts.events
+    this.rooms = parts.rooms
     this.bootstrapper = parts.bootstrapper
     this.api = parts.api
   }
@@ -106,6 +110,7 @@ export class BkgNode {
     this.pubsub.start()
     await this.models.start()
     await this.events.start()
+    this.rooms.start()
     this.apiUrl = await this.api.listen(this.config.api)
     await writeFileAtomic(this.paths.apiAddress, JSON.stringify({ url: this.apiUrl, pid: process.pid, peerId: this.peerId }) + '\n')
     // joining happens in the background: the API answers (health, reachability) while dials run
@@ -120,6 +125,7 @@ export class BkgNode {
     await rm(this.paths.apiAddress, { force: true })
     await this.api.close()
     await this.replication.stop()
+    this.rooms.stop()
     await this.events.stop()
     await this.db.close()
     await this.models.stop()
@@ -177,6 +183,7 @@ export async function createNode (init: NodeInit): Promise<BkgNode> {
     }
   })
   host.addEventListener('peer:disconnect', (event) => peers.remove(event.detail))
+  guardNamespaceTopics(host.services.pubsub, peers)
   host.services.pubsub.addEventListener('message', (event) => metrics.gossipMessages.inc({ direction: 'in', topic: topicFamily(event.detail.topic) }))
 
   revocation = new RevocationService({ recheckIntervalMs: config.admission.recheckIntervalMs }, { host, trust, peers, log: log.child({ service: 'revocation' }) })
@@ -196,6 +203,7 @@ export async function createNode (init: NodeInit): Promise<BkgNode> {
 
   const db = new Database({ dir: paths.database, templateDir: defaultTemplateDir(), log: log.child({ service: 'db' }) })
   const events = new EventService({ host, trust, peers, privateKey, db, log: log.child({ service: 'events' }) })
+  const rooms = new RoomHub({ host, peers, namespaces: new Set(trust.own.namespaces), log: log.child({ service: 'rooms' }) })
 
   const bootstrapAddrs: Multiaddr[] = [
     ...config.bootstrap.map((addr) => multiaddr(addr)),
@@ -206,7 +214,7 @@ export async function createNode (init: NodeInit): Promise<BkgNode> {
 
   const [adminToken, tokenSecret] = await Promise.all([loadOrCreateSecret(paths.apiToken), loadOrCreateSecret(paths.tokenSecret)])
   const node: BkgNode = new BkgNode({
-    paths, config, log, trust, peers, metrics, host, revocation, pubsub, models, replication, db, events, bootstrapper,
+    paths, config, log, trust, peers, metrics, host, revocation, pubsub, models, replication, db, events, rooms, bootstrapper,
     api: await createApiServer({
       log: log.child({ service: 'api' }),
       keys: { adminToken, secret: tokenSecret },

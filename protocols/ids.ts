@@ -55,5 +55,20 @@ export function eventsTopic (namespace: string): string {
   return `${EVENTS_TOPIC_PREFIX}${namespace}`
 }
 
+/** Realtime broadcast and presence of one namespace between nodes: `bkg/broadcast/<namespace>`. */
+export const BROADCAST_TOPIC_PREFIX = 'bkg/broadcast/'
+
+export function broadcastTopic (namespace: string): string {
+  return `${BROADCAST_TOPIC_PREFIX}${namespace}`
+}
+
+/** The namespace a topic belongs to (only peers certified for it may join), or null for mesh-wide topics. */
+export function namespaceOfTopic (topic: string): string | null {
+  for (const prefix of [EVENTS_TOPIC_PREFIX, BROADCAST_TOPIC_PREFIX]) {
+    if (topic.startsWith(prefix)) return topic.slice(prefix.length)
+  }
+  return null
+}
+
 /** Catch-up of missed events: chain heads and ranges by origin and sequence number. */
 export const EVENTS_SYNC_PROTOCOL = '/bkg/events/sync/1.0.0'

@@ -1,9 +1,11 @@
 import rateLimit from '@fastify/rate-limit'
 import swagger from '@fastify/swagger'
+import websocket from '@fastify/websocket'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod'
 import type { Logger } from 'pino'
 import type { BkgNode } from '../create-node.ts'
+import { MAX_REALTIME_FRAME_BYTES } from '../../protocols/realtime.ts'
 import { VERSION } from '../version.ts'
 import { authPlugin } from './auth.ts'
 import { ApiError, installErrorHandlers } from './errors.ts'
@@ -15,6 +17,7 @@ import { modelRoutes } from './routes/models.ts'
 import { nodeRoutes } from './routes/node.ts'
 import { peerRoutes } from './routes/peers.ts'
 import { pubsubRoutes } from './routes/pubsub.ts'
+import { realtimeRoutes } from './routes/realtime.ts'
 import { replicationRoutes } from './routes/replication.ts'
 import { tokenRoutes } from './routes/tokens.ts'
 
@@ -60,6 +63,7 @@ export async function createApiServer (init: ApiServerInit): Promise<ApiServer> 
       new ApiError(429, 'rate_limited', `more than ${context.max} requests per minute; retry in ${Math.ceil(context.ttl / 1000)} s`)
   })
   await app.register(authPlugin, { keys: init.keys })
+  await app.register(websocket, { options: { maxPayload: MAX_REALTIME_FRAME_BYTES } })
 
   const metrics = () => init.node().metrics
   app.addHook('onResponse', async (request, reply) => {
@@ -76,6 +80,7 @@ export async function createApiServer (init: ApiServerInit): Promise<ApiServer> 
   await app.register(modelRoutes, deps)
   await app.register(replicationRoutes, deps)
   await app.register(eventRoutes, deps)
+  await app.register(realtimeRoutes, deps)
   await app.register(metricsRoutes, deps)
   app.get('/api/v1/openapi.json', { config: { access: 'public' }, schema: { hide: true } }, async () => app.swagger())
 

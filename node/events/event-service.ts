@@ -5,7 +5,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import type { Logger } from 'pino'
 import type { NodeCertificate } from '../../ca/index.ts'
 import { eventId, eventSigningBytes, SignedEvent, type UnsignedEvent } from '../../protocols/events.ts'
-import { eventsTopic, EVENTS_TOPIC_PREFIX } from '../../protocols/ids.ts'
+import { eventsTopic } from '../../protocols/ids.ts'
 import type { AdmittedPeers } from '../admission/admitted-peers.ts'
 import type { Trust } from '../admission/trust.ts'
 import type { Principal } from '../auth/tokens.ts'
@@ -16,7 +16,6 @@ import { admissionVerdict } from '../pubsub/topic-validation.ts'
 import { EventStore, type StoredEvent } from './event-store.ts'
 import { EventSync } from './event-sync.ts'
 import { HybridClock } from './hybrid-clock.ts'
-import { guardTopicMembership } from './topic-membership.ts'
 
 export interface NewEvent {
   namespace: string
@@ -64,7 +63,6 @@ export class EventService extends EventEmitter<EventServiceEvents> {
   private publishing: Promise<unknown> = Promise.resolve()
   private ownSeq: number | null = null
   private resync: NodeJS.Timeout | undefined
-  private unguard: (() => void) | undefined
   private stopped = false
   private readonly onAdmitted = (peerId: string): void => {
     if (this.deps.db.isOpen) this.sync.schedule(peerIdFromString(peerId))
@@ -91,7 +89,6 @@ export class EventService extends EventEmitter<EventServiceEvents> {
 
   async start (): Promise<void> {
     const { pubsub } = this.deps.host.services
-    this.unguard = guardTopicMembership(pubsub, (peer, topic) => this.mayJoin(peer, topic))
     for (const namespace of this.namespaces) {
       pubsub.topicValidators.set(eventsTopic(namespace), async (source, message) => await this.validate(namespace, source, message))
       pubsub.subscribe(eventsTopic(namespace))
@@ -111,7 +108,6 @@ export class EventService extends EventEmitter<EventServiceEvents> {
       pubsub.unsubscribe(eventsTopic(namespace))
       pubsub.topicValidators.delete(eventsTopic(namespace))
     }
-    this.unguard?.()
     await this.sync.stop()
     await this.flushing
     await this.publishing.catch(() => {})
@@ -221,11 +217,6 @@ export class EventService extends EventEmitter<EventServiceEvents> {
     if (!this.namespaces.has(namespace)) {
       throw new ServiceError('namespace_not_certified', 403, `this node's certificate does not list namespace ${namespace}; the operator can add it with \`bkg ca sign --namespaces\``)
     }
-  }
-
-  private mayJoin (peer: string, topic: string): boolean {
-    if (!topic.startsWith(EVENTS_TOPIC_PREFIX)) return true
-    return this.deps.peers.get(peer)?.namespaces.includes(topic.slice(EVENTS_TOPIC_PREFIX.length)) === true
   }
 
   private async validate (namespace: string, source: PeerId, message: Message): Promise<TopicValidatorResult> {

@@ -6,7 +6,10 @@ import { createNode } from '../../node/create-node.ts'
 import { eventsTopic } from '../../protocols/ids.ts'
 import { peerIdsOf, tempDir, TestMesh, waitFor, type TestNode } from '../helpers/mesh.ts'
 import { runBkgOk } from '../helpers/cli.ts'
+import { connectRealtime } from '../helpers/realtime.ts'
 import { openSse } from '../helpers/sse.ts'
+import { request as httpRequest } from 'node:http'
+import { connect } from 'node:net'
 
 function tokenFor (node: TestNode, namespace: string, role: 'reader' | 'writer' | 'admin'): string {
   const lines = runBkgOk(['token', 'create', '--data', node.paths.dir, '--namespace', namespace, '--role', role], node.paths.dir).stdout.trim().split('\n')
@@ -200,7 +203,7 @@ describe('signed events across the mesh', () => {
   })
 
   it('a node that lost its database numbers on after what its peers hold, so nothing new is dropped as a duplicate', async () => {
-    const mine = []
+    const mine: any[] = []
     for (let n = 0; n < 3; n++) mine.push((await c.api('POST', '/api/v1/events', { namespace: 'lab', type: 'mine', payload: { n } })).body)
     await waitFor('B has C\'s events', async () => (await eventsOn(b, 'lab')).filter((e) => e.origin === c.peerId).length === 3, 10_000)
     await c.stop()
@@ -211,5 +214,125 @@ describe('signed events across the mesh', () => {
     expect(next.status).toBe(201)
     expect(next.body.seq).toBe(Math.max(...mine.map((e) => e.seq)) + 1)
     await waitFor('B stores the new one', async () => (await eventsOn(b, 'lab')).some((e) => e.id === next.body.id), 10_000)
+  })
+
+  it('realtime: a WebSocket client on C gets A\'s events filtered, and cannot join another namespace', async () => {
+    const client = await connectRealtime(c.url, tokenFor(c, 'lab', 'reader'))
+    try {
+      const badFilter = await client.request({ type: 'join', channel: 'events:lab', config: { filter: ['level=like.x'] } })
+      expect(badFilter).toMatchObject({ status: 'error', error: { code: 'invalid_filter' } })
+      expect(await client.request({ type: 'join', channel: 'events:lab', config: { filter: ['level=in.(warn,error)'] } })).toMatchObject({ status: 'ok' })
+      const refused = await client.request({ type: 'join', channel: 'events:ops' })
+      expect(refused).toMatchObject({ status: 'error', error: { code: 'forbidden' } })
+      expect(await client.request({ type: 'nonsense' })).toMatchObject({ status: 'error', error: { code: 'invalid_message' } })
+      const writer = tokenFor(a, 'lab', 'writer')
+      const sent: any[] = []
+      for (const level of ['info', 'warn', 'debug', 'error']) sent.push((await a.api('POST', '/api/v1/events', { namespace: 'lab', type: 'log', payload: { level } }, writer)).body)
+      await client.next('error event', (m) => m.type === 'event' && m.event.payload.level === 'error')
+      expect(client.messages.filter((m) => m.type === 'event').map((m) => m.event.id)).toEqual([sent[1].id, sent[3].id])
+      expect((await client.request({ type: 'heartbeat' })).status).toBe('ok')
+      // resume: a second connection replays from the first event's cursor
+      const resumed = await connectRealtime(c.url, tokenFor(c, 'lab', 'reader'))
+      const first = client.messages.find((m) => m.type === 'event').event
+      expect((await resumed.request({ type: 'join', channel: 'events:lab', config: { after: first.id, filter: ['level=in.(warn,error)'] } })).status).toBe('ok')
+      await resumed.next('replayed error event', (m) => m.type === 'event' && m.event.id === sent[3].id)
+      expect(resumed.messages.filter((m) => m.type === 'event').map((m) => m.event.id)).toEqual([sent[3].id])
+      resumed.close()
+    } finally {
+      client.close()
+    }
+  })
+
+  it('realtime: broadcast and presence reach clients of the same room on other nodes', async () => {
+    const one = await connectRealtime(b.url, tokenFor(b, 'lab', 'writer'))
+    const two = await connectRealtime(c.url, tokenFor(c, 'lab', 'writer'))
+    try {
+      expect((await one.request({ type: 'join', channel: 'room:lab:chat' })).status).toBe('ok')
+      expect((await two.request({ type: 'join', channel: 'room:lab:chat' })).status).toBe('ok')
+      expect((await one.request({ type: 'presence', channel: 'room:lab:chat', key: 'ada', state: { typing: false } })).status).toBe('ok')
+      const joined = await two.next('presence join', (m) => m.type === 'presence_diff' && m.joins.ada != null, 15_000)
+      expect(joined.joins.ada).toEqual([{ typing: false }])
+      // gossip needs the room topic's mesh: send until the other node delivers
+      await waitFor('broadcast across nodes', async () => {
+        one.send({ type: 'broadcast', channel: 'room:lab:chat', event: 'msg', payload: { text: 'hi' } })
+        return two.messages.some((m) => m.type === 'broadcast' && m.payload.text === 'hi')
+      }, 15_000, 300)
+      expect(one.messages.some((m) => m.type === 'broadcast')).toBe(false)
+      const readerOnly = await connectRealtime(c.url, tokenFor(c, 'lab', 'reader'))
+      await readerOnly.request({ type: 'join', channel: 'room:lab:chat' })
+      expect(await readerOnly.request({ type: 'broadcast', channel: 'room:lab:chat', event: 'x', payload: {} })).toMatchObject({ status: 'error', error: { code: 'forbidden' } })
+      readerOnly.close()
+      one.close()
+      await two.next('presence leave', (m) => m.type === 'presence_diff' && m.leaves.ada != null, 15_000)
+    } finally {
+      one.close()
+      two.close()
+    }
+  })
+
+  it('realtime: a token can be refreshed; an expired one ends the channels', async () => {
+    const short = runBkgOk(['token', 'create', '--data', c.paths.dir, '--namespace', 'lab', '--role', 'reader', '--ttl', '3s'], c.paths.dir).stdout.trim().split('\n').at(-1)!
+    const refreshed = await connectRealtime(c.url, short)
+    const expiring = await connectRealtime(c.url, short)
+    try {
+      await refreshed.request({ type: 'join', channel: 'events:lab' })
+      await expiring.request({ type: 'join', channel: 'events:lab' })
+      expect(await refreshed.request({ type: 'access_token', token: 'bkgt1.forged.token' })).toMatchObject({ status: 'error', error: { code: 'unauthorized' } })
+      expect((await refreshed.request({ type: 'access_token', token: tokenFor(c, 'lab', 'reader') })).status).toBe('ok')
+      await expiring.next('token_expired', (m) => m.type === 'token_expired', 10_000)
+      expect(expiring.messages.find((m) => m.type === 'channel_closed')).toMatchObject({ channel: 'events:lab', reason: 'token expired' })
+      expect(refreshed.messages.some((m) => m.type === 'token_expired')).toBe(false)
+      // a token for another namespace ends the channels it does not allow
+      expect((await refreshed.request({ type: 'access_token', token: tokenFor(c, 'other', 'reader') })).status).toBe('ok')
+      await refreshed.next('channel closed', (m) => m.type === 'channel_closed' && m.channel === 'events:lab')
+    } finally {
+      refreshed.close()
+      expiring.close()
+    }
+    // without a token the upgrade is refused with a plain HTTP 401
+    const status = await new Promise<number>((resolve, reject) => {
+      const request = httpRequest(`${c.url}/realtime`, { headers: { connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-version': '13', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==' } })
+      request.on('response', (response) => { response.resume(); resolve(response.statusCode ?? 0) })
+      request.on('upgrade', () => reject(new Error('upgraded without a token')))
+      request.on('error', reject)
+      request.end()
+    })
+    expect(status).toBe(401)
+  })
+
+  it('realtime: a client that stops reading is told it lagged and dropped, not buffered without bound', async () => {
+    const url = new URL(c.url)
+    const token = tokenFor(c, 'lab', 'writer')
+    const socket = connect(Number(url.port), url.hostname)
+    await new Promise((resolve) => socket.once('connect', resolve))
+    const received: Buffer[] = []
+    socket.on('data', (chunk) => received.push(chunk))
+    socket.write(`GET /realtime?token=${token} HTTP/1.1\r\nHost: ${url.host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`)
+    await waitFor('upgrade', async () => Buffer.concat(received).includes('101 Switching Protocols'))
+    // a masked client text frame: join the room
+    const join = Buffer.from(JSON.stringify({ type: 'join', ref: 'j', channel: 'room:lab:firehose' }))
+    const mask = Buffer.from([1, 2, 3, 4])
+    socket.write(Buffer.concat([Buffer.from([0x81, 0x80 | join.length]), mask, Buffer.from(join.map((byte, i) => byte ^ mask[i % 4]))]))
+    await waitFor('join reply', async () => Buffer.concat(received).includes('"ref":"j"'))
+    socket.pause()
+    // another client of the same node floods the room: 64 MiB, far more than socket buffers hold
+    const sender = await connectRealtime(c.url, token)
+    await sender.request({ type: 'join', channel: 'room:lab:firehose' })
+    const big = 'x'.repeat(60_000)
+    for (let i = 0; i < 500; i++) {
+      sender.send({ type: 'broadcast', channel: 'room:lab:firehose', event: 'bulk', payload: { i, big } })
+      // stay under the per-client broadcast rate limit
+      if (i % 100 === 99) await new Promise((resolve) => setTimeout(resolve, 250))
+    }
+    await sender.request({ type: 'heartbeat' })
+    expect(sender.messages.some((m) => m.error?.code === 'rate_limited')).toBe(false)
+    sender.close()
+    socket.resume()
+    const closed = new Promise((resolve) => socket.once('close', resolve))
+    await waitFor('lagged message', async () => Buffer.concat(received).includes('"type":"lagged"'), 30_000)
+    await closed
+    // 29 MiB were sent to the room; the slow client got only what its 4 MiB bound and the
+    // kernel's socket buffers held before the node dropped it
+    expect(Buffer.concat(received).length).toBeLessThan(16 * 1024 * 1024)
   })
 })

@@ -2,7 +2,8 @@ import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import { z } from 'zod'
 import { EventNamespace, EventPayload, EventType } from '../../../protocols/events.ts'
 import type { StoredEvent } from '../../events/event-store.ts'
-import { FilterError, matches, parseFilter, type EventSelector } from '../../events/event-filter.ts'
+import { FilterError, parseFilter, type EventSelector } from '../../events/event-filter.ts'
+import { EventSubscription } from '../../events/event-subscription.ts'
 import { ApiError } from '../errors.ts'
 import type { RouteDeps } from '../server.ts'
 
@@ -99,68 +100,41 @@ export const eventRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node 
     }
   }, async (request, reply) => {
     const principal = request.principal!
-    const events = node().events
-    const selector = selectorOf(request.query)
-    events.assertMayRead(principal, selector.namespace)
     const lastEventId = request.headers['last-event-id']
-    const after = typeof lastEventId === 'string' && /^\d+$/.test(lastEventId) ? lastEventId : request.query.after
-    // checked before the stream opens, so a bad cursor is still a JSON 400
-    if (after != null) await events.list(principal, { namespace: selector.namespace, after, limit: 1 })
-    let cursor = after ?? null
-    await events.ready()
-
     const raw = reply.raw
+    let closed = false
+    const subscription = new EventSubscription({
+      events: node().events,
+      principal: () => principal,
+      selector: selectorOf(request.query),
+      after: typeof lastEventId === 'string' && /^\d+$/.test(lastEventId) ? lastEventId : request.query.after,
+      deliver: (event) => {
+        if (closed) return true
+        raw.write(`id: ${event.localId}\nevent: event\ndata: ${JSON.stringify(out(event))}\n\n`)
+        if (raw.writableLength > MAX_BUFFERED_BYTES) lagged(event.localId)
+        return raw.writableLength === 0
+      },
+      drained: async () => { await new Promise((resolve) => { raw.once('drain', resolve); raw.once('close', resolve) }) },
+      onLagged: (lastLocalId) => lagged(lastLocalId)
+    })
+    // refusals (namespace, cursor) are still plain JSON errors: the stream has not started
+    await subscription.start()
     reply.hijack()
     raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' })
-    let closed = false
-    let lastSent = 0
-    /** live events that arrive while history is replayed wait here (bounded by the lag limit) */
-    let waiting: StoredEvent[] | null = []
-    const close = (lagged: boolean): void => {
-      if (closed) return
-      closed = true
-      stop()
-      clearInterval(heartbeat)
-      if (lagged) raw.end(`event: lagged\ndata: ${JSON.stringify({ lastEventId: String(lastSent), message: 'subscriber fell too far behind; reconnect with Last-Event-ID to resume' })}\n\n`)
-      else raw.end()
-    }
-    const send = (event: StoredEvent): void => {
-      if (closed || event.localId <= lastSent) return
-      lastSent = event.localId
-      if (!matches(selector, event)) return
-      raw.write(`id: ${event.localId}\nevent: event\ndata: ${JSON.stringify(out(event))}\n\n`)
-      if (raw.writableLength > MAX_BUFFERED_BYTES) close(true)
-    }
-    const onStored = (event: StoredEvent): void => {
-      if (event.namespace !== selector.namespace) return
-      if (waiting != null) {
-        waiting.push(event)
-        if (waiting.length > 10_000) close(true)
-      } else {
-        send(event)
-      }
-    }
-    events.on('stored', onStored)
-    const stop = (): void => { events.off('stored', onStored) }
+    raw.write(`event: subscribed\ndata: ${JSON.stringify({ namespace: request.query.namespace })}\n\n`)
     const heartbeat = setInterval(() => { if (!closed) raw.write(': heartbeat\n\n') }, HEARTBEAT_MS)
     heartbeat.unref()
-    raw.on('close', () => close(false))
-    raw.write(`event: subscribed\ndata: ${JSON.stringify({ namespace: selector.namespace })}\n\n`)
-    try {
-      while (cursor != null && !closed) {
-        const page = await events.list(principal, { namespace: selector.namespace, after: cursor, type: selector.type, limit: MAX_BATCH })
-        for (const event of page) send(event)
-        if (page.length > 0) lastSent = Math.max(lastSent, page.at(-1)!.localId)
-        cursor = page.length === MAX_BATCH ? String(page.at(-1)!.localId) : null
-        // backpressure: history is read no faster than the client takes it
-        if (raw.writableLength > 0 && !closed) await new Promise((resolve) => { raw.once('drain', resolve); raw.once('close', resolve) })
-      }
-    } catch (err) {
-      request.log.warn({ err }, 'event stream replay failed')
-      close(false)
+    const close = (): void => {
+      if (closed) return
+      closed = true
+      subscription.stop()
+      clearInterval(heartbeat)
     }
-    const queued = waiting
-    waiting = null
-    for (const event of queued) send(event)
+    function lagged (lastLocalId: number): void {
+      if (closed) return
+      raw.end(`event: lagged\ndata: ${JSON.stringify({ lastEventId: String(lastLocalId), message: 'subscriber fell too far behind; reconnect with Last-Event-ID to resume' })}\n\n`)
+      close()
+    }
+    raw.on('close', close)
   })
 }

@@ -1,5 +1,7 @@
 import type { GossipSub } from '@libp2p/gossipsub'
 import type { PeerId } from '@libp2p/interface'
+import { namespaceOfTopic } from '../../protocols/ids.ts'
+import type { AdmittedPeers } from '../admission/admitted-peers.ts'
 
 type MayJoin = (peer: string, topic: string) => boolean
 
@@ -35,4 +37,12 @@ export function guardTopicMembership (pubsub: GossipSub, mayJoin: MayJoin): () =
     internals.handleReceivedSubscription = subscription
     internals.handleGraft = graft
   }
+}
+
+/** Namespace topics (events, broadcast) admit only peers whose certificate lists the namespace. */
+export function guardNamespaceTopics (pubsub: GossipSub, peers: AdmittedPeers): () => void {
+  return guardTopicMembership(pubsub, (peer, topic) => {
+    const namespace = namespaceOfTopic(topic)
+    return namespace == null || peers.get(peer)?.namespaces.includes(namespace) === true
+  })
 }

@@ -1,0 +1,72 @@
+import type { FastifyPluginAsync } from 'fastify'
+import type { WebSocket } from 'ws'
+import { verifyToken } from '../../auth/tokens.ts'
+import { RealtimeSession } from '../../events/realtime-session.ts'
+import { ApiError } from '../errors.ts'
+import type { RouteDeps } from '../server.ts'
+
+const PING_MS = 20_000
+/** a client that answered no ping and sent nothing for this long is gone */
+const SILENCE_MS = 60_000
+const CLOSE_GRACE_MS = 5000
+
+/**
+ * `WS /realtime`: channels of events, broadcast and presence (protocols/realtime.ts). The token
+ * comes in the `Authorization` header or, for browsers (whose WebSocket cannot set headers), as
+ * `?token=`; it is checked before the upgrade, so a refusal is a plain 401 JSON response.
+ */
+export const realtimeRoutes: FastifyPluginAsync<RouteDeps> = async (app, { node, keys }) => {
+  app.get('/realtime', {
+    websocket: true,
+    config: { access: 'public' },
+    schema: { summary: 'Realtime channels over WebSocket (see docs/api.md, "Realtime")', tags: ['events'] },
+    preValidation: async (request) => {
+      const header = /^Bearer\s+(\S+)$/i.exec(request.headers.authorization ?? '')?.[1]
+      const query = (request.query as Record<string, unknown>).token
+      const token = header ?? (typeof query === 'string' ? query : undefined)
+      if (token == null) throw new ApiError(401, 'unauthorized', 'missing token: Authorization: Bearer <token> or ?token=<token>')
+      const principal = verifyToken(token, keys)
+      if (principal == null) throw new ApiError(401, 'unauthorized', 'invalid or expired token')
+      request.principal = principal
+    }
+  }, (socket: WebSocket, request) => {
+    let lastHeard = Date.now()
+    const session = new RealtimeSession({
+      events: node().events,
+      rooms: node().rooms,
+      verifyToken: (token) => verifyToken(token, keys)
+    }, {
+      send: (message) => { if (socket.readyState === socket.OPEN) socket.send(JSON.stringify(message)) },
+      buffered: () => socket.bufferedAmount,
+      drained: async () => {
+        while (socket.readyState === socket.OPEN && socket.bufferedAmount > 0) await new Promise((resolve) => setTimeout(resolve, 10))
+      },
+      close: (code, reason) => {
+        socket.close(code, reason)
+        // a client that does not read will not answer the close handshake either
+        setTimeout(() => socket.terminate(), CLOSE_GRACE_MS).unref()
+      }
+    }, request.principal!)
+    const ping = setInterval(() => {
+      if (Date.now() - lastHeard > SILENCE_MS) {
+        socket.terminate()
+        return
+      }
+      socket.ping()
+    }, PING_MS)
+    ping.unref()
+    socket.on('pong', () => { lastHeard = Date.now() })
+    socket.on('message', (data, isBinary) => {
+      lastHeard = Date.now()
+      if (isBinary) {
+        socket.send(JSON.stringify({ type: 'error', error: { code: 'invalid_message', message: 'frames are JSON text' } }))
+        return
+      }
+      void session.handle(data.toString())
+    })
+    socket.on('close', () => {
+      clearInterval(ping)
+      session.close()
+    })
+  })
+}

@@ -1,0 +1,215 @@
+import { TopicValidatorResult, type Message } from '@libp2p/gossipsub'
+import type { PeerId } from '@libp2p/interface'
+import type { Logger } from 'pino'
+import { broadcastTopic } from '../../protocols/ids.ts'
+import { PRESENCE_REFRESH_MS, PRESENCE_TTL_MS, RoomGossip, type Json } from '../../protocols/realtime.ts'
+import type { AdmittedPeers } from '../admission/admitted-peers.ts'
+import type { Host } from '../p2p/host.ts'
+import { admissionVerdict } from '../pubsub/topic-validation.ts'
+
+export type PresenceState = Record<string, Json[]>
+
+export interface RoomListener {
+  /** the listening session, so its own broadcasts can be left out */
+  session: string
+  self: boolean
+  onBroadcast: (message: { event: string, payload: Json, from: string }) => void
+  onPresence: (diff: { joins: PresenceState, leaves: PresenceState }) => void
+}
+
+interface Room {
+  listeners: Set<RoomListener>
+  /** this node's clients: session → (key, state) */
+  local: Map<string, { key: string, state: Json }>
+  /** other nodes' presence, as they last sent it */
+  remote: Map<string, { state: PresenceState, expires: number }>
+  merged: PresenceState
+}
+
+export interface RoomHubDeps {
+  host: Host
+  peers: AdmittedPeers
+  namespaces: ReadonlySet<string>
+  log: Logger
+}
+
+/** rooms tracked at once (remote presence included); beyond it, new rooms are not tracked */
+const MAX_ROOMS = 10_000
+
+/**
+ * Broadcast and presence rooms shared by every node of a namespace: a message sent on one node
+ * reaches the room's clients on all of them (gossip on `bkg/broadcast/<namespace>`); each node
+ * gossips its clients' presence in a room on change and every 15 s, and a node that stops doing
+ * so drops out of everyone's presence after 45 s.
+ */
+export class RoomHub {
+  private readonly deps: RoomHubDeps
+  private readonly rooms = new Map<string, Room>()
+  private timer: NodeJS.Timeout | undefined
+  private readonly onMessage = (event: CustomEvent<Message>): void => {
+    const message = event.detail
+    if (message.type !== 'signed') return
+    let gossip: RoomGossip
+    try {
+      gossip = RoomGossip.parse(JSON.parse(new TextDecoder().decode(message.data)))
+    } catch {
+      return
+    }
+    if (message.topic !== broadcastTopic(gossip.namespace)) return
+    this.receive(gossip, message.from.toString())
+  }
+
+  constructor (deps: RoomHubDeps) {
+    this.deps = deps
+  }
+
+  start (): void {
+    const { pubsub } = this.deps.host.services
+    pubsub.addEventListener('message', this.onMessage)
+    for (const namespace of this.deps.namespaces) {
+      pubsub.topicValidators.set(broadcastTopic(namespace), (source, message) => this.validate(namespace, source, message))
+      pubsub.subscribe(broadcastTopic(namespace))
+    }
+    this.timer = setInterval(() => { this.refresh() }, Math.min(PRESENCE_REFRESH_MS, 5000))
+    this.timer.unref()
+  }
+
+  stop (): void {
+    clearInterval(this.timer)
+    const { pubsub } = this.deps.host.services
+    pubsub.removeEventListener('message', this.onMessage)
+    for (const namespace of this.deps.namespaces) {
+      pubsub.unsubscribe(broadcastTopic(namespace))
+      pubsub.topicValidators.delete(broadcastTopic(namespace))
+    }
+  }
+
+  /** Joins a room; returns the current presence and a function that leaves it. */
+  join (namespace: string, room: string, listener: RoomListener): { presence: PresenceState, leave: () => void } {
+    const state = this.room(namespace, room, true)!
+    state.listeners.add(listener)
+    return {
+      presence: state.merged,
+      leave: () => {
+        state.listeners.delete(listener)
+        if (state.local.delete(listener.session)) this.presenceChanged(namespace, room, state)
+        this.dropIfIdle(namespace, room, state)
+      }
+    }
+  }
+
+  broadcast (namespace: string, room: string, from: string, event: string, payload: Json): void {
+    this.deliver(this.room(namespace, room, false), { event, payload, from })
+    this.gossip({ v: 1, kind: 'broadcast', namespace, room, event, payload })
+  }
+
+  /** Tracks (state) or untracks (null) a session's presence in a room. */
+  track (namespace: string, room: string, session: string, key: string, state: Json | null): void {
+    const current = this.room(namespace, room, state != null)
+    if (current == null) return
+    if (state == null) current.local.delete(session)
+    else current.local.set(session, { key, state })
+    this.presenceChanged(namespace, room, current)
+  }
+
+  private validate (namespace: string, source: PeerId, message: Message): TopicValidatorResult {
+    if (admissionVerdict(this.deps.peers, source, message) !== 'accept' || message.type !== 'signed') return TopicValidatorResult.Reject
+    // the origin's certificate is checked where it is known (a neighbour); otherwise the
+    // relaying neighbour, itself certified for the namespace, checked it one hop earlier
+    const origin = this.deps.peers.get(message.from)
+    if (origin != null && !origin.namespaces.includes(namespace)) return TopicValidatorResult.Reject
+    return TopicValidatorResult.Accept
+  }
+
+  private receive (gossip: RoomGossip, from: string): void {
+    if (gossip.kind === 'broadcast') {
+      this.deliver(this.room(gossip.namespace, gossip.room, false), { event: gossip.event, payload: gossip.payload, from })
+      return
+    }
+    const empty = Object.keys(gossip.state).length === 0
+    const room = this.room(gossip.namespace, gossip.room, !empty)
+    if (room == null) return
+    if (empty) room.remote.delete(from)
+    else room.remote.set(from, { state: gossip.state, expires: Date.now() + PRESENCE_TTL_MS })
+    this.remerge(room)
+    this.dropIfIdle(gossip.namespace, gossip.room, room)
+  }
+
+  private deliver (room: Room | undefined, message: { event: string, payload: Json, from: string }): void {
+    for (const listener of room?.listeners ?? []) {
+      if (listener.session === message.from && !listener.self) continue
+      listener.onBroadcast(message)
+    }
+  }
+
+  private presenceChanged (namespace: string, name: string, room: Room): void {
+    this.gossip({ v: 1, kind: 'presence', namespace, room: name, state: this.ownState(room) })
+    this.remerge(room)
+  }
+
+  private ownState (room: Room): PresenceState {
+    const state: PresenceState = {}
+    for (const { key, state: meta } of room.local.values()) (state[key] ??= []).push(meta)
+    return state
+  }
+
+  private remerge (room: Room): void {
+    const merged = this.ownState(room)
+    for (const remote of room.remote.values()) {
+      for (const [key, metas] of Object.entries(remote.state)) (merged[key] ??= []).push(...metas)
+    }
+    const joins: PresenceState = {}
+    const leaves: PresenceState = {}
+    for (const [key, metas] of Object.entries(merged)) {
+      const before = room.merged[key]
+      if (before == null || JSON.stringify(before) !== JSON.stringify(metas)) {
+        joins[key] = metas
+        if (before != null) leaves[key] = before
+      }
+    }
+    for (const [key, metas] of Object.entries(room.merged)) if (merged[key] == null) leaves[key] = metas
+    room.merged = merged
+    if (Object.keys(joins).length === 0 && Object.keys(leaves).length === 0) return
+    for (const listener of room.listeners) listener.onPresence({ joins, leaves })
+  }
+
+  /** Re-sends this node's presence (so others keep it) and expires nodes that went quiet. */
+  private refresh (): void {
+    const now = Date.now()
+    for (const [id, room] of this.rooms) {
+      const [namespace, name] = id.split('\u0000')
+      let expired = false
+      for (const [node, remote] of room.remote) {
+        if (remote.expires <= now) {
+          room.remote.delete(node)
+          expired = true
+        }
+      }
+      if (expired) this.remerge(room)
+      if (room.local.size > 0) this.gossip({ v: 1, kind: 'presence', namespace, room: name, state: this.ownState(room) })
+      this.dropIfIdle(namespace, name, room)
+    }
+  }
+
+  private room (namespace: string, name: string, create: boolean): Room | undefined {
+    const id = `${namespace}\u0000${name}`
+    let room = this.rooms.get(id)
+    if (room == null && create && this.rooms.size < MAX_ROOMS) {
+      room = { listeners: new Set(), local: new Map(), remote: new Map(), merged: {} }
+      this.rooms.set(id, room)
+    }
+    return room
+  }
+
+  private dropIfIdle (namespace: string, name: string, room: Room): void {
+    if (room.listeners.size === 0 && room.local.size === 0 && room.remote.size === 0) this.rooms.delete(`${namespace}\u0000${name}`)
+  }
+
+  private gossip (message: RoomGossip): void {
+    if (!this.deps.namespaces.has(message.namespace)) return
+    const data = new TextEncoder().encode(JSON.stringify(message))
+    void this.deps.host.services.pubsub.publish(broadcastTopic(message.namespace), data).catch((err: Error) => {
+      this.deps.log.debug({ err: err.message }, 'room gossip not sent')
+    })
+  }
+}
