@@ -11,6 +11,7 @@ import type { NodeConfig } from './config/schema.ts'
 import { Database, defaultTemplateDir } from './db/database.ts'
 import { EventService } from './events/event-service.ts'
 import { RoomHub } from './events/room-hub.ts'
+import { StorageService } from './storage/storage-service.ts'
 import { dataDirPaths, loadLibp2pKey, loadOrCreateSecret, type DataDirPaths } from './identity/data-dir.ts'
 import { writeFileAtomic } from './identity/files.ts'
 import { NodeMetrics, topicFamily } from './metrics/node-metrics.ts'
@@ -63,6 +64,7 @@ export class BkgNode {
   readonly db: Database
   readonly events: EventService
   readonly rooms: RoomHub
+  readonly storage: StorageService
   readonly api: ApiServer
   private readonly bootstrapper: Bootstrapper
   private apiUrl?: string
@@ -70,7 +72,7 @@ export class BkgNode {
   constructor (parts: {
     paths: DataDirPaths, config: NodeConfig, log: Logger, trust: Trust, peers: AdmittedPeers,
     metrics: NodeMetrics, host: Host, revocation: RevocationService, pubsub: PubsubService,
-    models: ModelService, replication: ReplicationService, db: Database, events: EventService, rooms: RoomHub, bootstrapper: Bootstrapper, api: ApiServer
+    models: ModelService, replication: ReplicationService, db: Database, events: EventService, rooms: RoomHub, storage: StorageService, bootstrapper: Bootstrapper, api: ApiServer
   }) {
     this.paths = parts.paths
     this.config = parts.config
@@ -86,6 +88,7 @@ export class BkgNode {
     this.db = parts.db
     this.events = parts.events
     this.rooms = parts.rooms
+    this.storage = parts.storage
     this.bootstrapper = parts.bootstrapper
     this.api = parts.api
   }
@@ -127,6 +130,7 @@ export class BkgNode {
     await this.replication.stop()
     this.rooms.stop()
     await this.events.stop()
+    await this.storage.stop()
     await this.db.close()
     await this.models.stop()
     this.pubsub.stop()
@@ -213,8 +217,9 @@ export async function createNode (init: NodeInit): Promise<BkgNode> {
   const bootstrapper = new Bootstrapper({ addrs: bootstrapAddrs, peerCachePath: paths.peerCache }, { host, log: log.child({ service: 'bootstrap' }) })
 
   const [adminToken, tokenSecret] = await Promise.all([loadOrCreateSecret(paths.apiToken), loadOrCreateSecret(paths.tokenSecret)])
+  const storage = new StorageService({ dir: paths.storage, config: config.storage, db, secret: tokenSecret, log: log.child({ service: 'storage' }) })
   const node: BkgNode = new BkgNode({
-    paths, config, log, trust, peers, metrics, host, revocation, pubsub, models, replication, db, events, rooms, bootstrapper,
+    paths, config, log, trust, peers, metrics, host, revocation, pubsub, models, replication, db, events, rooms, storage, bootstrapper,
     api: await createApiServer({
       log: log.child({ service: 'api' }),
       keys: { adminToken, secret: tokenSecret },

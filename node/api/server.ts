@@ -19,6 +19,8 @@ import { peerRoutes } from './routes/peers.ts'
 import { pubsubRoutes } from './routes/pubsub.ts'
 import { realtimeRoutes } from './routes/realtime.ts'
 import { replicationRoutes } from './routes/replication.ts'
+import { s3Routes } from './routes/s3.ts'
+import { storageRoutes } from './routes/storage.ts'
 import { tokenRoutes } from './routes/tokens.ts'
 
 export interface ApiServerInit {
@@ -81,6 +83,8 @@ export async function createApiServer (init: ApiServerInit): Promise<ApiServer> 
   await app.register(replicationRoutes, deps)
   await app.register(eventRoutes, deps)
   await app.register(realtimeRoutes, deps)
+  await app.register(storageRoutes, deps)
+  await app.register(s3Routes, { ...deps, prefix: '/s3' })
   await app.register(metricsRoutes, deps)
   app.get('/api/v1/openapi.json', { config: { access: 'public' }, schema: { hide: true } }, async () => app.swagger())
 

@@ -8,6 +8,7 @@ import { registerDevnetCommand } from './commands/devnet.ts'
 import { registerInitCommand } from './commands/init.ts'
 import { registerModelCommands } from './commands/model.ts'
 import { registerStartCommand } from './commands/start.ts'
+import { registerStorageCommands } from './commands/storage.ts'
 import { registerTokenCommands } from './commands/token.ts'
 import { CliError } from './errors.ts'
 
@@ -25,6 +26,7 @@ registerStartCommand(program)
 registerTokenCommands(program)
 registerCrlCommands(program)
 registerModelCommands(program)
+registerStorageCommands(program)
 registerDevnetCommand(program)
 
 try {

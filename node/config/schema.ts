@@ -51,6 +51,19 @@ export const NodeConfig = z.object({
     durationLimitMs: z.number().int().min(0).default(0),
     dataLimitBytes: z.number().int().min(0).default(0)
   }).strict().prefault({}),
+  storage: z.object({
+    /** where object bytes go: plain files, a content-addressed blockstore, or an external S3-compatible service */
+    backend: z.enum(['disk', 'blocks', 's3']).default('disk'),
+    s3: z.object({
+      endpoint: z.string().url(),
+      region: z.string().min(1).default('us-east-1'),
+      bucket: z.string().min(3).max(63),
+      accessKeyId: z.string().min(1),
+      secretAccessKey: z.string().min(1),
+      prefix: z.string().max(256).default(''),
+      forcePathStyle: z.boolean().default(true)
+    }).strict().optional()
+  }).strict().prefault({}).refine((storage) => storage.backend !== 's3' || storage.s3 != null, { message: 'storage.backend "s3" needs storage.s3 {endpoint, bucket, accessKeyId, secretAccessKey}' }),
   http: z.object({
     /** requests per minute per client address */
     rateLimit: z.number().int().min(1).default(1200)

@@ -14,6 +14,8 @@ export interface Migration {
 }
 
 const TENANT = "current_setting('bkg.namespace', true)"
+/** the same, inside a quoted SQL string (a policy made with EXECUTE format(…)) */
+const TENANT_IN_LITERAL = TENANT.replaceAll("'", "''")
 
 export const MIGRATIONS: Migration[] = [
   {
@@ -65,6 +67,69 @@ export const MIGRATIONS: Migration[] = [
       ALTER TABLE bkg.event_heads FORCE ROW LEVEL SECURITY;
       GRANT SELECT, INSERT, UPDATE ON bkg.event_heads TO bkg_node;
       CREATE POLICY event_heads_node ON bkg.event_heads FOR ALL TO bkg_node USING (true) WITH CHECK (true);
+    `
+  },
+  {
+    version: 2,
+    name: 'object storage',
+    sql: `
+      CREATE TABLE bkg.buckets (
+        namespace  text NOT NULL,
+        name       text NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (namespace, name)
+      );
+      -- one row per object; its bytes are in the storage backend under locator
+      CREATE TABLE bkg.objects (
+        namespace    text   NOT NULL,
+        bucket       text   NOT NULL,
+        -- "C": keys sort by their UTF-8 bytes, as S3 lists them
+        key          text   COLLATE "C" NOT NULL,
+        size         bigint NOT NULL,
+        etag         text   NOT NULL,
+        content_type text   NOT NULL,
+        metadata     jsonb  NOT NULL DEFAULT '{}',
+        checksums    jsonb  NOT NULL DEFAULT '{}',
+        backend      text   NOT NULL,
+        locator      jsonb  NOT NULL,
+        updated_at   timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (namespace, bucket, key),
+        FOREIGN KEY (namespace, bucket) REFERENCES bkg.buckets (namespace, name)
+      );
+      CREATE TABLE bkg.uploads (
+        id           text PRIMARY KEY,
+        namespace    text NOT NULL,
+        bucket       text NOT NULL,
+        key          text NOT NULL,
+        content_type text NOT NULL,
+        metadata     jsonb NOT NULL DEFAULT '{}',
+        created_at   timestamptz NOT NULL DEFAULT now(),
+        FOREIGN KEY (namespace, bucket) REFERENCES bkg.buckets (namespace, name)
+      );
+      CREATE TABLE bkg.upload_parts (
+        upload_id   text   NOT NULL REFERENCES bkg.uploads (id) ON DELETE CASCADE,
+        namespace   text   NOT NULL,
+        part_number int    NOT NULL CHECK (part_number BETWEEN 1 AND 10000),
+        size        bigint NOT NULL,
+        etag        text   NOT NULL,
+        md5         text   NOT NULL,
+        backend     text   NOT NULL,
+        locator     jsonb  NOT NULL,
+        PRIMARY KEY (upload_id, part_number)
+      );
+      GRANT SELECT ON bkg.buckets, bkg.objects, bkg.uploads, bkg.upload_parts TO bkg_reader, bkg_writer, bkg_admin, bkg_node;
+      GRANT INSERT, UPDATE, DELETE ON bkg.objects, bkg.uploads, bkg.upload_parts TO bkg_writer, bkg_admin, bkg_node;
+      GRANT INSERT, DELETE ON bkg.buckets TO bkg_admin, bkg_node;
+      DO $$
+      DECLARE t text;
+      BEGIN
+        FOREACH t IN ARRAY ARRAY['buckets', 'objects', 'uploads', 'upload_parts'] LOOP
+          EXECUTE format('ALTER TABLE bkg.%I ENABLE ROW LEVEL SECURITY', t);
+          EXECUTE format('ALTER TABLE bkg.%I FORCE ROW LEVEL SECURITY', t);
+          EXECUTE format('CREATE POLICY %I ON bkg.%I FOR ALL TO bkg_reader, bkg_writer, bkg_admin USING (namespace = ${TENANT_IN_LITERAL}) WITH CHECK (namespace = ${TENANT_IN_LITERAL})', t || '_tenant', t);
+          EXECUTE format('CREATE POLICY %I ON bkg.%I FOR ALL TO bkg_node USING (true) WITH CHECK (true)', t || '_node', t);
+        END LOOP;
+      END $$;
     `
   }
 ]

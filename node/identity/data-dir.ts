@@ -31,6 +31,8 @@ export interface DataDirPaths {
   models: string
   /** the embedded Postgres (PGlite) data dir: events, object metadata */
   database: string
+  /** object bytes (disk and blockstore backends), S3 upload spool */
+  storage: string
 }
 
 export function defaultDataDir (): string {
@@ -54,7 +56,8 @@ export function dataDirPaths (dir: string): DataDirPaths {
     bootstrapList: join(root, 'bootstrap.txt'),
     peerCache: join(root, 'peers.json'),
     models: join(root, 'models'),
-    database: join(root, 'db')
+    database: join(root, 'db'),
+    storage: join(root, 'storage')
   }
 }
 

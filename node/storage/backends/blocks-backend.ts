@@ -1,0 +1,105 @@
+import { FsBlockstore } from 'blockstore-fs'
+import { CID } from 'multiformats/cid'
+import { layoutOf, RAW } from '../../models/dag-layout.ts'
+import { buildUnixfsFile } from '../../models/unixfs-builder.ts'
+import { assertBlockMatches } from '../../models/verified-blockstore.ts'
+import type { BlobBackend, ByteRange, Locator } from './blob-backend.ts'
+
+const CHUNK_BYTES = 1024 * 1024
+/** blocks written this recently are never collected: their object's row may not be committed yet */
+const RECENT_MS = 10 * 60_000
+
+/**
+ * Object bytes as a UnixFS DAG in a Helia-compatible blockstore (blockstore-fs) under
+ * `<data>/storage/blocks`: identical content is stored once, every block is checked against its
+ * CID when read, and an object's root CID is a content address peers could fetch by.
+ * Removing an object deletes only the blocks no other object's DAG reaches.
+ */
+export class BlocksBackend implements BlobBackend {
+  readonly name = 'blocks'
+  private readonly store: FsBlockstore
+  private readonly liveRoots: () => Promise<string[]>
+  private readonly recent = new Map<string, number>()
+  private opened: Promise<void> | undefined
+
+  constructor (dir: string, liveRoots: () => Promise<string[]>) {
+    this.store = new FsBlockstore(dir)
+    this.liveRoots = liveRoots
+  }
+
+  async write (source: AsyncIterable<Uint8Array>): Promise<{ locator: Locator, size: number }> {
+    await this.open()
+    const now = Date.now()
+    const { cid, size } = await buildUnixfsFile(source, CHUNK_BYTES, async (block, bytes) => {
+      this.recent.set(block.toString(), now)
+      await this.store.put(block, bytes)
+    })
+    return { locator: { cid: cid.toString() }, size }
+  }
+
+  async * read (locator: Locator, range?: ByteRange): AsyncIterable<Uint8Array> {
+    await this.open()
+    const start = range?.start ?? 0
+    const end = range?.end ?? Number.MAX_SAFE_INTEGER
+    const walk = async function * (this: BlocksBackend, cid: CID, offset: number): AsyncGenerator<Uint8Array> {
+      const block = await this.block(cid)
+      if (cid.code === RAW) {
+        const from = Math.max(0, start - offset)
+        const to = Math.min(block.byteLength, end - offset + 1)
+        if (from < to) yield block.subarray(from, to)
+        return
+      }
+      const layout = layoutOf(cid, block)
+      if (layout.data != null) {
+        const from = Math.max(0, start - offset)
+        const to = Math.min(layout.data.byteLength, end - offset + 1)
+        if (from < to) yield layout.data.subarray(from, to)
+      }
+      for (const child of layout.children) {
+        const first = offset + child.offset
+        if (first + child.length <= start || first > end) continue
+        yield * walk.call(this, child.cid, first)
+      }
+    }
+    yield * walk.call(this, CID.parse(String(locator.cid)), 0)
+  }
+
+  async remove (locator: Locator): Promise<void> {
+    await this.open()
+    const reachable = new Set<string>()
+    for (const root of await this.liveRoots()) await this.mark(CID.parse(root), reachable).catch(() => {})
+    const doomed = new Set<string>()
+    await this.mark(CID.parse(String(locator.cid)), doomed).catch(() => {})
+    const cutoff = Date.now() - RECENT_MS
+    for (const [cid, at] of this.recent) if (at < cutoff) this.recent.delete(cid)
+    for (const cid of doomed) {
+      if (reachable.has(cid) || this.recent.has(cid)) continue
+      await this.store.delete(CID.parse(cid)).catch(() => {})
+    }
+  }
+
+  async close (): Promise<void> {
+    if (this.opened != null) await this.store.close()
+  }
+
+  private async open (): Promise<void> {
+    this.opened ??= this.store.open()
+    await this.opened
+  }
+
+  /** every block of the DAG: inner nodes are read, leaves only named */
+  private async mark (cid: CID, into: Set<string>): Promise<void> {
+    if (into.has(cid.toString())) return
+    into.add(cid.toString())
+    if (cid.code === RAW) return
+    for (const child of layoutOf(cid, await this.block(cid)).children) await this.mark(child.cid, into)
+  }
+
+  private async block (cid: CID): Promise<Uint8Array> {
+    const parts: Uint8Array[] = []
+    for await (const part of this.store.get(cid)) parts.push(part)
+    const bytes = parts.length === 1 ? parts[0] : Buffer.concat(parts)
+    assertBlockMatches(cid, bytes)
+    return bytes
+  }
+}
