@@ -1,4 +1,6 @@
+import { createHash } from 'node:crypto'
 import { rm } from 'node:fs/promises'
+import { join } from 'node:path'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import type { Logger } from 'pino'
@@ -8,7 +10,10 @@ import { RevocationService } from './admission/revocation-service.ts'
 import { Trust } from './admission/trust.ts'
 import { createApiServer, type ApiServer } from './api/server.ts'
 import type { NodeConfig } from './config/schema.ts'
+import { subscribeCentralChanges, type CentralChanges } from './db/central-changes.ts'
+import { CentralSync } from './db/central-sync.ts'
 import { Database, defaultTemplateDir } from './db/database.ts'
+import { PsqlAccess } from './db/psql-access.ts'
 import { EventService } from './events/event-service.ts'
 import { RoomHub } from './events/room-hub.ts'
 import { StorageService } from './storage/storage-service.ts'
@@ -65,6 +70,11 @@ export class BkgNode {
   readonly events: EventService
   readonly rooms: RoomHub
   readonly storage: StorageService
+  /** copies events to the central PostgreSQL (`--sync`), when configured */
+  readonly centralSync: CentralSync | null
+  readonly psql: PsqlAccess | null
+  private centralChanges: CentralChanges | null = null
+  private psqlCommand: string | null = null
   readonly api: ApiServer
   private readonly bootstrapper: Bootstrapper
   private apiUrl?: string
@@ -72,7 +82,7 @@ export class BkgNode {
   constructor (parts: {
     paths: DataDirPaths, config: NodeConfig, log: Logger, trust: Trust, peers: AdmittedPeers,
     metrics: NodeMetrics, host: Host, revocation: RevocationService, pubsub: PubsubService,
-    models: ModelService, replication: ReplicationService, db: Database, events: EventService, rooms: RoomHub, storage: StorageService, bootstrapper: Bootstrapper, api: ApiServer
+    models: ModelService, replication: ReplicationService, db: Database, events: EventService, rooms: RoomHub, storage: StorageService, centralSync: CentralSync | null, psql: PsqlAccess | null, bootstrapper: Bootstrapper, api: ApiServer
   }) {
     this.paths = parts.paths
     this.config = parts.config
@@ -89,6 +99,8 @@ export class BkgNode {
     this.events = parts.events
     this.rooms = parts.rooms
     this.storage = parts.storage
+    this.centralSync = parts.centralSync
+    this.psql = parts.psql
     this.bootstrapper = parts.bootstrapper
     this.api = parts.api
   }
@@ -114,12 +126,17 @@ export class BkgNode {
     await this.models.start()
     await this.events.start()
     this.rooms.start()
+    if (this.psql != null) {
+      this.psqlCommand = (await this.psql.start()).command
+      this.log.info({ command: this.psqlCommand }, 'psql access to the embedded database')
+    }
     this.apiUrl = await this.api.listen(this.config.api)
     await writeFileAtomic(this.paths.apiAddress, JSON.stringify({ url: this.apiUrl, pid: process.pid, peerId: this.peerId }) + '\n')
     // joining happens in the background: the API answers (health, reachability) while dials run
     void this.bootstrapper.start().catch((err: Error) => this.log.error({ err }, 'bootstrap failed'))
     // the replica log (OrbitDB) opens after joining has begun (and only once needed): admission does not wait for it
     void this.replication.start().catch(() => {})
+    if (this.centralSync != null) this.startCentralSync(this.centralSync)
     this.log.info({ peerId: this.peerId, api: this.apiUrl, addrs: this.host.getMultiaddrs().map(String) }, 'node started')
   }
 
@@ -129,6 +146,9 @@ export class BkgNode {
     await this.api.close()
     await this.replication.stop()
     this.rooms.stop()
+    await this.centralChanges?.close()
+    await this.centralSync?.stop()
+    await this.psql?.stop()
     await this.events.stop()
     await this.storage.stop()
     await this.db.close()
@@ -137,6 +157,32 @@ export class BkgNode {
     this.revocation.stop()
     await this.host.stop()
     this.log.info('node stopped')
+  }
+
+  /** What the embedded database is doing: open or not, central sync, change stream, psql. */
+  databaseStatus (): { open: boolean, sync: ReturnType<CentralSync['status']> | null, changes: ReturnType<CentralChanges['status']> | null, psql: string | null } {
+    return { open: this.db.isOpen, sync: this.centralSync?.status() ?? null, changes: this.centralChanges?.status() ?? null, psql: this.psqlCommand }
+  }
+
+  /** The sync needs the database open; stored events wake it, and (if asked) central inserts flow back in. */
+  private startCentralSync (sync: CentralSync): void {
+    this.events.on('stored', () => sync.notify())
+    void this.events.ready().then(() => {
+      sync.start()
+      if (this.config.sync.changes && this.config.sync.url != null) {
+        this.centralChanges = subscribeCentralChanges({
+          url: this.config.sync.url,
+          // one slot per node, named from its PeerId (slot names: a-z 0-9 _)
+          slot: `bkg_${createHash('sha256').update(this.peerId).digest('hex').slice(0, 40)}`,
+          skipSyncedBy: this.peerId,
+          log: this.log.child({ service: 'central-changes' }),
+          onEvent: async (event) => {
+            const { syncedBy: _by, syncedAt: _at, ...signed } = event
+            await this.events.acceptRemote([signed])
+          }
+        })
+      }
+    }, (err: unknown) => this.log.error({ err }, 'the event database did not open: no central sync'))
   }
 
   info (): NodeInfo {
@@ -217,9 +263,11 @@ export async function createNode (init: NodeInit): Promise<BkgNode> {
   const bootstrapper = new Bootstrapper({ addrs: bootstrapAddrs, peerCachePath: paths.peerCache }, { host, log: log.child({ service: 'bootstrap' }) })
 
   const [adminToken, tokenSecret] = await Promise.all([loadOrCreateSecret(paths.apiToken), loadOrCreateSecret(paths.tokenSecret)])
+  const centralSync = config.sync.url != null ? new CentralSync({ url: config.sync.url, nodeId: selfId, db, log: log.child({ service: 'central-sync' }) }) : null
+  const psql = config.psql ? new PsqlAccess({ db, socketDir: join(paths.dir, 'psql'), log: log.child({ service: 'psql' }) }) : null
   const storage = new StorageService({ dir: paths.storage, config: config.storage, db, secret: tokenSecret, log: log.child({ service: 'storage' }) })
   const node: BkgNode = new BkgNode({
-    paths, config, log, trust, peers, metrics, host, revocation, pubsub, models, replication, db, events, rooms, storage, bootstrapper,
+    paths, config, log, trust, peers, metrics, host, revocation, pubsub, models, replication, db, events, rooms, storage, centralSync, psql, bootstrapper,
     api: await createApiServer({
       log: log.child({ service: 'api' }),
       keys: { adminToken, secret: tokenSecret },

@@ -66,6 +66,15 @@ export function parseHlc (hlc: string): { wall: number, logical: number } {
   return { wall: Number(wall), logical: Number(logical) }
 }
 
+/**
+ * What travels on a namespace's gossip topic: the events of one publish, in seq order, packed into
+ * as few messages as fit (a gossip message is signed and checked once, however many events it carries).
+ */
+export const EventGossip = z.object({ v: z.literal(1), events: z.array(z.unknown()).min(1).max(1000) }).strict()
+export type EventGossip = z.infer<typeof EventGossip>
+/** a gossip message stays well under gossipsub's 1 MiB default limit */
+export const MAX_EVENT_GOSSIP_BYTES = 512 * 1024
+
 /** `/bkg/events/sync/1.0.0`: one request, one response, uvarint-length-prefixed JSON each. */
 export const SyncRequest = z.discriminatedUnion('op', [
   /** the responder's chain heads for the namespaces both sides may see */

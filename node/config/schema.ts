@@ -64,6 +64,14 @@ export const NodeConfig = z.object({
       forcePathStyle: z.boolean().default(true)
     }).strict().optional()
   }).strict().prefault({}).refine((storage) => storage.backend !== 's3' || storage.s3 != null, { message: 'storage.backend "s3" needs storage.s3 {endpoint, bucket, accessKeyId, secretAccessKey}' }),
+  /** optional central PostgreSQL the node's events are copied to (`--sync postgres://…`) */
+  sync: z.object({
+    url: z.string().regex(/^postgres(ql)?:\/\//, 'a postgres:// or postgresql:// URL').optional(),
+    /** also take in events inserted centrally (logical replication; the URL's user needs REPLICATION) */
+    changes: z.boolean().default(false)
+  }).strict().prefault({}),
+  /** serve the embedded database to psql on a Unix socket in <data>/psql (only the node's OS user can connect) */
+  psql: z.boolean().default(false),
   http: z.object({
     /** requests per minute per client address */
     rateLimit: z.number().int().min(1).default(1200)

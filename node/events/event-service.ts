@@ -4,7 +4,7 @@ import type { PeerId, PrivateKey } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Logger } from 'pino'
 import type { NodeCertificate } from '../../ca/index.ts'
-import { eventId, eventSigningBytes, SignedEvent, type UnsignedEvent } from '../../protocols/events.ts'
+import { eventId, EventGossip, eventSigningBytes, MAX_EVENT_GOSSIP_BYTES, SignedEvent, type UnsignedEvent } from '../../protocols/events.ts'
 import { eventsTopic } from '../../protocols/ids.ts'
 import type { AdmittedPeers } from '../admission/admitted-peers.ts'
 import type { Trust } from '../admission/trust.ts'
@@ -168,12 +168,36 @@ export class EventService extends EventEmitter<EventServiceEvents> {
     this.publishing = run.catch(() => {})
     const stored = await run
     for (const event of stored) this.emit('stored', event)
-    const { pubsub } = this.deps.host.services
-    for (const event of stored) {
-      // peers that miss it (none subscribed yet, a partition) get it through catch-up
-      await pubsub.publish(eventsTopic(event.namespace), new TextEncoder().encode(JSON.stringify(toWire(event)))).catch(() => {})
-    }
+    await this.gossip(stored)
     return stored
+  }
+
+  /** Sends new events to the namespace's peers, packed per namespace into messages of up to 512 KiB. */
+  private async gossip (events: StoredEvent[]): Promise<void> {
+    const { pubsub } = this.deps.host.services
+    const byNamespace = new Map<string, string[]>()
+    for (const event of events) {
+      const list = byNamespace.get(event.namespace) ?? []
+      list.push(JSON.stringify(toWire(event)))
+      byNamespace.set(event.namespace, list)
+    }
+    for (const [namespace, encoded] of byNamespace) {
+      let batch: string[] = []
+      let bytes = 0
+      const flush = async (): Promise<void> => {
+        if (batch.length === 0) return
+        // peers that miss it (none subscribed yet, a partition) get it through catch-up
+        await pubsub.publish(eventsTopic(namespace), new TextEncoder().encode(`{"v":1,"events":[${batch.join(',')}]}`)).catch(() => {})
+        batch = []
+        bytes = 0
+      }
+      for (const event of encoded) {
+        if (bytes + event.length > MAX_EVENT_GOSSIP_BYTES) await flush()
+        batch.push(event)
+        bytes += event.length + 1
+      }
+      await flush()
+    }
   }
 
   /**
@@ -192,6 +216,20 @@ export class EventService extends EventEmitter<EventServiceEvents> {
     }
     if (highest > 0) this.deps.log.warn({ seq: highest }, 'this node\'s events are on peers but not in its database: numbering continues after theirs')
     return highest
+  }
+
+  /**
+   * Takes in events that arrived outside gossip and catch-up (the central database's change
+   * stream): each is checked as a gossiped one would be, and stored if it verifies. Events of an
+   * origin whose certificate this node has never seen cannot be checked and are left out.
+   */
+  async acceptRemote (events: SignedEvent[]): Promise<{ stored: number, skipped: number }> {
+    const accepted: SignedEvent[] = []
+    for (const event of events) {
+      if (this.namespaces.has(event.namespace) && await this.verify(event) === 'ok') accepted.push(event)
+    }
+    if (accepted.length > 0) await this.persist(accepted)
+    return { stored: accepted.length, skipped: events.length - accepted.length }
   }
 
   async list (principal: Principal, query: { namespace: string, after?: string, type?: string, limit: number }): Promise<StoredEvent[]> {
@@ -222,21 +260,24 @@ export class EventService extends EventEmitter<EventServiceEvents> {
   private async validate (namespace: string, source: PeerId, message: Message): Promise<TopicValidatorResult> {
     const verdict = admissionVerdict(this.deps.peers, source, message)
     if (verdict !== 'accept' || message.type !== 'signed') return TopicValidatorResult.Reject
-    let event: SignedEvent
+    let events: SignedEvent[]
     try {
-      event = SignedEvent.parse(JSON.parse(new TextDecoder().decode(message.data)))
+      events = EventGossip.parse(JSON.parse(new TextDecoder().decode(message.data))).events.map((event) => SignedEvent.parse(event))
     } catch {
       return TopicValidatorResult.Reject
     }
-    if (event.namespace !== namespace || event.origin !== message.from.toString()) return TopicValidatorResult.Reject
-    const check = await this.verify(event)
-    if (check === 'unknown_origin') {
-      // an origin we never met: its certificate and the event come with the next catch-up
-      this.sync.schedule(source)
-      return TopicValidatorResult.Ignore
+    // one forged or foreign event spoils the whole message: its signer sent it
+    for (const event of events) {
+      if (event.namespace !== namespace || event.origin !== message.from.toString()) return TopicValidatorResult.Reject
+      const check = await this.verify(event)
+      if (check === 'unknown_origin') {
+        // an origin we never met: its certificate and the events come with the next catch-up
+        this.sync.schedule(source)
+        return TopicValidatorResult.Ignore
+      }
+      if (check !== 'ok') return TopicValidatorResult.Reject
     }
-    if (check !== 'ok') return TopicValidatorResult.Reject
-    this.enqueue(event, source)
+    for (const event of events) this.enqueue(event, source)
     return TopicValidatorResult.Accept
   }
 

@@ -148,13 +148,19 @@ export class EventStore {
       prev_seq: event.prevSeq,
       sig: event.sig
     }))
-    const inserted = (await tx.query<EventRow>(
+    // only what the database adds comes back: the rest is the caller's own events
+    const byKey = new Map(events.map((event) => [`${event.origin}\u0000${event.seq}`, event]))
+    const inserted = (await tx.query<{ origin: string, seq: string, local_id: string, received_at: Date | string }>(
       `INSERT INTO bkg.events (origin, seq, id, namespace, type, payload, hlc, prev_seq, sig)
        SELECT origin, seq, id, namespace, type, payload, hlc, prev_seq, sig
        FROM jsonb_to_recordset($1::jsonb) AS x(origin text, seq bigint, id text, namespace text, type text, payload jsonb, hlc text, prev_seq bigint, sig text)
        ON CONFLICT DO NOTHING
-       RETURNING ${COLUMNS}`,
-      [JSON.stringify(rows)])).rows.map(toStored)
+       RETURNING origin, seq, local_id, received_at`,
+      [JSON.stringify(rows)])).rows.map((row): StoredEvent => ({
+      ...byKey.get(`${row.origin}\u0000${Number(row.seq)}`)!,
+      localId: Number(row.local_id),
+      receivedAt: new Date(row.received_at).toISOString()
+    }))
     if (inserted.length === 0) return inserted
     // chain heads are the node's bookkeeping, not the tenant's: written as the node, same transaction
     await tx.exec('SET LOCAL ROLE bkg_node')

@@ -1,6 +1,7 @@
 import { waitFor } from './mesh.ts'
 
 export interface RealtimeClient {
+  /** every server message, with `arrivedAt` (performance.now() when it was parsed) added */
   messages: any[]
   /** sends a message with a fresh ref and resolves with the server's reply to it */
   request: (message: Record<string, unknown>) => Promise<any>
@@ -16,7 +17,7 @@ export async function connectRealtime (baseUrl: string, token: string): Promise<
   const messages: any[] = []
   let refs = 0
   const closed = new Promise<{ code: number, reason: string }>((resolve) => socket.addEventListener('close', (event) => resolve({ code: event.code, reason: event.reason })))
-  socket.addEventListener('message', (event) => { messages.push(JSON.parse(String(event.data))) })
+  socket.addEventListener('message', (event) => { messages.push({ ...JSON.parse(String(event.data)), arrivedAt: performance.now() }) })
   await new Promise<void>((resolve, reject) => {
     socket.addEventListener('open', () => resolve())
     socket.addEventListener('error', () => reject(new Error('WebSocket refused')))

@@ -22,4 +22,12 @@ export const nodeRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node }
       response: { 200: NodeInfoSchema }
     }
   }, async () => node().info())
+
+  app.get('/api/v1/admin/db', {
+    config: { access: 'admin' },
+    schema: {
+      summary: 'The embedded database: open or not, central sync (state, cursor, rows synced, last error), change stream, psql command',
+      tags: ['node']
+    }
+  }, async () => node().databaseStatus())
 }

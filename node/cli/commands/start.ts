@@ -16,6 +16,9 @@ interface StartFlags {
   upnp?: boolean
   relayReserve?: boolean
   logLevel?: string
+  sync?: string
+  syncChanges?: boolean
+  psql?: boolean
 }
 
 export function registerStartCommand (program: Command): void {
@@ -32,6 +35,9 @@ export function registerStartCommand (program: Command): void {
     .option('--upnp', 'map the listen port on the router with UPnP')
     .option('--relay-reserve', 'hold a reservation on a relay peer so others can reach this node through it (behind NAT)')
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent')
+    .option('--sync <postgres-url>', 'copy this node\'s events to a central PostgreSQL (schema bkg, migrations applied at start)')
+    .option('--sync-changes', 'with --sync: also take in events inserted centrally (logical replication)')
+    .option('--psql', 'let psql inspect the embedded database through a Unix socket in <data>/psql (node\'s OS user only)')
     .action(async (flags: StartFlags) => {
       const paths = dataDirPaths(flags.data)
       const config = resolveConfig(
@@ -53,7 +59,9 @@ function flagsToConfig (flags: StartFlags): Record<string, unknown> {
     bootstrapFile: flags.bootstrapFile,
     upnp: flags.upnp,
     relay: flags.relayReserve === true ? { reserve: true } : undefined,
-    logLevel: flags.logLevel
+    logLevel: flags.logLevel,
+    sync: flags.sync != null || flags.syncChanges === true ? { url: flags.sync, changes: flags.syncChanges } : undefined,
+    psql: flags.psql
   }
 }
 
