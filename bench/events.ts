@@ -8,7 +8,7 @@ import { runBkgOk } from '../test/helpers/cli.ts'
 import { peerIdsOf, TestMesh, waitFor, type TestNode } from '../test/helpers/mesh.ts'
 import { startPostgres, type PostgresServer } from '../test/helpers/postgres.ts'
 import { connectRealtime, type RealtimeClient } from '../test/helpers/realtime.ts'
-import { failedMetric, metric, progress, round, roundSummary, summarize, type Metric } from './lib.ts'
+import { failedMetric, metric, processMemory, progress, round, roundSummary, summarize, type Metric } from './lib.ts'
 
 const BATCH = 1000
 const ORIGIN = '12D3KooWCLpQN91xgM4Qoi6bYBPA69cbQxswMvgHzjWQANC5Xx5a'
@@ -171,6 +171,8 @@ export async function measureEvents (root: string): Promise<Metric[]> {
     rows.push(...await measurePublish(a, b, 20_000).catch((err: unknown) => [failedMetric('event_publish_rest_s', '  publish over REST on A', 'events/s', null, err)]))
     progress('events: realtime fan-out to 100 WebSocket clients')
     rows.push(...await measureFanOut(a, b, 100, 100).catch((err: unknown) => [failedMetric('realtime_fanout_p99_ms', 'realtime fan-out, p99', 'ms', { op: '<', value: 50 }, err)]))
+    const memory = await processMemory(b.proc!.child.pid!)
+    rows.push(metric({ id: 'events_node_rss_mib', name: '  node RSS with its event database open', value: round(memory.rssMiB), unit: 'MiB', target: null, note: `peak ${round(memory.peakMiB)} MiB; B after 20 000 events and the fan-out (PGlite is most of it; a node without events never opens it)` }))
   } finally {
     await mesh?.stopAll().catch(() => {})
   }

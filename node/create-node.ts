@@ -178,7 +178,7 @@ export class BkgNode {
           log: this.log.child({ service: 'central-changes' }),
           onEvent: async (event) => {
             const { syncedBy: _by, syncedAt: _at, ...signed } = event
-            await this.events.acceptRemote([signed])
+            await this.events.acceptRemote([signed], async (peer) => await sync.certificateOf(peer))
           }
         })
       }
@@ -263,7 +263,7 @@ export async function createNode (init: NodeInit): Promise<BkgNode> {
   const bootstrapper = new Bootstrapper({ addrs: bootstrapAddrs, peerCachePath: paths.peerCache }, { host, log: log.child({ service: 'bootstrap' }) })
 
   const [adminToken, tokenSecret] = await Promise.all([loadOrCreateSecret(paths.apiToken), loadOrCreateSecret(paths.tokenSecret)])
-  const centralSync = config.sync.url != null ? new CentralSync({ url: config.sync.url, nodeId: selfId, db, log: log.child({ service: 'central-sync' }) }) : null
+  const centralSync = config.sync.url != null ? new CentralSync({ url: config.sync.url, nodeId: selfId, certificatePem: trust.own.pem, db, log: log.child({ service: 'central-sync' }) }) : null
   const psql = config.psql ? new PsqlAccess({ db, socketDir: join(paths.dir, 'psql'), log: log.child({ service: 'psql' }) }) : null
   const storage = new StorageService({ dir: paths.storage, config: config.storage, db, secret: tokenSecret, log: log.child({ service: 'storage' }) })
   const node: BkgNode = new BkgNode({

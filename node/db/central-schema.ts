@@ -97,6 +97,26 @@ export const CENTRAL_MIGRATIONS: Migration[] = [
 
       CREATE PUBLICATION ${CENTRAL_PUBLICATION} FOR TABLE bkg.events WITH (publish = 'insert');
     `
+  },
+  {
+    version: 2,
+    name: 'node certificates',
+    // each syncing node leaves its certificate here, so a node taking in central changes can check
+    // events of origins it never met; a reader trusts a row only if it chains to the operator CA
+    // and names that PeerId, so a node writing another's row gains nothing
+    sql: `
+      CREATE TABLE bkg.node_certificates (
+        peer_id    text PRIMARY KEY,
+        pem        text NOT NULL CHECK (length(pem) < 16384),
+        updated_at timestamptz NOT NULL DEFAULT now()
+      );
+      ALTER TABLE bkg.node_certificates ENABLE ROW LEVEL SECURITY;
+      ALTER TABLE bkg.node_certificates FORCE ROW LEVEL SECURITY;
+      GRANT SELECT, INSERT, UPDATE ON bkg.node_certificates TO ${SYNC_ROLE};
+      GRANT SELECT ON bkg.node_certificates TO bkg_reader, bkg_writer, bkg_admin;
+      CREATE POLICY node_certificates_sync ON bkg.node_certificates FOR ALL TO ${SYNC_ROLE} USING (true) WITH CHECK (true);
+      CREATE POLICY node_certificates_read ON bkg.node_certificates FOR SELECT TO bkg_reader, bkg_writer, bkg_admin USING (true);
+    `
   }
 ]
 

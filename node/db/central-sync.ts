@@ -22,6 +22,8 @@ export interface CentralSyncOptions {
   url: string
   /** this node's PeerId: its cursor's key and the rows' synced_by */
   nodeId: string
+  /** this node's certificate (PEM), left centrally for nodes that take in central changes */
+  certificatePem?: string
   db: Database
   log: Logger
   /** rows per central transaction (default 1000) */
@@ -169,6 +171,21 @@ export class CentralSync {
   }
 
   /** Sends one batch (at most batchSize rows) and moves the central cursor; resolves with the rows sent. */
+  /** The certificate (PEM) a node left centrally, or null; runs between batches, never inside one. */
+  async certificateOf (peerId: string): Promise<string | null> {
+    const run = this.tail.then(async () => {
+      const client = await this.connection()
+      await client.query(this.begin)
+      try {
+        return (await client.query<{ pem: string }>('SELECT pem FROM bkg.node_certificates WHERE peer_id = $1', [peerId])).rows[0]?.pem ?? null
+      } finally {
+        await client.query('COMMIT').catch(() => {})
+      }
+    })
+    this.tail = run.catch(() => {})
+    return await run
+  }
+
   async syncOnce (): Promise<number> {
     const run = this.tail.then(async () => await this.batch())
     this.tail = run.catch(() => {})
@@ -353,6 +370,11 @@ export class CentralSync {
       await migrateCentral(client)
       const member = (await client.query<{ member: boolean }>("SELECT pg_has_role(current_user, $1, 'MEMBER') AS member", [SYNC_ROLE])).rows[0].member
       this.begin = member ? `BEGIN; SET LOCAL ROLE ${SYNC_ROLE}` : 'BEGIN'
+      if (this.options.certificatePem != null) {
+        await client.query(this.begin)
+        await client.query('INSERT INTO bkg.node_certificates (peer_id, pem) VALUES ($1, $2) ON CONFLICT (peer_id) DO UPDATE SET pem = EXCLUDED.pem, updated_at = now()', [this.options.nodeId, this.options.certificatePem])
+        await client.query('COMMIT')
+      }
     } catch (err) {
       client.end().catch(() => {})
       throw err

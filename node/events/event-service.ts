@@ -220,13 +220,21 @@ export class EventService extends EventEmitter<EventServiceEvents> {
 
   /**
    * Takes in events that arrived outside gossip and catch-up (the central database's change
-   * stream): each is checked as a gossiped one would be, and stored if it verifies. Events of an
-   * origin whose certificate this node has never seen cannot be checked and are left out.
+   * stream): each is checked as a gossiped one would be, and stored if it verifies. The
+   * certificate of an origin this node never met is asked of `certificateOf` (the central
+   * database keeps the syncing nodes'), and used only if it chains to the operator CA.
    */
-  async acceptRemote (events: SignedEvent[]): Promise<{ stored: number, skipped: number }> {
+  async acceptRemote (events: SignedEvent[], certificateOf?: (peer: string) => Promise<string | null>): Promise<{ stored: number, skipped: number }> {
     const accepted: SignedEvent[] = []
     for (const event of events) {
-      if (this.namespaces.has(event.namespace) && await this.verify(event) === 'ok') accepted.push(event)
+      if (!this.namespaces.has(event.namespace)) continue
+      let check = await this.verify(event)
+      if (check === 'unknown_origin' && certificateOf != null) {
+        const pem = await certificateOf(event.origin).catch(() => null)
+        if (pem != null) this.learnCertificate(event.origin, pem)
+        check = await this.verify(event)
+      }
+      if (check === 'ok') accepted.push(event)
     }
     if (accepted.length > 0) await this.persist(accepted)
     return { stored: accepted.length, skipped: events.length - accepted.length }

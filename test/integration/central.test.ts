@@ -89,4 +89,24 @@ describe('a node synced to a central PostgreSQL (real server, Debian package)', 
     const code = await new Promise((resolve) => other.on('close', resolve))
     expect(code).not.toBe(0)
   })
+
+  it('--sync-changes: a node takes in events that reach it only through the central database', async () => {
+    // not connected to the synced node: no gossip, no catch-up between them
+    const island = await mesh.addNode('island', { namespaces: ['lab'] })
+    await island.start(['--sync', central.url, '--sync-changes'])
+    try {
+      await waitFor('change stream running', async () => (await island.api('GET', '/api/v1/admin/db')).body.changes?.state === 'streaming', 30_000, 250)
+      const sent = await node.api('POST', '/api/v1/events', { namespace: 'lab', type: 'via-central', payload: { hello: 'island' } })
+      expect(sent.status).toBe(201)
+      const arrived = await waitFor('event on the island', async () => {
+        const { body } = await island.api('GET', '/api/v1/events?namespace=lab&type=via-central')
+        return body.events.length > 0 ? body.events[0] : undefined
+      }, 30_000, 250)
+      // stored as the origin signed it, after checking it with the origin's certificate from the central table
+      expect(arrived).toMatchObject({ id: sent.body.id, origin: node.peerId, sig: sent.body.sig })
+      expect((await island.api('GET', '/api/v1/peers?ping=false')).body).toEqual([])
+    } finally {
+      await island.stop()
+    }
+  })
 })

@@ -179,7 +179,7 @@ describe('signed events across the mesh', () => {
     }
   })
 
-  it('kill -9 while ingesting: every acknowledged event is there after the restart', async () => {
+  it('kill -9 while ingesting: every acknowledged event is there after the restart, and streams resume across it', async () => {
     const acknowledged: string[] = []
     let stop = false
     const writer = (async () => {
@@ -197,9 +197,20 @@ describe('signed events across the mesh', () => {
     stop = true
     await writer
     await b.start()
-    const stored = new Set((await eventsOn(b, 'ops')).map((e) => e.id))
+    const all = await eventsOn(b, 'ops')
+    const stored = new Set(all.map((e) => e.id))
     const missing = acknowledged.filter((id) => !stored.has(id))
     expect(missing).toEqual([])
+    // a client that saw part of the stream before the crash resumes from its last event id
+    const seen = all[Math.floor(all.length / 2)]
+    const stream = await openSse(`${b.url}/api/v1/events/stream?namespace=ops`, b.token, { 'last-event-id': String(seen.localId) })
+    try {
+      const rest = all.slice(all.indexOf(seen) + 1).map((e) => e.id)
+      await waitFor('replay after the restart', async () => stream.frames.filter((f) => f.event === 'event').length >= rest.length, 15_000)
+      expect(stream.frames.filter((f) => f.event === 'event').map((f) => f.data.id).slice(0, rest.length)).toEqual(rest)
+    } finally {
+      stream.close()
+    }
   })
 
   it('a node that lost its database numbers on after what its peers hold, so nothing new is dropped as a duplicate', async () => {
