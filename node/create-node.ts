@@ -126,6 +126,7 @@ export class BkgNode {
     await this.models.start()
     await this.events.start()
     this.rooms.start()
+    await this.storage.start()
     if (this.psql != null) {
       this.psqlCommand = (await this.psql.start()).command
       this.log.info({ command: this.psqlCommand }, 'psql access to the embedded database')

@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
 import { mkdir, readFile, stat } from 'node:fs/promises'
 import { homedir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { PGlite, type Transaction } from '@electric-sql/pglite'
 import type { Logger } from 'pino'
 import type { TokenRole } from '../auth/tokens.ts'
@@ -18,8 +19,8 @@ export interface Tenant {
 
 const TENANT_ROLES: Record<TokenRole, string> = { reader: 'bkg_reader', writer: 'bkg_writer', admin: 'bkg_admin' }
 
-// the package's exports hide its package.json: read it beside the resolved entry point
-const PGLITE_VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.resolve('@electric-sql/pglite')), 'utf8')) as { version: string }).version
+// the package's exports hide its package.json: read it beside the resolved entry point (dist/)
+const PGLITE_VERSION = (JSON.parse(readFileSync(join(dirname(createRequire(import.meta.url).resolve('@electric-sql/pglite')), '..', 'package.json'), 'utf8')) as { version: string }).version
 
 /**
  * Where a freshly initialised, empty PGlite data dir is cached as a tarball. Creating a database

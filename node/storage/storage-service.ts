@@ -28,15 +28,16 @@ export interface StorageServiceDeps {
 export class StorageService {
   readonly objects: ObjectStore
   private readonly deps: StorageServiceDeps
+  private readonly disk: DiskBackend
   private readonly blocks: BlocksBackend
   private readonly s3: S3Backend | null
 
   constructor (deps: StorageServiceDeps) {
     this.deps = deps
-    const disk = new DiskBackend(join(deps.dir, 'blobs'))
+    this.disk = new DiskBackend(join(deps.dir, 'blobs'))
     this.blocks = new BlocksBackend(join(deps.dir, 'blocks'), async () => (await this.objects.locatorsIn('blocks')).map((locator) => String(locator.cid)))
     this.s3 = deps.config.s3 != null ? new S3Backend(deps.config.s3, join(deps.dir, 'spool')) : null
-    const available: BlobBackend[] = [disk, this.blocks, ...(this.s3 != null ? [this.s3] : [])]
+    const available: BlobBackend[] = [this.disk, this.blocks, ...(this.s3 != null ? [this.s3] : [])]
     const chosen = available.find((backend) => backend.name === deps.config.backend)!
     this.objects = new ObjectStore(deps.db, chosen, available)
   }
@@ -52,6 +53,12 @@ export class StorageService {
   /** the secret and principal of an S3 access key id this node issued */
   resolveAccessKey (accessKeyId: string): { secretAccessKey: string, principal: Principal } | null {
     return resolveAccessKey(this.deps.secret, accessKeyId)
+  }
+
+  /** Clears what a crash mid-upload left on disk; never opens the database. */
+  async start (): Promise<void> {
+    const removed = await this.disk.removeUnfinished() + (await this.s3?.removeUnfinished() ?? 0)
+    if (removed > 0) this.deps.log.info({ removed }, 'removed unfinished uploads left by an earlier crash')
   }
 
   async stop (): Promise<void> {

@@ -54,7 +54,7 @@ describe('signed events across the mesh', () => {
     await tmp?.remove()
   })
 
-  it('an event published on A reaches a filtered SSE subscriber on C, and only the namespace\'s nodes store it', async () => {
+  it('an event published on A reaches a filtered SSE subscriber on C, and only the namespace\'s nodes store it', { timeout: 120_000 }, async () => {
     const writerA = tokenFor(a, 'lab', 'writer')
     const readerC = tokenFor(c, 'lab', 'reader')
     const stream = await openSse(`${c.url}/api/v1/events/stream?namespace=lab&type=reading&filter=${encodeURIComponent('celsius=gt.20')}`, readerC)
@@ -63,7 +63,7 @@ describe('signed events across the mesh', () => {
       const cold = await a.api('POST', '/api/v1/events', { namespace: 'lab', type: 'reading', payload: { celsius: 10 } }, writerA)
       expect(cold.status, JSON.stringify(cold.body)).toBe(201)
       expect(cold.body).toMatchObject({ namespace: 'lab', type: 'reading', origin: a.peerId, seq: 1, prevSeq: 0 })
-      await waitFor('first event on C', async () => (await eventsOn(c, 'lab', readerC)).length === 1, 20_000)
+      await waitFor('first event on C', async () => (await eventsOn(c, 'lab', readerC)).length === 1, 60_000)
       const hot = await a.api('POST', '/api/v1/events', { namespace: 'lab', type: 'reading', payload: { celsius: 25.5, sensor: 'x' } }, writerA)
       expect(hot.status, JSON.stringify(hot.body)).toBe(201)
       await a.api('POST', '/api/v1/events', { namespace: 'lab', type: 'other', payload: { celsius: 99 } }, writerA)
@@ -76,7 +76,8 @@ describe('signed events across the mesh', () => {
       stream.close()
     }
     // B (lab) has them too; the outsider (ops only) never stored a lab event
-    await waitFor('events on B', async () => (await eventsOn(b, 'lab')).length === 3, 10_000)
+    // B's database may still be opening (the first one on a fresh machine takes seconds)
+    await waitFor('events on B', async () => (await eventsOn(b, 'lab')).length === 3, 40_000)
     expect(await eventsOn(outsider, 'lab')).toEqual([])
   })
 
@@ -314,7 +315,7 @@ describe('signed events across the mesh', () => {
     expect(status).toBe(401)
   })
 
-  it('realtime: a client that stops reading is told it lagged and dropped, not buffered without bound', async () => {
+  it('realtime: a client that stops reading is told it lagged and dropped, not buffered without bound', { timeout: 120_000 }, async () => {
     const url = new URL(c.url)
     const token = tokenFor(c, 'lab', 'writer')
     const socket = connect(Number(url.port), url.hostname)
@@ -333,7 +334,7 @@ describe('signed events across the mesh', () => {
     const sender = await connectRealtime(c.url, token)
     await sender.request({ type: 'join', channel: 'room:lab:firehose' })
     const big = 'x'.repeat(60_000)
-    for (let i = 0; i < 500; i++) {
+    for (let i = 0; i < 1100; i++) {
       sender.send({ type: 'broadcast', channel: 'room:lab:firehose', event: 'bulk', payload: { i, big } })
       // stay under the per-client broadcast rate limit
       if (i % 100 === 99) await new Promise((resolve) => setTimeout(resolve, 250))
@@ -343,10 +344,10 @@ describe('signed events across the mesh', () => {
     sender.close()
     socket.resume()
     const closed = new Promise((resolve) => socket.once('close', resolve))
-    await waitFor('lagged message', async () => Buffer.concat(received).includes('"type":"lagged"'), 30_000)
+    await waitFor('lagged message', async () => Buffer.concat(received).includes('"type":"lagged"'), 60_000)
     await closed
-    // 29 MiB were sent to the room; the slow client got only what its 4 MiB bound and the
-    // kernel's socket buffers held before the node dropped it
-    expect(Buffer.concat(received).length).toBeLessThan(16 * 1024 * 1024)
+    // 63 MiB were sent to the room (more than any kernel socket buffers here can hold); the slow
+    // client got only what its 4 MiB bound and those buffers held before the node dropped it
+    expect(Buffer.concat(received).length).toBeLessThan(40 * 1024 * 1024)
   })
 })

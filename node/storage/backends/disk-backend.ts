@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import { createReadStream } from 'node:fs'
-import { mkdir, open, rename, rm } from 'node:fs/promises'
+import { mkdir, open, readdir, rename, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Readable } from 'node:stream'
 import type { BlobBackend, ByteRange, Locator } from './blob-backend.ts'
@@ -38,6 +38,14 @@ export class DiskBackend implements BlobBackend {
 
   read (locator: Locator, range?: ByteRange): Readable {
     return createReadStream(this.path(locator), range == null ? {} : { start: range.start, end: range.end })
+  }
+
+  /** Deletes half-written files a crash left behind (their objects were never acknowledged). */
+  async removeUnfinished (): Promise<number> {
+    const names = await readdir(this.dir).catch(() => [] as string[])
+    const unfinished = names.filter((name) => /^\.[0-9a-f-]{36}\.tmp$/.test(name))
+    await Promise.all(unfinished.map(async (name) => { await rm(join(this.dir, name), { force: true }) }))
+    return unfinished.length
   }
 
   async remove (locator: Locator): Promise<void> {

@@ -63,6 +63,11 @@ export class S3Backend implements BlobBackend {
     yield * response.Body as AsyncIterable<Uint8Array>
   }
 
+  /** Deletes spooled uploads a crash left behind. */
+  async removeUnfinished (): Promise<number> {
+    return await this.spool.removeUnfinished()
+  }
+
   async remove (locator: Locator): Promise<void> {
     await this.client.send(new DeleteObjectCommand({ Bucket: this.config.bucket, Key: String(locator.key) }))
   }
