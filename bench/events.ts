@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process'
 import { join } from 'node:path'
 import pino from 'pino'
 import { CentralSync } from '../node/db/central-sync.ts'
@@ -11,6 +12,8 @@ import { connectRealtime, type RealtimeClient } from '../test/helpers/realtime.t
 import { failedMetric, metric, processMemory, progress, round, roundSummary, summarize, type Metric } from './lib.ts'
 
 const BATCH = 1000
+/** batches a fresh database takes to reach its steady speed */
+const WARMUP_BATCHES = 30
 const ORIGIN = '12D3KooWCLpQN91xgM4Qoi6bYBPA69cbQxswMvgHzjWQANC5Xx5a'
 
 function syntheticEvents (count: number, from: number): SignedEvent[] {
@@ -36,22 +39,28 @@ async function measureIngest (root: string, total: number): Promise<Metric[]> {
     await store.load()
     const raw = await db.open()
     await raw.exec('CREATE TABLE public.baseline (LIKE bkg.events INCLUDING DEFAULTS INCLUDING IDENTITY); ALTER TABLE public.baseline ADD PRIMARY KEY (origin, seq)')
-    // warm-up (JIT, WASM, first pages), not timed
-    await store.insertAs({ role: 'writer', namespace: 'bench' }, syntheticEvents(BATCH, 1))
+    // warm-up, reported but not in the sustained figure: a fresh database's first batches pay for
+    // JIT, WebAssembly tiering and growing relations (measured: the first 20 run at half the speed)
+    const warmStarted = performance.now()
+    for (let seq = 1; seq <= WARMUP_BATCHES * BATCH; seq += BATCH) await store.insertAs({ role: 'writer', namespace: 'bench' }, syntheticEvents(BATCH, seq))
+    const warmSeconds = (performance.now() - warmStarted) / 1000
+    const first = WARMUP_BATCHES * BATCH + 1
     let started = performance.now()
-    for (let seq = BATCH + 1; seq <= total + BATCH; seq += BATCH) await store.insertAs({ role: 'writer', namespace: 'bench' }, syntheticEvents(BATCH, seq))
+    for (let seq = first; seq < first + total; seq += BATCH) await store.insertAs({ role: 'writer', namespace: 'bench' }, syntheticEvents(BATCH, seq))
     const rlsSeconds = (performance.now() - started) / 1000
-    started = performance.now()
-    for (let seq = 1; seq <= total; seq += BATCH) {
-      const rows = syntheticEvents(BATCH, seq).map((e) => ({ origin: e.origin, seq: e.seq, id: e.id, namespace: e.namespace, type: e.type, payload: e.payload, hlc: e.hlc, prev_seq: e.prevSeq, sig: e.sig }))
+    const baseline = async (from: number): Promise<void> => {
+      const rows = syntheticEvents(BATCH, from).map((e) => ({ origin: e.origin, seq: e.seq, id: e.id, namespace: e.namespace, type: e.type, payload: e.payload, hlc: e.hlc, prev_seq: e.prevSeq, sig: e.sig }))
       await raw.query(`INSERT INTO public.baseline (origin, seq, id, namespace, type, payload, hlc, prev_seq, sig)
-        SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(origin text, seq bigint, id text, namespace text, type text, payload jsonb, hlc text, prev_seq bigint, sig text)`, [JSON.stringify(rows)])
+        SELECT * FROM json_to_recordset($1::json) AS x(origin text, seq bigint, id text, namespace text, type text, payload jsonb, hlc text, prev_seq bigint, sig text)`, [JSON.stringify(rows)])
     }
+    for (let seq = 1; seq < first; seq += BATCH) await baseline(seq)
+    started = performance.now()
+    for (let seq = first; seq < first + total; seq += BATCH) await baseline(seq)
     const baselineSeconds = (performance.now() - started) / 1000
-    const sync = await measureCentralSync(db, total + BATCH)
+    const sync = await measureCentralSync(db, total + WARMUP_BATCHES * BATCH)
     return [
       ...sync,
-      metric({ id: 'event_ingest_rows_s', name: 'event ingest into PGlite with RLS, batched', value: round(total / rlsSeconds), unit: 'rows/s', target: { op: '>', value: 20_000 }, note: `${total} events in batches of ${BATCH} as a tenant writer (RLS, primary key and 2 indexes, chain heads), ${round(rlsSeconds, 2)} s` }),
+      metric({ id: 'event_ingest_rows_s', name: 'event ingest into PGlite with RLS, batched', value: round(total / rlsSeconds), unit: 'rows/s', target: { op: '>', value: 20_000 }, note: `sustained: ${total} events in batches of ${BATCH} as a tenant writer (RLS, primary key and 2 indexes, chain heads), ${round(rlsSeconds, 2)} s, after ${WARMUP_BATCHES * BATCH} warm-up events at ${round(WARMUP_BATCHES * BATCH / warmSeconds)} rows/s` }),
       metric({ id: 'event_ingest_baseline_rows_s', name: '  baseline: superuser insert, primary key only, no RLS', value: round(total / baselineSeconds), unit: 'rows/s', target: null, note: `same rows, same PGlite; ingest is ${round(baselineSeconds / rlsSeconds, 2)}× of it` })
     ]
   } finally {
@@ -154,8 +163,10 @@ async function measureFanOut (a: TestNode, b: TestNode, clients: number, message
 
 export async function measureEvents (root: string): Promise<Metric[]> {
   const rows: Metric[] = []
-  progress('events: ingest into PGlite with RLS (50 000 events), then their central sync')
-  rows.push(...await measureIngest(root, 50_000).catch((err: unknown) => [failedMetric('event_ingest_rows_s', 'event ingest into PGlite with RLS, batched', 'rows/s', { op: '>', value: 20_000 }, err)]))
+  // the model pull before wrote gigabytes: flushed now, not during the timed inserts
+  execFileSync('sync')
+  progress('events: ingest into PGlite with RLS (30 000 warm-up + 100 000 events), then their central sync')
+  rows.push(...await measureIngest(root, 100_000).catch((err: unknown) => [failedMetric('event_ingest_rows_s', 'event ingest into PGlite with RLS, batched', 'rows/s', { op: '>', value: 20_000 }, err)]))
   let mesh: TestMesh | undefined
   try {
     mesh = await TestMesh.create(join(root, 'events'), 'Bench Events Operator')

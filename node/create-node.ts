@@ -10,8 +10,8 @@ import { RevocationService } from './admission/revocation-service.ts'
 import { Trust } from './admission/trust.ts'
 import { createApiServer, type ApiServer } from './api/server.ts'
 import type { NodeConfig } from './config/schema.ts'
-import { subscribeCentralChanges, type CentralChanges } from './db/central-changes.ts'
-import { CentralSync } from './db/central-sync.ts'
+import type { CentralChanges } from './db/central-changes.ts'
+import type { CentralSync } from './db/central-sync.ts'
 import { Database, defaultTemplateDir } from './db/database.ts'
 import { PsqlAccess } from './db/psql-access.ts'
 import { EventService } from './events/event-service.ts'
@@ -168,9 +168,10 @@ export class BkgNode {
   /** The sync needs the database open; stored events wake it, and (if asked) central inserts flow back in. */
   private startCentralSync (sync: CentralSync): void {
     this.events.on('stored', () => sync.notify())
-    void this.events.ready().then(() => {
+    void this.events.ready().then(async () => {
       sync.start()
       if (this.config.sync.changes && this.config.sync.url != null) {
+        const { subscribeCentralChanges } = await import('./db/central-changes.ts')
         this.centralChanges = subscribeCentralChanges({
           url: this.config.sync.url,
           // one slot per node, named from its PeerId (slot names: a-z 0-9 _)
@@ -264,9 +265,10 @@ export async function createNode (init: NodeInit): Promise<BkgNode> {
   const bootstrapper = new Bootstrapper({ addrs: bootstrapAddrs, peerCachePath: paths.peerCache }, { host, log: log.child({ service: 'bootstrap' }) })
 
   const [adminToken, tokenSecret] = await Promise.all([loadOrCreateSecret(paths.apiToken), loadOrCreateSecret(paths.tokenSecret)])
-  const centralSync = config.sync.url != null ? new CentralSync({ url: config.sync.url, nodeId: selfId, certificatePem: trust.own.pem, db, log: log.child({ service: 'central-sync' }) }) : null
+  // pg is loaded only for a node that syncs
+  const centralSync = config.sync.url != null ? new (await import('./db/central-sync.ts')).CentralSync({ url: config.sync.url, nodeId: selfId, certificatePem: trust.own.pem, db, log: log.child({ service: 'central-sync' }) }) : null
   const psql = config.psql ? new PsqlAccess({ db, socketDir: join(paths.dir, 'psql'), log: log.child({ service: 'psql' }) }) : null
-  const storage = new StorageService({ dir: paths.storage, config: config.storage, db, secret: tokenSecret, log: log.child({ service: 'storage' }) })
+  const storage = await StorageService.create({ dir: paths.storage, config: config.storage, db, secret: tokenSecret, log: log.child({ service: 'storage' }) })
   const node: BkgNode = new BkgNode({
     paths, config, log, trust, peers, metrics, host, revocation, pubsub, models, replication, db, events, rooms, storage, centralSync, psql, bootstrapper,
     api: await createApiServer({

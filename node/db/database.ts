@@ -3,7 +3,7 @@ import { createRequire } from 'node:module'
 import { mkdir, readFile, stat } from 'node:fs/promises'
 import { homedir } from 'node:os'
 import { dirname, join } from 'node:path'
-import { PGlite, type Transaction } from '@electric-sql/pglite'
+import type { PGlite, Transaction } from '@electric-sql/pglite'
 import type { Logger } from 'pino'
 import type { TokenRole } from '../auth/tokens.ts'
 import { writeFileAtomic } from '../identity/files.ts'
@@ -104,6 +104,8 @@ export class Database {
     const fresh = !await this.exists()
     const templatePath = join(this.init.templateDir, `pglite-${PGLITE_VERSION}.tar.gz`)
     const template = fresh ? await readFile(templatePath).catch(() => null) : null
+    // loaded on first use: a node that never opens its database does not carry PGlite's modules
+    const { PGlite } = await import('@electric-sql/pglite')
     const db = new PGlite(this.init.dir, template != null ? { loadDataDir: new Blob([template]) } : {})
     await db.waitReady
     if (fresh && template == null) await this.saveTemplate(db, templatePath)

@@ -5,7 +5,7 @@ import type { Database } from '../db/database.ts'
 import type { BlobBackend } from './backends/blob-backend.ts'
 import { BlocksBackend } from './backends/blocks-backend.ts'
 import { DiskBackend } from './backends/disk-backend.ts'
-import { S3Backend } from './backends/s3-backend.ts'
+import type { S3Backend } from './backends/s3-backend.ts'
 import { createS3Credentials, resolveAccessKey, type S3Credentials } from './credentials.ts'
 import { ObjectStore } from './object-store.ts'
 import type { TokenRole, Principal } from '../auth/tokens.ts'
@@ -32,11 +32,17 @@ export class StorageService {
   private readonly blocks: BlocksBackend
   private readonly s3: S3Backend | null
 
-  constructor (deps: StorageServiceDeps) {
+  /** The AWS SDK is loaded only when an S3 backend is configured (it costs megabytes and start-up time). */
+  static async create (deps: StorageServiceDeps): Promise<StorageService> {
+    const s3 = deps.config.s3 != null ? new (await import('./backends/s3-backend.ts')).S3Backend(deps.config.s3, join(deps.dir, 'spool')) : null
+    return new StorageService(deps, s3)
+  }
+
+  private constructor (deps: StorageServiceDeps, s3: S3Backend | null) {
     this.deps = deps
     this.disk = new DiskBackend(join(deps.dir, 'blobs'))
     this.blocks = new BlocksBackend(join(deps.dir, 'blocks'), async () => (await this.objects.locatorsIn('blocks')).map((locator) => String(locator.cid)))
-    this.s3 = deps.config.s3 != null ? new S3Backend(deps.config.s3, join(deps.dir, 'spool')) : null
+    this.s3 = s3
     const available: BlobBackend[] = [this.disk, this.blocks, ...(this.s3 != null ? [this.s3] : [])]
     const chosen = available.find((backend) => backend.name === deps.config.backend)!
     this.objects = new ObjectStore(deps.db, chosen, available)

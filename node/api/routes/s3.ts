@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { Readable } from 'node:stream'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { XMLBuilder, XMLParser } from 'fast-xml-parser'
+import type { XMLBuilder, XMLParser } from 'fast-xml-parser'
 import type { Principal } from '../../auth/tokens.ts'
 import { ServiceError } from '../../errors.ts'
 import { AwsChunkedDecoder, awsChunkedOptions, isAwsChunkedPayload } from '../../storage/aws-chunked.ts'
@@ -12,8 +12,16 @@ import type { RouteDeps } from '../server.ts'
 
 const XMLNS = 'http://s3.amazonaws.com/doc/2006-03-01/'
 const MAX_XML_BYTES = 1024 * 1024
-const builder = new XMLBuilder({ ignoreAttributes: false, suppressEmptyNode: false })
-const parser = new XMLParser({ ignoreAttributes: true, parseTagValue: false, isArray: (name) => name === 'Part' })
+let codec: Promise<{ builder: XMLBuilder, parser: XMLParser }> | undefined
+
+/** The XML codec, loaded on the first S3 request: a node nobody talks S3 to does not carry it (2.5 MiB). */
+async function xmlCodec (): Promise<{ builder: XMLBuilder, parser: XMLParser }> {
+  codec ??= import('fast-xml-parser').then(({ XMLBuilder, XMLParser }) => ({
+    builder: new XMLBuilder({ ignoreAttributes: false, suppressEmptyNode: false }),
+    parser: new XMLParser({ ignoreAttributes: true, parseTagValue: false, isArray: (name) => name === 'Part' })
+  }))
+  return await codec
+}
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -21,15 +29,15 @@ declare module 'fastify' {
   }
 }
 
-function xml (root: string, body: Record<string, unknown>): string {
-  return '<?xml version="1.0" encoding="UTF-8"?>\n' + builder.build({ [root]: { '@_xmlns': XMLNS, ...body } })
+async function xml (root: string, body: Record<string, unknown>): Promise<string> {
+  return '<?xml version="1.0" encoding="UTF-8"?>\n' + (await xmlCodec()).builder.build({ [root]: { '@_xmlns': XMLNS, ...body } })
 }
 
-function sendError (request: FastifyRequest, reply: FastifyReply, code: string, status: number, message: string): FastifyReply {
+async function sendError (request: FastifyRequest, reply: FastifyReply, code: string, status: number, message: string): Promise<FastifyReply> {
   const requestId = String(reply.getHeader('x-amz-request-id') ?? '')
-  if (request.method === 'HEAD') return reply.status(status).header('x-amz-error-code', code).send()
-  return reply.status(status).header('content-type', 'application/xml').send(
-    '<?xml version="1.0" encoding="UTF-8"?>\n' + builder.build({ Error: { Code: code, Message: message, Resource: request.url.split('?')[0], RequestId: requestId } }))
+  if (request.method === 'HEAD') return await reply.status(status).header('x-amz-error-code', code).send()
+  return await reply.status(status).header('content-type', 'application/xml').send(
+    '<?xml version="1.0" encoding="UTF-8"?>\n' + (await xmlCodec()).builder.build({ Error: { Code: code, Message: message, Resource: request.url.split('?')[0], RequestId: requestId } }))
 }
 
 /** what S3 accepts as metadata headers: `x-amz-meta-<name>` */
@@ -134,7 +142,7 @@ async function readXml (request: FastifyRequest): Promise<any> {
     parts.push(chunk)
   }
   try {
-    return parser.parse(Buffer.concat(parts).toString('utf8'))
+    return (await xmlCodec()).parser.parse(Buffer.concat(parts).toString('utf8'))
   } catch {
     throw new ServiceError('MalformedXML', 400, 'the XML you provided was not well-formed')
   }
@@ -171,13 +179,13 @@ export async function s3Routes (app: FastifyInstance, { node }: RouteDeps): Prom
     })
     request.principal = principal!
   })
-  app.setErrorHandler((err: Error & { code?: string, status?: number, statusCode?: number }, request, reply) => {
-    if (err instanceof ServiceError) return sendError(request, reply, err.code, err.status, err.message)
-    if ((err.statusCode ?? 500) < 500) return sendError(request, reply, 'InvalidRequest', err.statusCode!, err.message)
+  app.setErrorHandler(async (err: Error & { code?: string, status?: number, statusCode?: number }, request, reply) => {
+    if (err instanceof ServiceError) return await sendError(request, reply, err.code, err.status, err.message)
+    if ((err.statusCode ?? 500) < 500) return await sendError(request, reply, 'InvalidRequest', err.statusCode!, err.message)
     request.log.error({ err }, 's3 request failed')
-    return sendError(request, reply, 'InternalError', 500, 'internal error; see the node log')
+    return await sendError(request, reply, 'InternalError', 500, 'internal error; see the node log')
   })
-  app.setNotFoundHandler((request, reply) => sendError(request, reply, 'NotImplemented', 501, `${request.method} ${request.url.split('?')[0]} is not part of BKG's S3 subset`))
+  app.setNotFoundHandler(async (request, reply) => await sendError(request, reply, 'NotImplemented', 501, `${request.method} ${request.url.split('?')[0]} is not part of BKG's S3 subset`))
 
   const scope = (request: FastifyRequest): StorageScope => {
     const principal = request.principal!
@@ -199,7 +207,7 @@ export async function s3Routes (app: FastifyInstance, { node }: RouteDeps): Prom
   app.get('/', { config, schema: { hide: true } }, async (request, reply) => {
     const buckets = await objects().listBuckets(scope(request))
     const owner = { ID: request.principal!.namespace, DisplayName: request.principal!.namespace }
-    return reply.type('application/xml').send(xml('ListAllMyBucketsResult', { Owner: owner, Buckets: { Bucket: buckets.map((b) => ({ Name: b.name, CreationDate: b.createdAt })) } }))
+    return reply.type('application/xml').send(await xml('ListAllMyBucketsResult', { Owner: owner, Buckets: { Bucket: buckets.map((b) => ({ Name: b.name, CreationDate: b.createdAt })) } }))
   })
 
   const createBucket = async (request: BucketRequest, reply: FastifyReply): Promise<FastifyReply> => {
@@ -245,7 +253,7 @@ export async function s3Routes (app: FastifyInstance, { node }: RouteDeps): Prom
     if (q['continuation-token'] != null) body.ContinuationToken = q['continuation-token']
     if (q['start-after'] != null) body.StartAfter = encode(q['start-after'])
     if (listed.truncated && listed.last != null) body.NextContinuationToken = Buffer.from(listed.last).toString('base64url')
-    return reply.type('application/xml').send(xml('ListBucketResult', body))
+    return reply.type('application/xml').send(await xml('ListBucketResult', body))
   }
   // the SDK addresses a bucket as `/s3/<bucket>` or `/s3/<bucket>/`: both are the bucket
   const bucketOnly = { config, schema: { hide: true }, exposeHeadRoute: false }
@@ -297,7 +305,7 @@ export async function s3Routes (app: FastifyInstance, { node }: RouteDeps): Prom
     if ('uploads' in q) {
       await drain(request)
       const uploadId = await objects().createUpload(scope(request), request.params.bucket, key, header(request, 'content-type') ?? 'binary/octet-stream', metadataOf(request.headers))
-      return reply.type('application/xml').send(xml('InitiateMultipartUploadResult', { Bucket: request.params.bucket, Key: key, UploadId: uploadId }))
+      return reply.type('application/xml').send(await xml('InitiateMultipartUploadResult', { Bucket: request.params.bucket, Key: key, UploadId: uploadId }))
     }
     if (q.uploadId != null) {
       const document = await readXml(request)
@@ -305,7 +313,7 @@ export async function s3Routes (app: FastifyInstance, { node }: RouteDeps): Prom
       const list = parts.map((part) => ({ partNumber: Number(part.PartNumber), etag: String(part.ETag ?? '') }))
       if (list.some((part) => !Number.isInteger(part.partNumber))) throw new ServiceError('MalformedXML', 400, 'every Part needs a PartNumber')
       const object = await objects().completeUpload(scope(request), request.params.bucket, key, q.uploadId, list)
-      return reply.type('application/xml').send(xml('CompleteMultipartUploadResult', { Location: `/s3/${request.params.bucket}/${encodeURIComponent(key)}`, Bucket: request.params.bucket, Key: key, ETag: `"${object.etag}"` }))
+      return reply.type('application/xml').send(await xml('CompleteMultipartUploadResult', { Location: `/s3/${request.params.bucket}/${encodeURIComponent(key)}`, Bucket: request.params.bucket, Key: key, ETag: `"${object.etag}"` }))
     }
     throw new ServiceError('NotImplemented', 501, 'POST on an object supports ?uploads and ?uploadId only')
   })
