@@ -43,8 +43,18 @@ export const realtimeRoutes: FastifyPluginAsync<RouteDeps> = async (app, { node,
       },
       close: (code, reason) => {
         socket.close(code, reason)
-        // a client that does not read will not answer the close handshake either
-        setTimeout(() => socket.terminate(), CLOSE_GRACE_MS).unref()
+        // the close (and the lagged message before it) sits behind what is queued: give a client
+        // that still reads the time to get there, and cut one that stopped reading altogether
+        let queued = socket.bufferedAmount
+        const watch = setInterval(() => {
+          if (socket.readyState === socket.CLOSED) return clearInterval(watch)
+          if (socket.bufferedAmount >= queued) {
+            clearInterval(watch)
+            socket.terminate()
+          }
+          queued = socket.bufferedAmount
+        }, CLOSE_GRACE_MS)
+        watch.unref()
       }
     }, request.principal!)
     const ping = setInterval(() => {
