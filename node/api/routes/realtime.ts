@@ -8,7 +8,9 @@ import type { RouteDeps } from '../server.ts'
 const PING_MS = 20_000
 /** a client that answered no ping and sent nothing for this long is gone */
 const SILENCE_MS = 60_000
-const CLOSE_GRACE_MS = 5000
+const DRAIN_CHECK_MS = 250
+/** a lagged client that drains nothing for this long is cut without waiting further */
+const STALL_MS = 60_000
 
 /**
  * `WS /realtime`: channels of events, broadcast and presence (protocols/realtime.ts). The token
@@ -42,18 +44,25 @@ export const realtimeRoutes: FastifyPluginAsync<RouteDeps> = async (app, { node,
         while (socket.readyState === socket.OPEN && socket.bufferedAmount > 0) await new Promise((resolve) => setTimeout(resolve, 10))
       },
       close: (code, reason) => {
-        socket.close(code, reason)
-        // the close (and the lagged message before it) sits behind what is queued: give a client
-        // that still reads the time to get there, and cut one that stopped reading altogether
+        // the lagged message sits behind what is queued: the close goes out once the client has
+        // drained it (ws would otherwise cut the socket 30 s after close() and drop both), and a
+        // client that makes no progress for STALL_MS is cut
         let queued = socket.bufferedAmount
+        let still = 0
         const watch = setInterval(() => {
-          if (socket.readyState === socket.CLOSED) return clearInterval(watch)
-          if (socket.bufferedAmount >= queued) {
+          if (socket.readyState !== socket.OPEN) return clearInterval(watch)
+          if (socket.bufferedAmount === 0) {
+            clearInterval(watch)
+            socket.close(code, reason)
+            return
+          }
+          still = socket.bufferedAmount < queued ? 0 : still + DRAIN_CHECK_MS
+          queued = socket.bufferedAmount
+          if (still >= STALL_MS) {
             clearInterval(watch)
             socket.terminate()
           }
-          queued = socket.bufferedAmount
-        }, CLOSE_GRACE_MS)
+        }, DRAIN_CHECK_MS)
         watch.unref()
       }
     }, request.principal!)
