@@ -5,7 +5,7 @@ import { CentralSync } from '../node/db/central-sync.ts'
 import { Database, defaultTemplateDir } from '../node/db/database.ts'
 import { EventStore } from '../node/events/event-store.ts'
 import type { SignedEvent } from '../protocols/events.ts'
-import { runBkgOk } from '../test/helpers/cli.ts'
+import { createToken, listEvents } from '../test/helpers/events.ts'
 import { peerIdsOf, TestMesh, waitFor, type TestNode } from '../test/helpers/mesh.ts'
 import { startPostgres, type PostgresServer } from '../test/helpers/postgres.ts'
 import { connectRealtime, type RealtimeClient } from '../test/helpers/realtime.ts'
@@ -95,14 +95,14 @@ async function measureCentralSync (db: Database, rows: number): Promise<Metric[]
 
 /** Publish on A through REST (sign, store, gossip) and wait until B has stored them all. */
 async function measurePublish (a: TestNode, b: TestNode, total: number): Promise<Metric[]> {
-  const before = await countOn(b)
+  const before = (await listEvents(b, 'bench')).length
   const started = performance.now()
   for (let sent = 0; sent < total; sent += BATCH) {
     const response = await a.api('POST', '/api/v1/events', { events: Array.from({ length: BATCH }, (_, i) => ({ namespace: 'bench', type: 'load', payload: { n: sent + i } })) })
     if (response.status !== 201) throw new Error(`publish failed: HTTP ${response.status} ${JSON.stringify(response.body).slice(0, 200)}`)
   }
   const acked = (performance.now() - started) / 1000
-  await waitFor('B stored every event', async () => (await countOn(b)) >= before + total, 120_000, 200)
+  await waitFor('B stored every event', async () => ((await listEvents(b, 'bench')).length) >= before + total, 120_000, 200)
   const replicated = (performance.now() - started) / 1000
   return [
     metric({ id: 'event_publish_rest_s', name: '  publish over REST on A (sign, store, gossip)', value: round(total / acked), unit: 'events/s', target: null, note: `${total} events, ${BATCH} per request` }),
@@ -110,20 +110,9 @@ async function measurePublish (a: TestNode, b: TestNode, total: number): Promise
   ]
 }
 
-async function countOn (node: TestNode): Promise<number> {
-  let count = 0
-  let after: string | null = '0'
-  while (after != null) {
-    const { body }: { body: any } = await node.api('GET', `/api/v1/events?namespace=bench&limit=1000&after=${after}`)
-    count += body.events.length
-    after = body.next
-  }
-  return count
-}
-
 /** Realtime fan-out: one event at a time published on A, received by 100 WebSocket clients on B. */
 async function measureFanOut (a: TestNode, b: TestNode, clients: number, messages: number): Promise<Metric[]> {
-  const token = runBkgOk(['token', 'create', '--data', b.paths.dir, '--namespace', 'bench', '--role', 'reader'], b.paths.dir).stdout.trim().split('\n').at(-1)!
+  const token = createToken(b, 'bench', 'reader')
   const subscribers: RealtimeClient[] = []
   try {
     for (let i = 0; i < clients; i++) {
@@ -177,7 +166,7 @@ export async function measureEvents (root: string): Promise<Metric[]> {
     await waitFor('events mesh', async () => (await peerIdsOf(a)).length === 1, 30_000)
     // both databases open and the topic mesh formed before anything is timed
     await a.api('POST', '/api/v1/events', { namespace: 'bench', type: 'warmup', payload: {} })
-    await waitFor('warm-up event on B', async () => (await countOn(b)) >= 1, 60_000, 200)
+    await waitFor('warm-up event on B', async () => ((await listEvents(b, 'bench')).length) >= 1, 60_000, 200)
     progress('events: publish 20 000 over REST on A, replicated to B')
     rows.push(...await measurePublish(a, b, 20_000).catch((err: unknown) => [failedMetric('event_publish_rest_s', '  publish over REST on A', 'events/s', null, err)]))
     progress('events: realtime fan-out to 100 WebSocket clients')

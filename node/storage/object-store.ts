@@ -289,7 +289,7 @@ export class ObjectStore {
   /** Blob locators of every object and part kept in `backend` (for the blocks backend's collector). */
   async locatorsIn (backend: string): Promise<Locator[]> {
     return await this.db.asNode(async (tx) => {
-      const objects = (await tx.query<{ backend: string, locator: StoredLocator }>("SELECT backend, locator FROM bkg.objects")).rows
+      const objects = (await tx.query<{ backend: string, locator: StoredLocator }>("SELECT backend, locator FROM bkg.objects WHERE backend IN ($1, 'multipart')", [backend])).rows
       const parts = (await tx.query<{ backend: string, locator: Locator }>('SELECT backend, locator FROM bkg.upload_parts WHERE backend = $1', [backend])).rows
       const out: Locator[] = parts.map((row) => row.locator)
       for (const row of objects) {

@@ -48,10 +48,6 @@ export class StorageService {
     this.objects = new ObjectStore(deps.db, chosen, available)
   }
 
-  get backendName (): string {
-    return this.deps.config.backend
-  }
-
   credentials (namespace: string, role: TokenRole): S3Credentials {
     return createS3Credentials(this.deps.secret, namespace, role)
   }

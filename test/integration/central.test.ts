@@ -2,18 +2,8 @@ import { spawn } from 'node:child_process'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startPostgres, type PostgresServer } from '../helpers/postgres.ts'
+import { listEvents } from '../helpers/events.ts'
 import { tempDir, TestMesh, waitFor, type TestNode } from '../helpers/mesh.ts'
-
-async function eventCount (node: TestNode): Promise<number> {
-  let count = 0
-  let after: string | null = '0'
-  while (after != null) {
-    const { body }: { body: any } = await node.api('GET', `/api/v1/events?namespace=lab&limit=1000&after=${after}`)
-    count += body.events.length
-    after = body.next
-  }
-  return count
-}
 
 function psqlAt (socketDir: string, sql: string): Promise<{ code: number | null, stdout: string, stderr: string }> {
   return new Promise((resolve) => {
@@ -59,7 +49,7 @@ describe('a node synced to a central PostgreSQL (real server, Debian package)', 
     await publish(3000)
     await waitFor('sync notices the outage', async () => (await node.api('GET', '/api/v1/admin/db')).body.sync.state === 'retrying', 20_000)
     await central.start()
-    const total = await eventCount(node)
+    const total = (await listEvents(node, 'lab')).length
     expect(total).toBe(6000)
     await waitFor('central caught up', async () => Number(await central.psql('SELECT count(*) FROM bkg.events')) === total, 60_000, 250)
     expect(Number(await central.psql('SELECT count(DISTINCT (origin, seq)) FROM bkg.events'))).toBe(total)

@@ -5,28 +5,11 @@ import { NodeConfig } from '../../node/config/schema.ts'
 import { createNode } from '../../node/create-node.ts'
 import { eventsTopic } from '../../protocols/ids.ts'
 import { peerIdsOf, tempDir, TestMesh, waitFor, type TestNode } from '../helpers/mesh.ts'
-import { runBkgOk } from '../helpers/cli.ts'
+import { createToken, listEvents } from '../helpers/events.ts'
 import { connectRealtime } from '../helpers/realtime.ts'
 import { openSse } from '../helpers/sse.ts'
 import { request as httpRequest } from 'node:http'
 import { connect } from 'node:net'
-
-function tokenFor (node: TestNode, namespace: string, role: 'reader' | 'writer' | 'admin'): string {
-  const lines = runBkgOk(['token', 'create', '--data', node.paths.dir, '--namespace', namespace, '--role', role], node.paths.dir).stdout.trim().split('\n')
-  return lines.at(-1)!
-}
-
-async function eventsOn (node: TestNode, namespace: string, token?: string): Promise<any[]> {
-  const all: any[] = []
-  let after: string | null = '0'
-  while (after != null) {
-    const { status, body }: { status: number, body: any } = await node.api('GET', `/api/v1/events?namespace=${namespace}&limit=1000&after=${after}`, undefined, token)
-    expect(status, JSON.stringify(body)).toBe(200)
-    all.push(...body.events)
-    after = body.next
-  }
-  return all
-}
 
 describe('signed events across the mesh', () => {
   let tmp: Awaited<ReturnType<typeof tempDir>>
@@ -55,15 +38,15 @@ describe('signed events across the mesh', () => {
   })
 
   it('an event published on A reaches a filtered SSE subscriber on C, and only the namespace\'s nodes store it', { timeout: 120_000 }, async () => {
-    const writerA = tokenFor(a, 'lab', 'writer')
-    const readerC = tokenFor(c, 'lab', 'reader')
+    const writerA = createToken(a, 'lab', 'writer')
+    const readerC = createToken(c, 'lab', 'reader')
     const stream = await openSse(`${c.url}/api/v1/events/stream?namespace=lab&type=reading&filter=${encodeURIComponent('celsius=gt.20')}`, readerC)
     try {
       // the first gossip needs the topic mesh: publish until C has one
       const cold = await a.api('POST', '/api/v1/events', { namespace: 'lab', type: 'reading', payload: { celsius: 10 } }, writerA)
       expect(cold.status, JSON.stringify(cold.body)).toBe(201)
       expect(cold.body).toMatchObject({ namespace: 'lab', type: 'reading', origin: a.peerId, seq: 1, prevSeq: 0 })
-      await waitFor('first event on C', async () => (await eventsOn(c, 'lab', readerC)).length === 1, 60_000)
+      await waitFor('first event on C', async () => (await listEvents(c, 'lab', readerC)).length === 1, 60_000)
       const hot = await a.api('POST', '/api/v1/events', { namespace: 'lab', type: 'reading', payload: { celsius: 25.5, sensor: 'x' } }, writerA)
       expect(hot.status, JSON.stringify(hot.body)).toBe(201)
       await a.api('POST', '/api/v1/events', { namespace: 'lab', type: 'other', payload: { celsius: 99 } }, writerA)
@@ -77,13 +60,13 @@ describe('signed events across the mesh', () => {
     }
     // B (lab) has them too; the outsider (ops only) never stored a lab event
     // B's database may still be opening (the first one on a fresh machine takes seconds)
-    await waitFor('events on B', async () => (await eventsOn(b, 'lab')).length === 3, 40_000)
-    expect(await eventsOn(outsider, 'lab')).toEqual([])
+    await waitFor('events on B', async () => (await listEvents(b, 'lab')).length === 3, 40_000)
+    expect(await listEvents(outsider, 'lab')).toEqual([])
   })
 
   it('a namespace token never reads or writes another namespace', async () => {
-    const labWriter = tokenFor(a, 'lab', 'writer')
-    const opsReader = tokenFor(a, 'ops', 'reader')
+    const labWriter = createToken(a, 'lab', 'writer')
+    const opsReader = createToken(a, 'ops', 'reader')
     expect((await a.api('GET', '/api/v1/events?namespace=ops', undefined, labWriter)).status).toBe(403)
     const write = await a.api('POST', '/api/v1/events', { namespace: 'ops', type: 't', payload: {} }, labWriter)
     expect(write.status).toBe(403)
@@ -147,7 +130,7 @@ describe('signed events across the mesh', () => {
 
   it('a node offline during 100 events catches up: none lost, none doubled', async () => {
     await c.stop()
-    const before = (await eventsOn(a, 'lab')).length
+    const before = (await listEvents(a, 'lab')).length
     for (let i = 0; i < 10; i++) {
       const batch = Array.from({ length: 10 }, (_, k) => ({ namespace: 'lab', type: 'offline', payload: { n: i * 10 + k } }))
       const response = await a.api('POST', '/api/v1/events', { events: batch })
@@ -159,7 +142,7 @@ describe('signed events across the mesh', () => {
     await c.start()
     const expected = before + 101
     const onC = await waitFor('C caught up', async () => {
-      const events = await eventsOn(c, 'lab')
+      const events = await listEvents(c, 'lab')
       return events.length >= expected ? events : undefined
     }, 30_000)
     expect(onC.length).toBe(expected)
@@ -169,7 +152,7 @@ describe('signed events across the mesh', () => {
   })
 
   it('SSE resumes after Last-Event-ID', async () => {
-    const all = await eventsOn(b, 'lab')
+    const all = await listEvents(b, 'lab')
     const middle = all[Math.floor(all.length / 2)]
     const stream = await openSse(`${b.url}/api/v1/events/stream?namespace=lab`, b.token, { 'last-event-id': String(middle.localId) })
     try {
@@ -198,7 +181,7 @@ describe('signed events across the mesh', () => {
     stop = true
     await writer
     await b.start()
-    const all = await eventsOn(b, 'ops')
+    const all = await listEvents(b, 'ops')
     const stored = new Set(all.map((e) => e.id))
     const missing = acknowledged.filter((id) => !stored.has(id))
     expect(missing).toEqual([])
@@ -217,7 +200,7 @@ describe('signed events across the mesh', () => {
   it('a node that lost its database numbers on after what its peers hold, so nothing new is dropped as a duplicate', async () => {
     const mine: any[] = []
     for (let n = 0; n < 3; n++) mine.push((await c.api('POST', '/api/v1/events', { namespace: 'lab', type: 'mine', payload: { n } })).body)
-    await waitFor('B has C\'s events', async () => (await eventsOn(b, 'lab')).filter((e) => e.origin === c.peerId).length === 3, 10_000)
+    await waitFor('B has C\'s events', async () => (await listEvents(b, 'lab')).filter((e) => e.origin === c.peerId).length === 3, 10_000)
     await c.stop()
     await rm(c.paths.database, { recursive: true, force: true })
     await c.start()
@@ -225,11 +208,11 @@ describe('signed events across the mesh', () => {
     const next = await c.api('POST', '/api/v1/events', { namespace: 'lab', type: 'mine', payload: { n: 3 } })
     expect(next.status).toBe(201)
     expect(next.body.seq).toBe(Math.max(...mine.map((e) => e.seq)) + 1)
-    await waitFor('B stores the new one', async () => (await eventsOn(b, 'lab')).some((e) => e.id === next.body.id), 10_000)
+    await waitFor('B stores the new one', async () => (await listEvents(b, 'lab')).some((e) => e.id === next.body.id), 10_000)
   })
 
   it('realtime: a WebSocket client on C gets A\'s events filtered, and cannot join another namespace', async () => {
-    const client = await connectRealtime(c.url, tokenFor(c, 'lab', 'reader'))
+    const client = await connectRealtime(c.url, createToken(c, 'lab', 'reader'))
     try {
       const badFilter = await client.request({ type: 'join', channel: 'events:lab', config: { filter: ['level=like.x'] } })
       expect(badFilter).toMatchObject({ status: 'error', error: { code: 'invalid_filter' } })
@@ -237,14 +220,14 @@ describe('signed events across the mesh', () => {
       const refused = await client.request({ type: 'join', channel: 'events:ops' })
       expect(refused).toMatchObject({ status: 'error', error: { code: 'forbidden' } })
       expect(await client.request({ type: 'nonsense' })).toMatchObject({ status: 'error', error: { code: 'invalid_message' } })
-      const writer = tokenFor(a, 'lab', 'writer')
+      const writer = createToken(a, 'lab', 'writer')
       const sent: any[] = []
       for (const level of ['info', 'warn', 'debug', 'error']) sent.push((await a.api('POST', '/api/v1/events', { namespace: 'lab', type: 'log', payload: { level } }, writer)).body)
       await client.next('error event', (m) => m.type === 'event' && m.event.payload.level === 'error')
       expect(client.messages.filter((m) => m.type === 'event').map((m) => m.event.id)).toEqual([sent[1].id, sent[3].id])
       expect((await client.request({ type: 'heartbeat' })).status).toBe('ok')
       // resume: a second connection replays from the first event's cursor
-      const resumed = await connectRealtime(c.url, tokenFor(c, 'lab', 'reader'))
+      const resumed = await connectRealtime(c.url, createToken(c, 'lab', 'reader'))
       const first = client.messages.find((m) => m.type === 'event').event
       expect((await resumed.request({ type: 'join', channel: 'events:lab', config: { after: first.id, filter: ['level=in.(warn,error)'] } })).status).toBe('ok')
       await resumed.next('replayed error event', (m) => m.type === 'event' && m.event.id === sent[3].id)
@@ -256,8 +239,8 @@ describe('signed events across the mesh', () => {
   })
 
   it('realtime: broadcast and presence reach clients of the same room on other nodes', async () => {
-    const one = await connectRealtime(b.url, tokenFor(b, 'lab', 'writer'))
-    const two = await connectRealtime(c.url, tokenFor(c, 'lab', 'writer'))
+    const one = await connectRealtime(b.url, createToken(b, 'lab', 'writer'))
+    const two = await connectRealtime(c.url, createToken(c, 'lab', 'writer'))
     try {
       expect((await one.request({ type: 'join', channel: 'room:lab:chat' })).status).toBe('ok')
       expect((await two.request({ type: 'join', channel: 'room:lab:chat' })).status).toBe('ok')
@@ -270,7 +253,7 @@ describe('signed events across the mesh', () => {
         return two.messages.some((m) => m.type === 'broadcast' && m.payload.text === 'hi')
       }, 15_000, 300)
       expect(one.messages.some((m) => m.type === 'broadcast')).toBe(false)
-      const readerOnly = await connectRealtime(c.url, tokenFor(c, 'lab', 'reader'))
+      const readerOnly = await connectRealtime(c.url, createToken(c, 'lab', 'reader'))
       await readerOnly.request({ type: 'join', channel: 'room:lab:chat' })
       expect(await readerOnly.request({ type: 'broadcast', channel: 'room:lab:chat', event: 'x', payload: {} })).toMatchObject({ status: 'error', error: { code: 'forbidden' } })
       readerOnly.close()
@@ -284,9 +267,9 @@ describe('signed events across the mesh', () => {
 
   it('realtime: a token can be refreshed; an expired one ends the channels', async () => {
     // every other token first: a CLI run can take a second or two on a busy machine
-    const fresh = tokenFor(c, 'lab', 'reader')
-    const otherNamespace = tokenFor(c, 'other', 'reader')
-    const short = runBkgOk(['token', 'create', '--data', c.paths.dir, '--namespace', 'lab', '--role', 'reader', '--ttl', '5s'], c.paths.dir).stdout.trim().split('\n').at(-1)!
+    const fresh = createToken(c, 'lab', 'reader')
+    const otherNamespace = createToken(c, 'other', 'reader')
+    const short = createToken(c, 'lab', 'reader', '5s')
     const refreshed = await connectRealtime(c.url, short)
     const expiring = await connectRealtime(c.url, short)
     try {
@@ -317,7 +300,7 @@ describe('signed events across the mesh', () => {
 
   it('realtime: a client that stops reading is told it lagged and dropped, not buffered without bound', { timeout: 240_000 }, async () => {
     const url = new URL(c.url)
-    const token = tokenFor(c, 'lab', 'writer')
+    const token = createToken(c, 'lab', 'writer')
     const socket = connect(Number(url.port), url.hostname)
     await new Promise((resolve) => socket.once('connect', resolve))
     const received: Buffer[] = []

@@ -9,6 +9,7 @@ import {
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { runBkgOk } from '../helpers/cli.ts'
+import { createToken } from '../helpers/events.ts'
 import { tempDir, TestMesh, type TestNode } from '../helpers/mesh.ts'
 
 interface Keys { accessKeyId: string, secretAccessKey: string }
@@ -184,7 +185,7 @@ describe('object storage through the S3 API, used by the official AWS SDK', () =
   })
 
   it('REST /api/v1/storage: tokens see only their namespace', async () => {
-    const token = (namespace: string, role: string): string => runBkgOk(['token', 'create', '--data', a.paths.dir, '--namespace', namespace, '--role', role], a.paths.dir).stdout.trim().split('\n').at(-1)!
+    const token = (namespace: string, role: 'reader' | 'writer' | 'admin'): string => createToken(a, namespace, role)
     const lab = token('lab', 'writer')
     const put = await fetch(`${a.url}/api/v1/storage/objects/models/rest/notes.txt`, { method: 'PUT', headers: { authorization: `Bearer ${lab}`, 'content-type': 'text/plain' }, body: 'hello' })
     expect(put.status).toBe(200)
