@@ -3,7 +3,7 @@ import { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { AKID, params, SECRET } from './aws-examples.ts'
+import { AKID, params, SECRET, sigv4Error } from './aws-examples.ts'
 import {
   AwsChunkedDecoder, AwsChunkedParser, awsChunkedOptions, decodeAwsChunked, encodeAwsChunked, MAX_CHUNK_BYTES,
   type AwsChunkedOptions, type ChunkSigning
@@ -57,15 +57,6 @@ function decode (options: AwsChunkedOptions, pieces: Uint8Array[]): { data: Buff
   return { data: Buffer.concat(out), trailers: parser.trailers }
 }
 
-function sigv4Error (fn: () => unknown): SigV4Error {
-  try {
-    fn()
-  } catch (err) {
-    expect(err).toBeInstanceOf(SigV4Error)
-    return err as SigV4Error
-  }
-  throw new Error('expected a SigV4Error, nothing was thrown')
-}
 
 /** Every way to cut `bytes` into two pieces, and into three for short inputs. */
 function * splits (bytes: Buffer): Generator<Buffer[]> {

@@ -2,7 +2,7 @@ import { createHash, createHmac } from 'node:crypto'
 import { SignatureV4 } from '@smithy/signature-v4'
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { AKID, params, SECRET } from './aws-examples.ts'
+import { AKID, params, SECRET, sigv4Error } from './aws-examples.ts'
 import {
   deriveSigningKey, EMPTY_SHA256, formatAmzDate, parseAuthorization, presignQuery, signRequest, SigV4Error,
   STREAMING_SIGNED, STREAMING_UNSIGNED_TRAILER, uriEncode, verifyRequest, type RequestHeaders, type VerifiedRequest,
@@ -21,15 +21,6 @@ function authorization (signedHeaders: string, signature: string): string {
   return `AWS4-HMAC-SHA256 ${CREDENTIAL},SignedHeaders=${signedHeaders},Signature=${signature}`
 }
 
-function sigv4Error (fn: () => unknown): SigV4Error {
-  try {
-    fn()
-  } catch (err) {
-    expect(err).toBeInstanceOf(SigV4Error)
-    return err as SigV4Error
-  }
-  throw new Error('expected a SigV4Error, nothing was thrown')
-}
 
 /** The contract of the verifier: return or throw a SigV4Error, nothing else, ever. */
 function returnsOrSigV4Error (fn: () => unknown): void {
