@@ -10,6 +10,18 @@ export const CLI_ENTRY = fileURLToPath(new URL('../cli/main.js', import.meta.url
  */
 export const NODE_RUNTIME_FLAGS = ['--max-semi-space-size=4']
 
+/**
+ * Environment for node processes (`bin/bkg` sets the same; a GLIBC_TUNABLES of the caller wins).
+ * glibc hands memory back to the kernel once 128 KiB lie free at the top of its heap and serves
+ * every allocation of 128 KiB or more from a fresh mapping; on these VMs each page that comes back
+ * costs a fault (touching 512 MiB of fresh memory took 1.7 s). Transfers allocate and free
+ * megabytes per block, so glibc keeps up to 64 MiB free and serves up to 4 MiB from its heap: the
+ * same memory is reused. Idle RSS is unchanged (143 MiB median either way in a 10-node mesh).
+ */
+export const NODE_RUNTIME_ENV: Record<string, string> = {
+  GLIBC_TUNABLES: 'glibc.malloc.trim_threshold=67108864:glibc.malloc.mmap_threshold=4194304'
+}
+
 export interface StartedLine {
   event: 'started'
   peerId: string
@@ -41,7 +53,7 @@ export async function spawnNode (options: SpawnNodeOptions): Promise<NodeProcess
   // BKG_NODE_FLAGS adds flags for investigations, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
   const extra = process.env.BKG_NODE_FLAGS?.split(/\s+/).filter(Boolean) ?? []
   const child = spawn(process.execPath, [...NODE_RUNTIME_FLAGS, ...extra, CLI_ENTRY, 'start', ...options.args], {
-    env: { ...process.env, ...options.env },
+    env: { ...NODE_RUNTIME_ENV, ...process.env, ...options.env },
     stdio: ['ignore', 'pipe', 'pipe']
   })
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))

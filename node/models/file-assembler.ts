@@ -1,8 +1,8 @@
 import { createHash, type Hash } from 'node:crypto'
-import type { FileHandle } from 'node:fs/promises'
 import type { CID } from 'multiformats/cid'
 import type { Uint8ArrayList } from 'uint8arraylist'
 import { PackageError } from '../../protocols/model-package.ts'
+import type { StagedFile } from './staged-file.ts'
 import { assertBlockMatches } from './verified-blockstore.ts'
 
 /** bytes of out-of-order leaves kept in memory for hashing; later ones are read back from disk */
@@ -16,7 +16,7 @@ const REORDER_WINDOW_BYTES = 16 * 1024 * 1024
  * manifest and fsyncs; no pass re-reads the file afterwards.
  */
 export class FileAssembler {
-  private readonly file: FileHandle
+  private readonly file: StagedFile
   private readonly path: string
   private readonly size: number
   private readonly sha256: string
@@ -31,7 +31,7 @@ export class FileAssembler {
   /** the staged file held bytes from an earlier attempt when it was opened */
   private readonly resumable: boolean
 
-  constructor (file: FileHandle, init: { path: string, size: number, sha256: string, resumable: boolean }) {
+  constructor (file: StagedFile, init: { path: string, size: number, sha256: string, resumable: boolean }) {
     this.file = file
     this.resumable = init.resumable
     this.path = init.path
@@ -47,8 +47,7 @@ export class FileAssembler {
     if (offset < this.hashed || this.ahead.has(offset)) return
     const chunks = leaf instanceof Uint8Array ? [leaf] : [...leaf]
     // one syscall per leaf: a leaf arrives as a few dozen transport frames
-    const { bytesWritten } = await this.file.writev(chunks, offset)
-    if (bytesWritten !== leaf.byteLength) throw new Error(`${this.path}: short write (${bytesWritten} of ${leaf.byteLength} bytes)`)
+    await this.file.write(offset, chunks, leaf.byteLength)
     await this.hashInOrder(offset, chunks, leaf.byteLength)
   }
 
@@ -70,7 +69,7 @@ export class FileAssembler {
   /** Bytes already written (a leaf placed earlier, copied to another place). */
   async read (offset: number, length: number): Promise<Uint8Array> {
     const bytes = new Uint8Array(length)
-    const { bytesRead } = await this.file.read(bytes, 0, length, offset)
+    const bytesRead = await this.file.readInto(bytes, length, offset)
     return bytesRead === length ? bytes : bytes.subarray(0, bytesRead)
   }
 
@@ -92,7 +91,7 @@ export class FileAssembler {
       if (typeof next === 'number') {
         // read back into one reused buffer: the hash copies what it needs
         if (this.scratch.byteLength < next) this.scratch = new Uint8Array(next)
-        const { bytesRead } = await this.file.read(this.scratch, 0, next, this.hashed)
+        const bytesRead = await this.file.readInto(this.scratch, next, this.hashed)
         chunks = [this.scratch.subarray(0, bytesRead)]
       } else {
         chunks = next

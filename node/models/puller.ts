@@ -13,6 +13,7 @@ import { ModelStoreError } from './model-store.ts'
 import { assertBlockMatches } from './verified-blockstore.ts'
 import { findProviderIds, requestBlocks } from './block-requests.ts'
 import { FileAssembler } from './file-assembler.ts'
+import { AlignedSlots } from './staged-file.ts'
 import { layoutOf, RAW } from './dag-layout.ts'
 import { verifyEnvelope, type VerifyOptions } from './package-signing.ts'
 
@@ -52,6 +53,8 @@ export interface PullerDeps {
 const BATCH = 2
 const STREAMS_PER_PROVIDER = 4
 const MAX_PROVIDER_FAILURES = 3
+/** leaves being written to disk at once (each holds a chunk-sized aligned buffer) */
+const DIRECT_WRITE_SLOTS = 4
 /** DHT providers looked up per file */
 const MAX_PROVIDERS = 16
 
@@ -90,9 +93,10 @@ export class Puller {
     // kept when the pull fails: the next pull of this model resumes from the leaves written there
     const staged = this.deps.store.stageFor(manifest.name, manifest.version)
     const assemblers: FileAssembler[] = []
+    const slots = new AlignedSlots(DIRECT_WRITE_SLOTS, manifest.chunkSize)
     try {
       for (const file of manifest.files) {
-        const { file: handle, resumable } = await staged.open(file.path, file.size)
+        const { file: handle, resumable } = await staged.open(file.path, file.size, slots)
         assemblers.push(new FileAssembler(handle, { ...file, resumable }))
       }
       const roots = manifest.files.map((file, i) => ({ cid: CID.parse(file.cid), at: { file: assemblers[i], offset: 0, length: file.size } }))

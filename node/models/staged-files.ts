@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto'
-import { mkdir, open, rename, rm, type FileHandle } from 'node:fs/promises'
+import { mkdir, open, rename, rm } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
+import { StagedFile, type AlignedSlots } from './staged-file.ts'
 
 /** A model file's path on disk: its manifest path (relative, POSIX) under `dir`. */
 export function localPath (dir: string, path: string): string {
@@ -39,16 +40,13 @@ export class StagedFiles {
   }
 
   /**
-   * Opens a file for reading and writing at any offset (relative POSIX path), keeping what an
-   * earlier attempt wrote there (cut to `size`); `resumable` says whether there was any.
+   * Opens a file (relative POSIX path) to be written at any offset, keeping what an earlier
+   * attempt wrote there (cut to `size`); `resumable` says whether there was any.
    */
-  async open (path: string, size: number): Promise<{ file: FileHandle, resumable: boolean }> {
+  async open (path: string, size: number, slots: AlignedSlots | null = null): Promise<{ file: StagedFile, resumable: boolean }> {
     const target = localPath(this.dir, path)
     await mkdir(dirname(target), { recursive: true })
-    const file = await open(target, 'a+', 0o644).then(async (probe) => { await probe.close(); return await open(target, 'r+') })
-    const resumable = (await file.stat()).size > 0
-    await file.truncate(size)
-    return { file, resumable }
+    return await StagedFile.open(target, size, slots)
   }
 
   /** Replaces `location` with the staged files. */

@@ -7,6 +7,7 @@ import { sha256 } from 'multiformats/hashes/sha2'
 import { Uint8ArrayList } from 'uint8arraylist'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { FileAssembler } from '../../node/models/file-assembler.ts'
+import { StagedFile } from '../../node/models/staged-file.ts'
 import { PackageError } from '../../protocols/model-package.ts'
 import { tempDir } from '../helpers/mesh.ts'
 
@@ -24,8 +25,7 @@ describe('FileAssembler: leaves at their offsets, whole-file sha256 in order', (
 
   async function assembler (content: Buffer, resumable = false, sha = createHash('sha256').update(content).digest('hex')): Promise<{ a: FileAssembler, path: string }> {
     const path = join(tmp.dir, `f${n++}`)
-    const file = await open(path, 'a+').then(async (h) => { await h.close(); return await open(path, 'r+') })
-    await file.truncate(content.byteLength)
+    const { file } = await StagedFile.open(path, content.byteLength)
     return { a: new FileAssembler(file, { path: 'weights.bin', size: content.byteLength, sha256: sha, resumable }), path }
   }
 
@@ -81,7 +81,7 @@ describe('FileAssembler: leaves at their offsets, whole-file sha256 in order', (
     await handle.write(damaged, 0, damaged.byteLength, 0)
     await handle.close()
 
-    const file = await open(path, 'r+')
+    const { file } = await StagedFile.open(path, content.byteLength)
     const again = new FileAssembler(file, { path: 'weights.bin', size: content.byteLength, sha256: createHash('sha256').update(content).digest('hex'), resumable: true })
     const leaves = [0, 1, 2, 3].map((i) => content.subarray(i * CHUNK, (i + 1) * CHUNK))
     expect(await again.existing(0, CHUNK, await leafCid(leaves[0]))).not.toBeNull()
