@@ -130,14 +130,15 @@ async function writeRandomFile (path: string, bytes: number): Promise<void> {
 }
 
 
-/** Time from POST /api/v1/models/pulls until the job is done (every file verified and registered). */
+/** Time from POST /api/v1/models/pulls until the job is done (every file verified and in place). */
 async function timedPull (node: TestNode, name: string): Promise<{ seconds: number, peers: number }> {
   const started = performance.now()
   const { body } = await node.api('POST', '/api/v1/models/pulls', { name })
+  // a long poll answers as soon as the pull has finished
   const job = await waitFor(`pull on ${node.name}`, async () => {
-    const { body: current } = await node.api('GET', `/api/v1/models/pulls/${body.id}`)
+    const { body: current } = await node.api('GET', `/api/v1/models/pulls/${body.id}?wait=30000`)
     return current.finishedAt != null ? current : undefined
-  }, 300_000, 100)
+  }, 300_000, 0)
   if (job.state !== 'done') throw new Error(`pull failed: ${job.error?.code}: ${job.error?.message}`)
   return { seconds: (performance.now() - started) / 1000, peers: job.peers.length }
 }

@@ -70,6 +70,8 @@ export class ModelService extends EventEmitter<ModelServiceEvents> {
   private readonly exchange: BlockExchange
   private readonly puller: Puller
   private readonly jobs = new Map<string, PullJob>()
+  /** running jobs: settles when the job has finished */
+  private readonly settled = new Map<string, Promise<void>>()
   /** signed manifests announced in the mesh, verified on arrival: what can be pulled */
   private readonly catalog = new Map<string, CatalogEntry>()
   /** models whose provider records have not reached the DHT yet; retried when a peer connects */
@@ -112,20 +114,36 @@ export class ModelService extends EventEmitter<ModelServiceEvents> {
     }
     this.jobs.set(job.id, job)
     this.forgetOldJobs()
-    void this.puller.pull(name, version, job).then(async ({ model, added }) => {
+    const settled = this.puller.pull(name, version, job).then(({ model, added }) => {
       job.version = model.version
       job.state = 'done'
       job.bytes = job.totalBytes
       if (!added) return
       this.emit('added', model)
-      await this.announce(model)
+      // the model is verified and in place: the job is done; provider records follow
+      void this.announce(model).catch((err: unknown) => { this.deps.log.warn({ err: String(err) }, 'announcing a pulled model failed') })
     }, (err: Error) => {
       job.state = 'failed'
       // BKG's own refusals keep their code; anything else (ENOSPC, a stream reset) is pull_failed
       job.error = { code: err instanceof ServiceError || err instanceof PackageError ? err.code : 'pull_failed', message: err.message }
       this.deps.log.warn({ model: `${name}@${version ?? 'latest'}`, err: err.message }, 'pull failed')
-    }).finally(() => { job.finishedAt = new Date().toISOString() })
+    }).finally(() => {
+      job.finishedAt = new Date().toISOString()
+      this.settled.delete(job.id)
+    })
+    this.settled.set(job.id, settled)
     return job
+  }
+
+  /** The job once it has finished, or as it is after `ms`, whichever comes first; undefined for an unknown id. */
+  async waitForJob (id: string, ms: number): Promise<PullJob | undefined> {
+    const settled = this.settled.get(id)
+    if (settled != null && ms > 0) {
+      let timer: NodeJS.Timeout | undefined
+      await Promise.race([settled, new Promise<void>((resolve) => { timer = setTimeout(resolve, ms) })])
+      clearTimeout(timer)
+    }
+    return this.jobs.get(id)
   }
 
   /** Finished jobs beyond the newest MAX_FINISHED_JOBS are dropped (replication retries add one each time). */

@@ -9,9 +9,9 @@ async function pullJob (node: TestNode, name: string, version?: string): Promise
   const started = await node.api('POST', '/api/v1/models/pulls', version == null ? { name } : { name, version })
   expect(started.status, JSON.stringify(started.body)).toBe(202)
   return await waitFor(`pull on ${node.name}`, async () => {
-    const { body } = await node.api('GET', `/api/v1/models/pulls/${started.body.id}`)
+    const { body } = await node.api('GET', `/api/v1/models/pulls/${started.body.id}?wait=5000`)
     return body.finishedAt != null ? body : undefined
-  }, 60_000, 100)
+  }, 60_000, 0)
 }
 
 async function fileSha (node: TestNode, name: string, version: string, path: string): Promise<string> {
@@ -109,5 +109,20 @@ describe('pulling a model from peers', () => {
     const job = await pullJob(third, 'nothing-here')
     expect(job.state).toBe('failed')
     expect(job.error.code).toBe('model_not_found')
+  })
+
+  it('a long poll on a pull job answers when the pull finishes, not when the wait runs out; bad waits are refused', async () => {
+    const started = await third.api('POST', '/api/v1/models/pulls', { name: 'nobody-has-this' })
+    const asked = Date.now()
+    const { status, body } = await third.api('GET', `/api/v1/models/pulls/${started.body.id}?wait=30000`)
+    expect(status).toBe(200)
+    expect(body.finishedAt).not.toBeNull()
+    expect(Date.now() - asked).toBeLessThan(30_000)
+    for (const wait of ['-1', '30001', 'soon', '1.5']) {
+      const refused = await third.api('GET', `/api/v1/models/pulls/${started.body.id}?wait=${wait}`)
+      expect(refused.status, wait).toBe(400)
+      expect(refused.body.error.code).toBeTypeOf('string')
+    }
+    expect((await third.api('GET', '/api/v1/models/pulls/0123456789abcdef?wait=100')).status).toBe(404)
   })
 })

@@ -14,6 +14,8 @@ import type { RouteDeps } from '../server.ts'
 
 /** the largest package a node accepts over HTTP */
 const MAX_PACKAGE_BYTES = 256 * 1024 ** 3
+/** longest a GET of a pull job waits for the pull to finish */
+const MAX_PULL_WAIT_MS = 30_000
 
 const ModelSummary = z.object({
   name: z.string(),
@@ -160,9 +162,15 @@ export const modelRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node 
 
   app.get('/api/v1/models/pulls/:id', {
     config: { access: 'token' },
-    schema: { summary: 'Progress of a pull: bytes, blocks, providers, state', tags: ['models'], params: z.object({ id: z.string().max(64) }), response: { 200: PullJob } }
+    schema: {
+      summary: 'Progress of a pull: bytes, blocks, providers, state. With `wait`, answers as soon as the pull finishes, at the latest after `wait` ms (a long poll)',
+      tags: ['models'],
+      params: z.object({ id: z.string().max(64) }),
+      querystring: z.object({ wait: z.coerce.number().int().min(0).max(MAX_PULL_WAIT_MS).optional() }).strict(),
+      response: { 200: PullJob }
+    }
   }, async (request) => {
-    const job = node().models.job(request.params.id)
+    const job = await node().models.waitForJob(request.params.id, request.query.wait ?? 0)
     if (job == null) throw new ApiError(404, 'pull_not_found', `no pull ${request.params.id}`)
     return { ...job }
   })

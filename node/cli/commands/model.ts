@@ -12,6 +12,9 @@ import { CliError } from '../errors.ts'
 import { callNode, resolveTarget, uploadToNode } from '../node-client.ts'
 import { positiveInt, readInput } from '../options.ts'
 
+/** how often `bkg model pull` redraws its progress bar */
+const PROGRESS_INTERVAL_MS = 200
+
 export function registerModelCommands (program: Command): void {
   const model = program.command('model').description('signed model packages (.bkg)')
 
@@ -73,8 +76,8 @@ export function registerModelCommands (program: Command): void {
       const bar = new PullProgressView(`${name}@${version ?? 'latest'}`)
       while (job.finishedAt == null) {
         bar.update(job)
-        await new Promise((resolve) => setTimeout(resolve, 200))
-        job = await callNode<PullJobView>(target, 'GET', `/api/v1/models/pulls/${job.id}`)
+        // a long poll: back at once when the pull finishes, else in time for the next frame
+        job = await callNode<PullJobView>(target, 'GET', `/api/v1/models/pulls/${job.id}?wait=${PROGRESS_INTERVAL_MS}`)
       }
       bar.stop(job)
       if (job.state !== 'done') throw new CliError(`pull failed (${job.error?.code ?? 'unknown'}): ${job.error?.message ?? ''}`)
