@@ -14,6 +14,7 @@ import { ModelStoreError } from './model-store.ts'
 import { assertBlockMatches } from './verified-blockstore.ts'
 import { findProviderIds, requestBlocks } from './block-requests.ts'
 import { FileAssembler } from './file-assembler.ts'
+import { Limit } from './limit.ts'
 import { AlignedSlots } from './staged-file.ts'
 import { layoutOf, RAW } from './dag-layout.ts'
 import { verifyEnvelope, type VerifyOptions } from './package-signing.ts'
@@ -220,7 +221,7 @@ export class Puller {
     }
     for (const root of roots) await want(root.cid, root.at)
 
-    const writing = new LeafWrites(LEAVES_IN_FLIGHT)
+    const writing = new Limit(LEAVES_IN_FLIGHT)
     const healthy = new Map(providers.map((p) => [p.toString(), { peer: p, failures: 0 }]))
     let inflight = 0
     let failure: Error | null = null
@@ -281,7 +282,7 @@ export class Puller {
    * block. A verified leaf is written while the next frames are read (up to LEAVES_IN_FLIGHT per
    * pull, then reading waits); an inner node is stored and expanded before going on.
    */
-  private async fetchBatch (peer: PeerId, batch: CID[], pull: { expected: Set<string>, arrived: (cid: CID, block: Uint8ArrayList) => Promise<void>, progress: PullProgress, writing: LeafWrites }): Promise<CID[]> {
+  private async fetchBatch (peer: PeerId, batch: CID[], pull: { expected: Set<string>, arrived: (cid: CID, block: Uint8ArrayList) => Promise<void>, progress: PullProgress, writing: Limit }): Promise<CID[]> {
     const { expected, arrived, progress, writing } = pull
     const missing: CID[] = []
     const written: Array<Promise<void>> = []
@@ -301,11 +302,11 @@ export class Puller {
           await arrived(cid, block)
           continue
         }
-        const leaf = writing.run(async () => { await arrived(cid, block) })
+        await writing.acquire()
+        const leaf = arrived(cid, block).finally(() => { writing.release() })
         // awaited below; a failure must not count as unhandled meanwhile
         leaf.catch(() => {})
         written.push(leaf)
-        await writing.room()
       }
     } catch (err) {
       failure = err
@@ -337,31 +338,6 @@ export class Puller {
     const block = await this.deps.store.getBlock(cid)
     if (block == null) throw new ModelStoreError('pull_incomplete', 502, `block ${cid.toString()} vanished from the store during the pull`)
     return block
-  }
-}
-
-/** Leaves being written at once in one pull; `room` waits while there are `max` of them. */
-class LeafWrites {
-  private readonly max: number
-  private running = 0
-  private readonly waiting: Array<() => void> = []
-
-  constructor (max: number) {
-    this.max = max
-  }
-
-  async run (write: () => Promise<void>): Promise<void> {
-    this.running++
-    try {
-      await write()
-    } finally {
-      this.running--
-      this.waiting.shift()?.()
-    }
-  }
-
-  async room (): Promise<void> {
-    while (this.running >= this.max) await new Promise<void>((resolve) => { this.waiting.push(resolve) })
   }
 }
 
