@@ -12,7 +12,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { CID } from 'multiformats/cid'
 import { runBkgOk } from '../test/helpers/cli.ts'
 import { peerIdsOf, TestMesh, waitFor, type TestNode } from '../test/helpers/mesh.ts'
-import { NODE_RUNTIME_ENV, NODE_RUNTIME_FLAGS } from '../node/devnet/node-process.ts'
+import { nodeRuntime } from '../node/devnet/node-process.ts'
 import { createBenchHelia } from './bitswap-peer.ts'
 import { failedMetric, median, metric, processMemory, progress, round, type Metric } from './lib.ts'
 
@@ -27,8 +27,7 @@ const RUNS = 5
  */
 export async function measureBareStream (bytes: number): Promise<number> {
   const script = fileURLToPath(new URL('./bare-stream-peer.ts', import.meta.url))
-  // BKG_NODE_FLAGS reaches these processes too, as it reaches the nodes (e.g. --cpu-prof)
-  const runtime = { args: [...NODE_RUNTIME_FLAGS, ...(process.env.BKG_NODE_FLAGS?.split(/\s+/).filter(Boolean) ?? [])], env: { ...NODE_RUNTIME_ENV, ...process.env } }
+  const runtime = nodeRuntime()
   const sink = spawn(process.execPath, [...runtime.args, script], { stdio: ['ignore', 'pipe', 'inherit'], env: runtime.env })
   try {
     const addr = await firstLine(sink, 'bare-stream sink', 30_000)
@@ -270,7 +269,7 @@ export async function measureModelPull (root: string, sizeMiB = 256): Promise<Me
       oneRuns.push((await timedPull(pullerOne, 'big')).seconds)
     }
     const bare = median(bareRuns)
-    rows.push(metric({ id: 'bare_stream_mib_s', name: `baseline: bare libp2p stream, 2 processes`, value: round(bare), unit: 'MiB/s', target: null, note: `median of ${bareRuns.map((rate) => round(rate)).join(' / ')}; ${sizeMiB} MiB, TCP + Noise + Yamux, one stream, fresh receiver process each` }))
+    rows.push(metric({ id: 'bare_stream_mib_s', name: `baseline: bare libp2p stream, 2 processes`, value: round(bare), unit: 'MiB/s', target: null, note: `median of ${bareRuns.map((rate) => round(rate)).join(' / ')}; ${sizeMiB} MiB, TCP + Noise + Yamux, one stream, two fresh processes each run` }))
     const oneRate = sizeMiB / median(oneRuns)
     const pullerPeak = await processMemory(pullerOne.proc!.child.pid!)
     rows.push(metric({

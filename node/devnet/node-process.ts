@@ -23,6 +23,16 @@ export const NODE_RUNTIME_ENV: Record<string, string> = {
   GLIBC_TUNABLES: 'glibc.malloc.trim_threshold=67108864:glibc.malloc.mmap_threshold=4194304'
 }
 
+/**
+ * How a node process is started: the runtime flags and environment above, plus BKG_NODE_FLAGS,
+ * extra flags for investigations (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"). The bench starts
+ * its baseline processes the same way.
+ */
+export function nodeRuntime (env: NodeJS.ProcessEnv = {}): { args: string[], env: NodeJS.ProcessEnv } {
+  const extra = process.env.BKG_NODE_FLAGS?.split(/\s+/).filter(Boolean) ?? []
+  return { args: [...NODE_RUNTIME_FLAGS, ...extra], env: { ...NODE_RUNTIME_ENV, ...process.env, ...env } }
+}
+
 export interface StartedLine {
   event: 'started'
   peerId: string
@@ -51,10 +61,9 @@ export interface SpawnNodeOptions {
  * machine-readable `started` line.
  */
 export async function spawnNode (options: SpawnNodeOptions): Promise<NodeProcess> {
-  // BKG_NODE_FLAGS adds flags for investigations, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
-  const extra = process.env.BKG_NODE_FLAGS?.split(/\s+/).filter(Boolean) ?? []
-  const child = spawn(process.execPath, [...NODE_RUNTIME_FLAGS, ...extra, CLI_ENTRY, 'start', ...options.args], {
-    env: { ...NODE_RUNTIME_ENV, ...process.env, ...options.env },
+  const runtime = nodeRuntime(options.env)
+  const child = spawn(process.execPath, [...runtime.args, CLI_ENTRY, 'start', ...options.args], {
+    env: runtime.env,
     stdio: ['ignore', 'pipe', 'pipe']
   })
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))

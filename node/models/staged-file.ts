@@ -1,5 +1,6 @@
 import { constants } from 'node:fs'
 import { open, type FileHandle } from 'node:fs/promises'
+import { Limit } from './limit.ts'
 
 /**
  * O_DIRECT wants the buffer address, the file offset and the length aligned to the device's
@@ -21,24 +22,24 @@ const { Memory: WasmMemory } = (globalThis as unknown as { WebAssembly: { Memory
 export class AlignedSlots {
   readonly slotBytes: number
   private readonly free: Uint8Array[]
-  private readonly waiting: Array<(slot: Uint8Array) => void> = []
+  private readonly places: Limit
 
   constructor (count: number, maxWriteBytes: number) {
     this.slotBytes = Math.ceil(maxWriteBytes / ALIGNMENT) * ALIGNMENT
     const memory = new WasmMemory({ initial: Math.ceil(count * this.slotBytes / WASM_PAGE_BYTES) })
     this.free = Array.from({ length: count }, (_, i) => new Uint8Array(memory.buffer, i * this.slotBytes, this.slotBytes))
+    this.places = new Limit(count)
   }
 
   async take (): Promise<Uint8Array> {
-    const slot = this.free.pop()
-    if (slot != null) return slot
-    return await new Promise((resolve) => { this.waiting.push(resolve) })
+    // a place granted is a slot on the free list: give() puts it back before handing the place on
+    await this.places.acquire()
+    return this.free.pop()!
   }
 
   give (slot: Uint8Array): void {
-    const next = this.waiting.shift()
-    if (next != null) next(slot)
-    else this.free.push(slot)
+    this.free.push(slot)
+    this.places.release()
   }
 }
 

@@ -29,15 +29,21 @@ declare module 'fastify' {
   }
 }
 
+/** An XML document: the declaration and `body` (one root element). */
+async function xmlDocument (body: Record<string, unknown>): Promise<string> {
+  return '<?xml version="1.0" encoding="UTF-8"?>\n' + (await xmlCodec()).builder.build(body)
+}
+
+/** A response document in S3's namespace. */
 async function xml (root: string, body: Record<string, unknown>): Promise<string> {
-  return '<?xml version="1.0" encoding="UTF-8"?>\n' + (await xmlCodec()).builder.build({ [root]: { '@_xmlns': XMLNS, ...body } })
+  return await xmlDocument({ [root]: { '@_xmlns': XMLNS, ...body } })
 }
 
 async function sendError (request: FastifyRequest, reply: FastifyReply, code: string, status: number, message: string): Promise<FastifyReply> {
   const requestId = String(reply.getHeader('x-amz-request-id') ?? '')
   if (request.method === 'HEAD') return await reply.status(status).header('x-amz-error-code', code).send()
   return await reply.status(status).header('content-type', 'application/xml').send(
-    '<?xml version="1.0" encoding="UTF-8"?>\n' + (await xmlCodec()).builder.build({ Error: { Code: code, Message: message, Resource: request.url.split('?')[0], RequestId: requestId } }))
+    await xmlDocument({ Error: { Code: code, Message: message, Resource: request.url.split('?')[0], RequestId: requestId } }))
 }
 
 /** what S3 accepts as metadata headers: `x-amz-meta-<name>` */
