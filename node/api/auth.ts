@@ -17,6 +17,8 @@ declare module 'fastify' {
 
 export interface AuthOptions {
   keys: { adminToken: string, secret: string }
+  /** an extra check for admin routes after the token (`--api-admin-mtls`: the client certificate); throws ApiError */
+  adminCheck?: ((request: FastifyRequest) => void) | null
 }
 
 /**
@@ -28,6 +30,9 @@ export interface AuthOptions {
 export const authPlugin = fp<AuthOptions>(async (app: FastifyInstance, options) => {
   app.decorateRequest('principal', null)
   app.addHook('preParsing', async (request: FastifyRequest, _reply, payload) => {
+    // a path no route serves is a 404 for everyone: nothing there to protect, and a 401 would
+    // send a caller hunting for a token instead of the typo (docs/api.md)
+    if (request.is404) return payload
     const access = request.routeOptions.config?.access ?? 'admin'
     if (access === 'public') return payload
     const header = request.headers.authorization
@@ -39,6 +44,8 @@ export const authPlugin = fp<AuthOptions>(async (app: FastifyInstance, options) 
     if (access === 'admin' && principal.kind !== 'node-admin') {
       throw new ApiError(403, 'forbidden', 'this route needs the node admin token (api-token in the data dir)')
     }
+    // in addition to the token, never instead of it: a stolen token alone must not do admin work
+    if (access === 'admin') options.adminCheck?.(request)
     request.principal = principal
     return payload
   })

@@ -27,21 +27,116 @@ export function installErrorHandlers (app: FastifyInstance): void {
       return reply.status(err.status).send(errorBody(err.code, err.message))
     }
     if (hasZodFastifySchemaValidationErrors(err)) {
-      const first = err.validation[0]
-      const where = first?.instancePath ? ` at ${first.instancePath}` : ''
-      return reply.status(400).send(errorBody('invalid_request', `${err.validationContext ?? 'request'}${where}: ${first?.message ?? 'invalid'}`))
+      const issues = err.validation.map((entry) => ({ ...entry.params, code: entry.keyword, message: entry.message ?? 'invalid', path: entry.instancePath.split('/').slice(1).filter((key) => key !== '') }))
+      return reply.status(400).send(errorBody('invalid_request', describeIssues(err.validationContext ?? 'request', issues as ValidationIssue[])))
     }
     const status = (err as FastifyError).statusCode ?? 500
     if (status >= 500) {
       request.log.error({ err }, 'request failed')
       return reply.status(500).send(errorBody('internal', 'internal error; see the node log'))
     }
+    // the codes docs/api.md lists for these statuses (malformed JSON is a 400 invalid_request)
     const code = (err as FastifyError).code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' ? 'unsupported_media_type'
       : (err as FastifyError).code === 'FST_ERR_CTP_BODY_TOO_LARGE' ? 'body_too_large'
-        : status === 429 ? 'rate_limited' : 'bad_request'
+        : STATUS_CODES[status] ?? 'bad_request'
     return reply.status(status).send(errorBody(code, err.message))
   })
   app.setNotFoundHandler((request, reply) => {
+    // auth (preParsing) lets not-found requests through, so an unknown path is a 404 with or without a token
     return reply.status(404).send(errorBody('not_found', `no route ${request.method} ${request.url.split('?')[0]}`))
   })
+}
+
+const STATUS_CODES: Record<number, string> = {
+  400: 'invalid_request',
+  401: 'unauthorized',
+  403: 'forbidden',
+  404: 'not_found',
+  413: 'body_too_large',
+  415: 'unsupported_media_type',
+  429: 'rate_limited'
+}
+
+/** A zod issue as fastify-type-provider-zod hands it on (path as keys; union branches nested). */
+export interface ValidationIssue {
+  code: string
+  path: Array<string | number>
+  message: string
+  errors?: Array<Array<Omit<ValidationIssue, 'path'> & { path: PropertyKey[] }>>
+  keys?: string[]
+  origin?: string
+  maximum?: number | bigint
+  minimum?: number | bigint
+  inclusive?: boolean
+  expected?: string
+}
+
+const MAX_REPORTED = 3
+
+/**
+ * One line naming each offending field and what it must be, e.g. `body.events: at most 1000
+ * items` or `body.payload: required`, instead of zod's bare "Invalid input" at the top of a union.
+ */
+export function describeIssues (context: string, issues: ValidationIssue[]): string {
+  const flat = issues.flatMap((issue) => resolveUnion(issue, []))
+  const parts = flat.slice(0, MAX_REPORTED).map((issue) => `${where(context, issue.path)}: ${what(issue)}`)
+  if (flat.length > MAX_REPORTED) parts.push(`and ${flat.length - MAX_REPORTED} more`)
+  return parts.length > 0 ? parts.join('; ') : `${context}: invalid`
+}
+
+/** Unions report every branch's issues: keep the branch the input came closest to matching. */
+function resolveUnion (issue: ValidationIssue, prefix: Array<string | number>): ValidationIssue[] {
+  const path = [...prefix, ...issue.path.map(pathKey)]
+  if (issue.code !== 'invalid_union' || issue.errors == null || issue.errors.length === 0) return [{ ...issue, path }]
+  const branches = issue.errors.map((branch) => branch.flatMap((inner) => resolveUnion({ ...inner, path: inner.path.map(pathKey) }, path)))
+  // every branch wants another type at this very spot (z.json(), string-or-array): one issue
+  if (branches.every((branch) => branch.length === 1 && branch[0].code === 'invalid_type' && branch[0].path.length === path.length)) {
+    if (new Set(branches.map((branch) => branch[0].message)).size === 1) return [{ ...branches[0][0], path }]
+    const expected = [...new Set(branches.map((branch) => branch[0].expected ?? '?'))]
+    const missing = branches.every((branch) => / received undefined$/.test(branch[0].message))
+    return [{ code: 'invalid_type', path, message: missing ? 'required' : `expected ${expected.join(' or ')}` }]
+  }
+  const cost = (branch: ValidationIssue[]): number => branch.reduce((sum, inner) => sum + (inner.keys?.length ?? 1), 0)
+  const depth = (branch: ValidationIssue[]): number => Math.max(0, ...branch.map((inner) => inner.path.length))
+  let best = branches[0]
+  for (const branch of branches.slice(1)) {
+    if (cost(branch) < cost(best) || (cost(branch) === cost(best) && depth(branch) > depth(best))) best = branch
+  }
+  return best
+}
+
+function pathKey (key: PropertyKey): string | number {
+  return typeof key === 'number' ? key : typeof key === 'string' && /^\d+$/.test(key) ? Number(key) : String(key)
+}
+
+function where (context: string, path: Array<string | number>): string {
+  const [first, ...rest] = path
+  const tail = rest.map((key) => typeof key === 'number' ? `[${key}]` : `.${key}`).join('')
+  if (context === 'querystring' && first != null) return `query parameter ${first}${tail}`
+  if (context === 'params' && first != null) return `path parameter ${first}${tail}`
+  if (context === 'headers' && first != null) return `header ${first}${tail}`
+  return first == null ? context : `${context}${typeof first === 'number' ? `[${first}]` : `.${first}`}${tail}`
+}
+
+function what (issue: ValidationIssue): string {
+  const { message } = issue
+  if (issue.code === 'invalid_type') {
+    if (/ received undefined$/.test(message)) return 'required'
+    return message.replace(/^Invalid input: /, '')
+  }
+  if (issue.code === 'unrecognized_keys' && issue.keys != null) {
+    return `unknown field${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((key) => JSON.stringify(key)).join(', ')}`
+  }
+  if ((issue.code === 'too_big' || issue.code === 'too_small') && /^Too (big|small):/.test(message)) {
+    const big = issue.code === 'too_big'
+    const limit = big ? issue.maximum : issue.minimum
+    const bound = `${big ? 'at most' : 'at least'} ${String(limit)}`
+    const exclusive = issue.inclusive === false ? `${big ? 'less' : 'more'} than ${String(limit)}` : bound
+    if (issue.origin === 'array' || issue.origin === 'set') return `${exclusive} items`
+    if (issue.origin === 'string') return `${exclusive} characters`
+    return exclusive
+  }
+  // custom messages often begin with their own field name ("namespace: 1-63 of …"), which the path already says
+  const last = issue.path[issue.path.length - 1]
+  return last != null && message.startsWith(`${last}: `) ? message.slice(String(last).length + 2) : message
 }
