@@ -1,5 +1,6 @@
 import { z } from 'zod'
 import { ADMISSION_PROTOCOL } from './ids.ts'
+import { parseUntrustedJson } from './untrusted-json.ts'
 
 /**
  * Admission wire format: after the Noise handshake each side sends one `hello` frame, checks the
@@ -43,9 +44,9 @@ export function decodeVerdict (bytes: Uint8Array): AdmissionVerdict {
 function decode<T> (schema: z.ZodType<T>, bytes: Uint8Array): T {
   let json: unknown
   try {
-    json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes))
-  } catch {
-    throw new AdmissionFrameError('admission frame is not UTF-8 JSON')
+    json = parseUntrustedJson(bytes)
+  } catch (err) {
+    throw new AdmissionFrameError(`admission frame: ${(err as Error).message}`)
   }
   const parsed = schema.safeParse(json)
   if (!parsed.success) {

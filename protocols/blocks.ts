@@ -1,6 +1,7 @@
 import { CID } from 'multiformats/cid'
 import { Uint8ArrayList } from 'uint8arraylist'
 import { z } from 'zod'
+import { parseUntrustedJson } from './untrusted-json.ts'
 
 /**
  * `/bkg/blocks/1.0.0`: the requester sends one want-list (uvarint-length-prefixed JSON), the
@@ -31,9 +32,9 @@ export function encodeWantList (cids: CID[]): Uint8Array {
 export function decodeWantList (bytes: Uint8Array): CID[] {
   let json: unknown
   try {
-    json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes))
-  } catch {
-    throw new BlockFrameError('want-list is not UTF-8 JSON')
+    json = parseUntrustedJson(bytes)
+  } catch (err) {
+    throw new BlockFrameError(`want-list: ${(err as Error).message}`)
   }
   const parsed = WantList.safeParse(json)
   if (!parsed.success) throw new BlockFrameError(`want-list: ${parsed.error.issues[0]?.message ?? 'invalid'}`)

@@ -19,6 +19,12 @@ export const HLC_PATTERN = /^\d{15}-\d{5}$/
 
 export const EventNamespace = z.string().regex(NAMESPACE_PATTERN, 'namespace: 1-63 of a-z 0-9 . _ -, starting with a letter or digit')
 export const EventType = z.string().regex(EVENT_TYPE_PATTERN, 'type: 1-128 of A-Z a-z 0-9 . _ : / -, starting with a letter or digit')
+/**
+ * Where a reader resumes: an event id, or a `localId` (the order events arrived at this node, a
+ * PostgreSQL bigint kept within JavaScript's exact integers).
+ */
+export const EventCursor = z.string().max(64).regex(/^[A-Za-z0-9_-]+$/, 'a cursor is an event id or a local id')
+  .refine((text) => !/^\d+$/.test(text) || Number(text) <= Number.MAX_SAFE_INTEGER, `a local id is at most ${Number.MAX_SAFE_INTEGER}`)
 export const EventPayload = z.json().refine((value) => Buffer.byteLength(JSON.stringify(value)) <= MAX_EVENT_PAYLOAD_BYTES, `payload: at most ${MAX_EVENT_PAYLOAD_BYTES} bytes of JSON`)
 
 const EventFields = z.object({

@@ -1,6 +1,7 @@
 import { CID } from 'multiformats/cid'
 import semver from 'semver'
 import { z } from 'zod'
+import { parseUntrustedJson } from './untrusted-json.ts'
 
 /**
  * The `.bkg` model package (see docs/model-format.md):
@@ -84,8 +85,21 @@ export const Manifest = z.object({
   chunkSize: z.number().int().min(MIN_CHUNK_SIZE).max(MAX_CHUNK_SIZE),
   files: z.array(PackageFile).min(1).max(MAX_FILES).refine(
     (files) => new Set(files.map((f) => f.path)).size === files.length, 'file paths must be unique'
+  ).refine(
+    (files) => fileUnderAnotherFile(files.map((f) => f.path)) == null,
+    { message: 'no file path may also be the directory of another (both "a" and "a/b")' }
   )
 }).strict()
+
+/** A path whose leading directory is itself listed as a file: such a package cannot be laid out on disk. */
+function fileUnderAnotherFile (paths: string[]): string | null {
+  const files = new Set(paths)
+  for (const path of paths) {
+    const segments = path.split('/')
+    for (let i = 1; i < segments.length; i++) if (files.has(segments.slice(0, i).join('/'))) return path
+  }
+  return null
+}
 export type Manifest = z.infer<typeof Manifest>
 
 export const Envelope = z.object({
@@ -161,9 +175,9 @@ export function decodeHeader (bytes: Uint8Array): number {
 export function decodeEnvelope (bytes: Uint8Array): Envelope {
   let json: unknown
   try {
-    json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes))
-  } catch {
-    throw new PackageError('package_malformed', 'package envelope is not UTF-8 JSON')
+    json = parseUntrustedJson(bytes)
+  } catch (err) {
+    throw new PackageError('package_malformed', `package envelope: ${(err as Error).message}`)
   }
   const envelope = Envelope.safeParse(json)
   if (!envelope.success) throw new PackageError('package_malformed', `package envelope: ${describe(envelope.error)}`)

@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { EventNamespace, EventPayload } from './events.ts'
+import { EventCursor, EventNamespace, EventPayload } from './events.ts'
 
 /**
  * Realtime over WebSocket (`/realtime`): JSON text frames. A client joins channels:
@@ -27,7 +27,7 @@ export const ClientMessage = z.discriminatedUnion('type', [
       /** events: payload conditions `field=op.value` (all must hold) */
       filter: z.array(z.string().max(512)).max(16).optional(),
       /** events: replay what arrived after this cursor (event id or localId) first */
-      after: z.string().max(64).optional(),
+      after: EventCursor.optional(),
       /** room: receive own broadcasts too */
       self: z.boolean().optional()
     }).strict().default({})

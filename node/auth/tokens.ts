@@ -66,6 +66,29 @@ export function verifyToken (token: string, keys: { adminToken: string, secret: 
   return toPrincipal(claims.data)
 }
 
+/** Milliseconds the principal's token is still good for (Infinity for tokens that never expire). */
+export function msUntilExpiry (principal: Principal, now = Date.now()): number {
+  return principal.expiresAt == null ? Infinity : Math.max(0, principal.expiresAt - now)
+}
+
+/**
+ * Calls `onExpired` once, when the principal's token expires (never for a token without expiry);
+ * returns a cancel function. Long-lived responses (streams, sockets, long polls) use it so that no
+ * data reaches a principal after its token has expired.
+ */
+export function whenExpired (principal: Principal, onExpired: () => void): () => void {
+  let timer: NodeJS.Timeout | undefined
+  const arm = (): void => {
+    const left = msUntilExpiry(principal)
+    if (left === Infinity) return
+    // setTimeout holds at most ~24.8 days: a longer wait is re-armed when it fires
+    timer = setTimeout(() => { if (msUntilExpiry(principal) > 0) arm(); else onExpired() }, Math.min(left, 2 ** 31 - 1))
+    timer.unref()
+  }
+  arm()
+  return () => clearTimeout(timer)
+}
+
 /** Durations as the CLI takes them: 90s, 30m, 12h, 7d, or `never`. */
 export function parseDuration (text: string): number | null {
   if (text === 'never') return null

@@ -4,7 +4,7 @@ import type { PeerId, PrivateKey } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Logger } from 'pino'
 import type { NodeCertificate } from '../../ca/index.ts'
-import { eventId, EventGossip, eventSigningBytes, MAX_EVENT_GOSSIP_BYTES, SignedEvent, type UnsignedEvent } from '../../protocols/events.ts'
+import { EventCursor, eventId, EventGossip, eventSigningBytes, MAX_EVENT_GOSSIP_BYTES, SignedEvent, type UnsignedEvent } from '../../protocols/events.ts'
 import { eventsTopic } from '../../protocols/ids.ts'
 import type { AdmittedPeers } from '../admission/admitted-peers.ts'
 import type { Trust } from '../admission/trust.ts'
@@ -16,6 +16,7 @@ import { admissionVerdict } from '../pubsub/topic-validation.ts'
 import { EventStore, type StoredEvent } from './event-store.ts'
 import { EventSync } from './event-sync.ts'
 import { HybridClock } from './hybrid-clock.ts'
+import { parseUntrustedJson } from '../../protocols/untrusted-json.ts'
 
 export interface NewEvent {
   namespace: string
@@ -246,6 +247,8 @@ export class EventService extends EventEmitter<EventServiceEvents> {
     const tenant = tenantOf(principal)
     let afterLocalId: number | undefined
     if (query.after != null) {
+      const cursor = EventCursor.safeParse(query.after)
+      if (!cursor.success) throw new ServiceError('invalid_cursor', 400, `cursor ${query.after.slice(0, 64)}: ${cursor.error.issues[0]?.message ?? 'invalid'}`)
       afterLocalId = /^\d+$/.test(query.after) ? Number(query.after) : await this.store.localIdOf(tenant, query.after) ?? undefined
       if (afterLocalId == null) throw new ServiceError('unknown_cursor', 400, `no event ${query.after} in namespace ${query.namespace} that this token may see`)
     }
@@ -270,7 +273,7 @@ export class EventService extends EventEmitter<EventServiceEvents> {
     if (verdict !== 'accept' || message.type !== 'signed') return TopicValidatorResult.Reject
     let events: SignedEvent[]
     try {
-      events = EventGossip.parse(JSON.parse(new TextDecoder().decode(message.data))).events.map((event) => SignedEvent.parse(event))
+      events = EventGossip.parse(parseUntrustedJson(message.data)).events.map((event) => SignedEvent.parse(event))
     } catch {
       return TopicValidatorResult.Reject
     }

@@ -1,4 +1,4 @@
-import type { Principal } from '../auth/tokens.ts'
+import { msUntilExpiry, type Principal } from '../auth/tokens.ts'
 import { matches, type EventSelector } from './event-filter.ts'
 import type { EventService } from './event-service.ts'
 import type { StoredEvent } from './event-store.ts'
@@ -89,6 +89,11 @@ export class EventSubscription {
 
   private offer (event: StoredEvent): boolean {
     if (this.stopped || event.localId <= this.lastSeen) return true
+    // the transport's expiry timer tells the subscriber; nothing more is delivered in between
+    if (msUntilExpiry(this.init.principal()) === 0) {
+      this.stop()
+      return true
+    }
     this.lastSeen = event.localId
     if (!matches(this.init.selector, event)) return true
     return this.init.deliver(event)

@@ -7,6 +7,7 @@ import { EVENTS_SYNC_PROTOCOL } from '../../protocols/ids.ts'
 import type { AdmittedPeers } from '../admission/admitted-peers.ts'
 import type { Host } from '../p2p/host.ts'
 import type { EventStore } from './event-store.ts'
+import { parseUntrustedJson } from '../../protocols/untrusted-json.ts'
 
 export interface EventSyncDeps {
   host: Host
@@ -120,7 +121,7 @@ export class EventSync {
     try {
       const channel = lpStream(stream, { maxDataLength: MAX_SYNC_MESSAGE_BYTES })
       await channel.write(new TextEncoder().encode(JSON.stringify(request)), { signal })
-      const response = SyncResponse.parse(JSON.parse(new TextDecoder().decode((await channel.read({ signal })).subarray())))
+      const response = SyncResponse.parse(parseUntrustedJson((await channel.read({ signal })).subarray()))
       await stream.close({ signal }).catch(() => {})
       return response
     } catch (err) {
@@ -133,7 +134,7 @@ export class EventSync {
     const signal = AbortSignal.timeout(REQUEST_TIMEOUT_MS)
     const channel = lpStream(stream, { maxDataLength: MAX_SYNC_MESSAGE_BYTES })
     try {
-      const parsed = SyncRequest.safeParse(JSON.parse(new TextDecoder().decode((await channel.read({ signal })).subarray())))
+      const parsed = SyncRequest.safeParse(parseUntrustedJson((await channel.read({ signal })).subarray()))
       const response = parsed.success ? await this.answer(connection.remotePeer.toString(), parsed.data) : { error: 'malformed request' }
       await channel.write(new TextEncoder().encode(JSON.stringify(response)), { signal })
       await stream.close({ signal })

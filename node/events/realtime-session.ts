@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto'
-import { ClientMessage, parseChannel } from '../../protocols/realtime.ts'
-import type { Principal } from '../auth/tokens.ts'
+import { ClientMessage, MAX_REALTIME_FRAME_BYTES, parseChannel } from '../../protocols/realtime.ts'
+import { describeJsonError, parseUntrustedJson, UntrustedJsonError } from '../../protocols/untrusted-json.ts'
+import { whenExpired, type Principal } from '../auth/tokens.ts'
 import { ServiceError } from '../errors.ts'
 import { FilterError, parseFilter } from './event-filter.ts'
 import type { EventService } from './event-service.ts'
@@ -48,7 +49,7 @@ export class RealtimeSession {
   private readonly transport: RealtimeTransport
   private principal: Principal
   private readonly channels = new Map<string, Joined>()
-  private expiry: NodeJS.Timeout | undefined
+  private cancelExpiry: () => void = () => {}
   private closed = false
   private allowance = MESSAGES_PER_SECOND
   private lastRefill = Date.now()
@@ -64,9 +65,10 @@ export class RealtimeSession {
   async handle (text: string): Promise<void> {
     let raw: unknown
     try {
-      raw = JSON.parse(text)
-    } catch {
-      this.send({ type: 'error', error: { code: 'invalid_message', message: 'frames are JSON objects' } })
+      raw = parseUntrustedJson(text, { maxBytes: MAX_REALTIME_FRAME_BYTES })
+    } catch (err) {
+      const reason = err instanceof UntrustedJsonError ? describeJsonError(err, 'frame') : 'frames are JSON objects'
+      this.send({ type: 'error', error: { code: 'invalid_message', message: reason } })
       return
     }
     const parsed = ClientMessage.safeParse(raw)
@@ -91,7 +93,7 @@ export class RealtimeSession {
   close (): void {
     if (this.closed) return
     this.closed = true
-    clearTimeout(this.expiry)
+    this.cancelExpiry()
     for (const joined of this.channels.values()) joined.leave()
     this.channels.clear()
   }
@@ -199,16 +201,11 @@ export class RealtimeSession {
   }
 
   private armExpiry (): void {
-    clearTimeout(this.expiry)
-    const expiresAt = this.principal.expiresAt
-    if (expiresAt == null) return
-    // setTimeout holds at most ~24.8 days; a longer token is re-armed when that fires
-    this.expiry = setTimeout(() => {
-      if (Date.now() < expiresAt) return this.armExpiry()
+    this.cancelExpiry()
+    this.cancelExpiry = whenExpired(this.principal, () => {
       for (const channel of [...this.channels.keys()]) this.end(channel, 'token expired')
       this.send({ type: 'token_expired', message: 'send access_token with a fresh token, then join again' })
-    }, Math.min(Math.max(0, expiresAt - Date.now()), 2 ** 31 - 1))
-    this.expiry.unref()
+    })
   }
 
   private lagged (): void {

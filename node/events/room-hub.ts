@@ -6,6 +6,7 @@ import { PRESENCE_REFRESH_MS, PRESENCE_TTL_MS, RoomGossip, type Json } from '../
 import type { AdmittedPeers } from '../admission/admitted-peers.ts'
 import type { Host } from '../p2p/host.ts'
 import { admissionVerdict } from '../pubsub/topic-validation.ts'
+import { parseUntrustedJson } from '../../protocols/untrusted-json.ts'
 
 export type PresenceState = Record<string, Json[]>
 
@@ -51,7 +52,7 @@ export class RoomHub {
     if (message.type !== 'signed') return
     let gossip: RoomGossip
     try {
-      gossip = RoomGossip.parse(JSON.parse(new TextDecoder().decode(message.data)))
+      gossip = RoomGossip.parse(parseUntrustedJson(message.data))
     } catch {
       return
     }

@@ -6,6 +6,7 @@ import { BLOCKS_PROTOCOL, MANIFESTS_PROTOCOL } from '../../protocols/ids.ts'
 import { ManifestRequest, MAX_MANIFEST_MESSAGE_BYTES } from '../../protocols/manifests.ts'
 import type { Host } from '../p2p/host.ts'
 import type { ModelStore } from './model-store.ts'
+import { parseUntrustedJson } from '../../protocols/untrusted-json.ts'
 
 export interface BlockExchangeDeps {
   host: Host
@@ -67,7 +68,7 @@ export class BlockExchange {
     const channel = lpStream(stream, { maxDataLength: MAX_MANIFEST_MESSAGE_BYTES })
     const signal = AbortSignal.timeout(10_000)
     try {
-      const parsed = ManifestRequest.safeParse(JSON.parse(new TextDecoder().decode((await channel.read({ signal })).subarray())))
+      const parsed = ManifestRequest.safeParse(parseUntrustedJson((await channel.read({ signal })).subarray()))
       let response: unknown
       if (!parsed.success) {
         response = { error: 'malformed request' }

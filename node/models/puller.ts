@@ -18,6 +18,7 @@ import { Limit } from './limit.ts'
 import { AlignedSlots } from './staged-file.ts'
 import { layoutOf, RAW } from './dag-layout.ts'
 import { verifyEnvelope, type VerifyOptions } from './package-signing.ts'
+import { parseUntrustedJson } from '../../protocols/untrusted-json.ts'
 
 export interface PullProgress {
   state: 'resolving' | 'fetching' | 'verifying' | 'done' | 'failed'
@@ -158,7 +159,7 @@ export class Puller {
     const stream = await this.deps.host.dialProtocol(peer, MANIFESTS_PROTOCOL, { signal })
     const channel = lpStream(stream, { maxDataLength: MAX_MANIFEST_MESSAGE_BYTES })
     await channel.write(new TextEncoder().encode(JSON.stringify(version == null ? { name } : { name, version })), { signal })
-    const response = ManifestResponse.parse(JSON.parse(new TextDecoder().decode((await channel.read({ signal })).subarray())))
+    const response = ManifestResponse.parse(parseUntrustedJson((await channel.read({ signal })).subarray()))
     await stream.close({ signal }).catch(() => {})
     if ('error' in response) throw new Error(response.error)
     const envelope = decodeEnvelope(new TextEncoder().encode(JSON.stringify(response.envelope)))

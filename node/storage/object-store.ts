@@ -3,6 +3,7 @@ import type { Database, Tenant, Transaction } from '../db/database.ts'
 import { ServiceError } from '../errors.ts'
 import type { BlobBackend, ByteRange, Locator } from './backends/blob-backend.ts'
 import { createChecksum, type Checksum, type ChecksumAlgorithm } from './checksums.ts'
+import { unstorableReason } from '../../protocols/untrusted-json.ts'
 
 /** Refusals named as S3 names them (`code`), with their HTTP status. */
 export class StorageError extends ServiceError {}
@@ -133,6 +134,7 @@ export class ObjectStore {
   }
 
   async getObject (scope: StorageScope, bucket: string, key: string): Promise<ObjectMeta & { locator: StoredLocator, backend: string }> {
+    assertKey(key)
     return await this.run(scope, async (tx) => {
       const row = (await tx.query<Row>('SELECT * FROM bkg.objects WHERE namespace = $1 AND bucket = $2 AND key = $3', [scope.namespace, bucket, key])).rows[0]
       if (row == null) {
@@ -161,6 +163,7 @@ export class ObjectStore {
   }
 
   async deleteObject (scope: StorageScope, bucket: string, key: string): Promise<void> {
+    assertKey(key)
     assertWriter(scope)
     const removed = await this.run(scope, async (tx) => {
       await this.requireBucket(tx, scope, bucket)
@@ -170,6 +173,9 @@ export class ObjectStore {
   }
 
   async list (scope: StorageScope, bucket: string, options: ListOptions): Promise<{ objects: ObjectMeta[], prefixes: string[], truncated: boolean, last: string | null }> {
+    assertStorableText('the prefix', options.prefix)
+    assertStorableText('the delimiter', options.delimiter)
+    assertStorableText('the start key', options.after)
     return await this.run(scope, async (tx) => {
       await this.requireBucket(tx, scope, bucket)
       const objects: ObjectMeta[] = []
@@ -215,6 +221,7 @@ export class ObjectStore {
   }
 
   async putPart (scope: StorageScope, bucket: string, key: string, uploadId: string, partNumber: number, body: AsyncIterable<Uint8Array>, options: PutOptions): Promise<{ etag: string, checksums: Partial<Record<ChecksumAlgorithm, string>> }> {
+    assertKey(key)
     assertWriter(scope)
     if (!Number.isInteger(partNumber) || partNumber < 1 || partNumber > 10_000) throw new StorageError('InvalidArgument', 400, 'partNumber must be 1-10000')
     await this.run(scope, async (tx) => { await this.requireUpload(tx, scope, bucket, key, uploadId) })
@@ -238,6 +245,7 @@ export class ObjectStore {
   }
 
   async completeUpload (scope: StorageScope, bucket: string, key: string, uploadId: string, parts: Array<{ partNumber: number, etag: string }>): Promise<ObjectMeta> {
+    assertKey(key)
     assertWriter(scope)
     if (parts.length === 0) throw new StorageError('MalformedXML', 400, 'CompleteMultipartUpload needs at least one part')
     for (let i = 1; i < parts.length; i++) {
@@ -276,6 +284,7 @@ export class ObjectStore {
   }
 
   async abortUpload (scope: StorageScope, bucket: string, key: string, uploadId: string): Promise<void> {
+    assertKey(key)
     assertWriter(scope)
     const parts = await this.run(scope, async (tx) => {
       await this.requireUpload(tx, scope, bucket, key, uploadId)
@@ -386,6 +395,13 @@ function assertWriter (scope: StorageScope): void {
 
 function assertKey (key: string): void {
   if (key.length === 0 || Buffer.byteLength(key) > 1024) throw new StorageError('KeyTooLongError', 400, 'object keys are 1-1024 bytes of UTF-8')
+  assertStorableText('the object key', key)
+}
+
+/** keys, prefixes and cursors reach the database as text, which holds neither NUL nor broken UTF-16 */
+function assertStorableText (what: string, text: string | undefined): void {
+  const reason = text == null ? null : unstorableReason(text)
+  if (reason != null) throw new StorageError('InvalidArgument', 400, `${what} ${reason}`)
 }
 
 function unquote (etag: string): string {

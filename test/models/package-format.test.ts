@@ -63,7 +63,9 @@ const validManifest: fc.Arbitrary<Manifest> = fc.record({
     serial: hexString(1, 64)
   }),
   chunkSize: fc.integer({ min: MIN_CHUNK_SIZE, max: MAX_CHUNK_SIZE }),
+  // a path must not also be another file's directory: such a package cannot be laid out on disk
   files: fc.uniqueArray(validFile, { minLength: 1, maxLength: 5, selector: (f) => f.path })
+    .filter((files) => files.every((f) => !files.some((g) => g.path.startsWith(`${f.path}/`))))
 })
 
 /** anything: a valid-looking value for the field half the time, a random JSON value otherwise */
@@ -223,6 +225,7 @@ describe('decodeEnvelope refuses every malformed field, naming it', () => {
     ['empty path', { ...manifest, files: [{ ...file0, path: '' }] }, 'manifest_invalid', /manifest: files\.0\.path:/],
     ['path too long', { ...manifest, files: [{ ...file0, path: Array(6).fill('a'.repeat(100)).join('/') }] }, 'manifest_invalid', /manifest: files\.0\.path:/],
     ['duplicate paths', { ...manifest, files: [file0, { ...manifest.files[1], path: file0.path }] }, 'manifest_invalid', /manifest: files: file paths must be unique/],
+    ['a file that is also a directory', { ...manifest, files: [{ ...file0, path: 'a' }, { ...manifest.files[1], path: 'a/b' }] }, 'manifest_invalid', /manifest: files: no file path may also be the directory of another/],
     ['0 files', { ...manifest, files: [] }, 'manifest_invalid', /manifest: files:/],
     [`${MAX_FILES + 1} files`, { ...manifest, files: manyFiles }, 'manifest_invalid', /manifest: files:/],
     ['chunkSize too small', { ...manifest, chunkSize: MIN_CHUNK_SIZE - 1 }, 'manifest_invalid', /manifest: chunkSize:/],

@@ -1,6 +1,7 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import { z } from 'zod'
-import { EventNamespace, EventPayload, EventType } from '../../../protocols/events.ts'
+import { EventCursor, EventNamespace, EventPayload, EventType } from '../../../protocols/events.ts'
+import { whenExpired } from '../../auth/tokens.ts'
 import type { StoredEvent } from '../../events/event-store.ts'
 import { FilterError, parseFilter, type EventSelector } from '../../events/event-filter.ts'
 import { EventSubscription } from '../../events/event-subscription.ts'
@@ -28,18 +29,16 @@ const EventOut = z.object({
   receivedAt: z.string()
 })
 
-const Cursor = z.string().max(64).regex(/^[A-Za-z0-9_-]+$/, 'a cursor is an event id or a local id')
-
 const ListQuery = z.object({
   namespace: EventNamespace,
-  after: Cursor.optional(),
+  after: EventCursor.optional(),
   type: EventType.optional(),
   limit: z.coerce.number().int().min(1).max(MAX_BATCH).default(100)
 }).strict()
 
 const StreamQuery = z.object({
   namespace: EventNamespace,
-  after: Cursor.optional(),
+  after: EventCursor.optional(),
   type: EventType.optional(),
   filter: z.union([z.string().max(512), z.array(z.string().max(512)).max(16)]).optional()
 }).strict()
@@ -124,11 +123,18 @@ export const eventRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node 
     raw.write(`event: subscribed\ndata: ${JSON.stringify({ namespace: request.query.namespace })}\n\n`)
     const heartbeat = setInterval(() => { if (!closed) raw.write(': heartbeat\n\n') }, HEARTBEAT_MS)
     heartbeat.unref()
+    // a stream ends with its token: the client reconnects with a fresh one and Last-Event-ID
+    const cancelExpiry = whenExpired(principal, () => {
+      if (closed) return
+      raw.end(`event: token_expired\ndata: ${JSON.stringify({ lastEventId: String(subscription.cursor), message: 'the token expired; reconnect with a fresh token and Last-Event-ID to resume' })}\n\n`)
+      close()
+    })
     const close = (): void => {
       if (closed) return
       closed = true
       subscription.stop()
       clearInterval(heartbeat)
+      cancelExpiry()
     }
     function lagged (lastLocalId: number): void {
       if (closed) return

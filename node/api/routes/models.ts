@@ -11,6 +11,7 @@ import { PackageError, totalSize } from '../../../protocols/model-package.ts'
 import type { StoredModel } from '../../models/model-store.ts'
 import { ApiError } from '../errors.ts'
 import type { RouteDeps } from '../server.ts'
+import { msUntilExpiry } from '../../auth/tokens.ts'
 
 /** the largest package a node accepts over HTTP */
 const MAX_PACKAGE_BYTES = 256 * 1024 ** 3
@@ -170,7 +171,7 @@ export const modelRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node 
       response: { 200: PullJob }
     }
   }, async (request) => {
-    const job = await node().models.waitForJob(request.params.id, request.query.wait ?? 0)
+    const job = await node().models.waitForJob(request.params.id, Math.min(request.query.wait ?? 0, msUntilExpiry(request.principal!)))
     if (job == null) throw new ApiError(404, 'pull_not_found', `no pull ${request.params.id}`)
     return { ...job }
   })

@@ -81,7 +81,12 @@ export const realtimeRoutes: FastifyPluginAsync<RouteDeps> = async (app, { node,
         socket.send(JSON.stringify({ type: 'error', error: { code: 'invalid_message', message: 'frames are JSON text' } }))
         return
       }
-      void session.handle(data.toString())
+      session.handle(data.toString()).catch((err: unknown) => {
+        // handle() answers every refusal itself: whatever reaches here is a bug, and one client's
+        // frame must not take the node down with it
+        request.log.error({ err }, 'realtime frame failed')
+        if (socket.readyState === socket.OPEN) socket.close(1011, 'internal error')
+      })
     })
     socket.on('close', () => {
       clearInterval(ping)

@@ -1,0 +1,146 @@
+import { writeFile } from 'node:fs/promises'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { createToken } from '../helpers/events.ts'
+import { tempDir, TestMesh, waitFor, type TestNode } from '../helpers/mesh.ts'
+import { connectRealtime } from '../helpers/realtime.ts'
+import { openSse } from '../helpers/sse.ts'
+
+/** issue 10, points 1-4: what an attacker with a valid token tried, each answered as bad input */
+describe('hostile input from token holders', () => {
+  let tmp: Awaited<ReturnType<typeof tempDir>>
+  let mesh: TestMesh
+  let node: TestNode
+  let reader: string
+  let writer: string
+
+  const nested = (depth: number): string => '['.repeat(depth) + ']'.repeat(depth)
+
+  async function raw (method: string, path: string, body: string | undefined, token: string | undefined, headers: Record<string, string> = {}): Promise<{ status: number, body: any }> {
+    const response = await fetch(node.url + path, {
+      method,
+      headers: { ...(token != null ? { authorization: `Bearer ${token}` } : {}), ...(body != null ? { 'content-type': 'application/json' } : {}), ...headers },
+      body
+    })
+    const text = await response.text()
+    return { status: response.status, body: text === '' ? null : JSON.parse(text) }
+  }
+
+  async function expectAlive (): Promise<void> {
+    expect((await raw('GET', '/api/v1/health', undefined, undefined)).status).toBe(200)
+  }
+
+  beforeAll(async () => {
+    tmp = await tempDir()
+    mesh = await TestMesh.create(tmp.dir)
+    node = await mesh.addNode('n1', { roles: ['admin', 'member'], namespaces: ['lab'] })
+    // a small rate-limit budget, so that exhausting it is quick
+    await writeFile(node.paths.config, JSON.stringify({ http: { rateLimit: 200 } }))
+    await node.start()
+    reader = createToken(node, 'lab', 'reader')
+    writer = createToken(node, 'lab', 'writer')
+  })
+
+  afterAll(async () => {
+    await mesh?.stopAll()
+    await tmp?.remove()
+  })
+
+  it('a realtime frame nested 3,000 levels deep is refused and the node stays up', async () => {
+    const client = await connectRealtime(node.url, reader)
+    try {
+      await client.request({ type: 'join', channel: 'room:lab:x' })
+      const frame = `{"type":"presence","channel":"room:lab:x","state":{"a":${nested(3000)}}}`
+      const socket = new WebSocket(`${node.url.replace(/^http/, 'ws')}/realtime?token=${reader}`)
+      await new Promise((resolve) => socket.addEventListener('open', resolve))
+      const replies: any[] = []
+      socket.addEventListener('message', (event) => replies.push(JSON.parse(String(event.data))))
+      socket.send(frame)
+      socket.send(`{"type":"broadcast","ref":"b1","channel":"room:lab:x","event":"e","payload":${nested(5000)}}`)
+      const errors = await waitFor('two error replies', async () => replies.length >= 2 ? replies : undefined, 10_000)
+      expect(errors[0]).toMatchObject({ type: 'error', error: { code: 'invalid_message', message: expect.stringMatching(/nested deeper than 64 levels/) } })
+      expect(errors[1]).toMatchObject({ type: 'error', error: { code: 'invalid_message' } })
+      socket.close()
+      await expectAlive()
+      // the first connection still works
+      expect((await client.request({ type: 'heartbeat' })).status).toBe('ok')
+    } finally {
+      client.close()
+    }
+  })
+
+  it('an SSE stream ends with token_expired when its token expires, and carries nothing after', async () => {
+    const publish = async (n: number): Promise<void> => {
+      const { status } = await node.api('POST', '/api/v1/events', { namespace: 'lab', type: 'tick', payload: { n } }, writer)
+      expect(status).toBe(201)
+    }
+    await publish(0) // the database opens on first use, which can take longer than the token lives
+    const shortLived = createToken(node, 'lab', 'reader', '4s')
+    const stream = await openSse(`${node.url}/api/v1/events/stream?namespace=lab`, shortLived)
+    await publish(1)
+    await waitFor('event 1 on the stream', async () => stream.frames.find((f) => f.event === 'event' && f.data.payload.n === 1), 10_000)
+    await stream.closed // the server ends the stream at expiry
+    const last = stream.frames.at(-1)!
+    expect(last.event).toBe('token_expired')
+    expect(Number(last.data.lastEventId)).toBeGreaterThan(0)
+    await publish(2)
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    expect(stream.frames.some((f) => f.event === 'event' && f.data.payload.n === 2)).toBe(false)
+    // and a new stream with the expired token is refused
+    await expect(openSse(`${node.url}/api/v1/events/stream?namespace=lab`, shortLived)).rejects.toMatchObject({ status: 401 })
+  })
+
+  it('strings PostgreSQL cannot store are 400s, not 500s', async () => {
+    for (const body of ['{"namespace":"lab","type":"t","payload":{"a":"x\\u0000y"}}', '{"namespace":"lab","type":"t","payload":{"a":"\\ud800"}}', '{"namespace":"lab","type":"t","payload":{"\\u0000":1}}']) {
+      const response = await raw('POST', '/api/v1/events', body, writer)
+      expect(response.status, body).toBe(400)
+      expect(response.body.error.code).toBe('invalid_request')
+      expect(response.body.error.message).toMatch(/NUL|surrogate/)
+    }
+    const admin = node.token
+    expect((await raw('POST', '/api/v1/storage/buckets', '{"name":"bkt","namespace":"lab"}', admin)).status).toBe(201)
+    for (const path of ['/api/v1/storage/objects/bkt/a%00b?namespace=lab', '/api/v1/storage/buckets/bkt/objects?namespace=lab&prefix=a%00', '/api/v1/storage/buckets/b%00kt/objects?namespace=lab']) {
+      const response = await raw('GET', path, undefined, admin)
+      expect(response.status, path).toBe(400)
+      expect(response.body.error.message).toMatch(/NUL/)
+    }
+    const put = await fetch(`${node.url}/api/v1/storage/objects/bkt/k%00?namespace=lab`, { method: 'PUT', headers: { authorization: `Bearer ${admin}` }, body: 'x' })
+    expect(put.status).toBe(400)
+    await expectAlive()
+  })
+
+  it('cursors beyond a bigint are 400s in REST, Last-Event-ID and a realtime join', async () => {
+    const huge = '99999999999999999999999999'
+    const list = await raw('GET', `/api/v1/events?namespace=lab&after=${huge}`, undefined, reader)
+    expect(list.status).toBe(400)
+    expect(list.body.error.message).toMatch(/local id is at most/)
+    await expect(openSse(`${node.url}/api/v1/events/stream?namespace=lab`, reader, { 'last-event-id': huge })).rejects.toMatchObject({ status: 400 })
+    const client = await connectRealtime(node.url, reader)
+    try {
+      const reply = await client.request({ type: 'join', channel: 'events:lab', config: { after: huge } })
+      expect(reply).toMatchObject({ status: 'error', error: { code: 'invalid_message' } })
+    } finally {
+      client.close()
+    }
+    await expectAlive()
+  })
+
+  it('a REST body nested 2,000 levels deep is a 400', async () => {
+    const response = await raw('POST', '/api/v1/events', `{"namespace":"lab","type":"t","payload":${nested(2000)}}`, writer)
+    expect(response.status).toBe(400)
+    expect(response.body.error).toMatchObject({ code: 'invalid_request', message: expect.stringMatching(/nested deeper/) })
+    await expectAlive()
+  })
+
+  it('anonymous floods leave health and token holders their own budgets', async () => {
+    // far past the budget of 200 per minute from this address, without a token
+    const anonymous = await Promise.all(Array.from({ length: 260 }, async () => (await raw('GET', '/api/v1/node', undefined, undefined)).status))
+    expect(anonymous.filter((status) => status === 429).length).toBeGreaterThan(0)
+    await expectAlive()
+    expect((await raw('GET', '/api/v1/node', undefined, node.token)).status).toBe(200)
+    expect((await raw('GET', '/api/v1/events?namespace=lab&limit=1', undefined, reader)).status).toBe(200)
+    // a token's own budget still runs out: it is a budget, not an exemption
+    const flood = await Promise.all(Array.from({ length: 230 }, async () => (await raw('GET', '/api/v1/events?namespace=lab&limit=1', undefined, writer)).status))
+    expect(flood.filter((status) => status === 429).length).toBeGreaterThan(0)
+    expect((await raw('GET', '/api/v1/events?namespace=lab&limit=1', undefined, reader)).status).toBe(200)
+  })
+})
