@@ -1,12 +1,14 @@
 import rateLimit from '@fastify/rate-limit'
 import swagger from '@fastify/swagger'
 import websocket from '@fastify/websocket'
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify'
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod'
 import type { Logger } from 'pino'
 import type { BkgNode } from '../create-node.ts'
 import { MAX_REALTIME_FRAME_BYTES } from '../../protocols/realtime.ts'
+import { describeJsonError, parseUntrustedJson, unstorableReason, UntrustedJsonError } from '../../protocols/untrusted-json.ts'
 import { VERSION } from '../version.ts'
+import { verifyToken } from '../auth/tokens.ts'
 import { authPlugin } from './auth.ts'
 import { ApiError, installErrorHandlers } from './errors.ts'
 import { crlRoutes } from './routes/crl.ts'
@@ -43,6 +45,47 @@ export interface RouteDeps {
   keys: { adminToken: string, secret: string }
 }
 
+/**
+ * Whose budget a request spends: a valid bearer token's own (so callers with tokens are not
+ * starved by anonymous traffic from their address), else the client address. Forged or expired
+ * tokens count against the address, as failed logins should.
+ */
+function rateLimitKey (request: FastifyRequest, keys: { adminToken: string, secret: string }): string {
+  const header = request.headers.authorization
+  const query = (request.query as Record<string, unknown> | undefined)?.token
+  const token = (header != null ? /^Bearer\s+(\S+)$/i.exec(header)?.[1] : undefined) ?? (typeof query === 'string' ? query : undefined)
+  const principal = token != null ? verifyToken(token, keys) : null
+  return principal != null ? `token:${principal.tokenId}` : `ip:${request.ip}`
+}
+
+/**
+ * JSON bodies go through the untrusted-JSON parser (depth and size before parsing, storable
+ * strings after), and path and query values are checked for NUL and unpaired surrogates before
+ * any route sees them.
+ */
+function installUntrustedInputGuards (app: FastifyInstance): void {
+  app.removeContentTypeParser('application/json')
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
+    try {
+      done(null, parseUntrustedJson(body as string, { refuseProtoKeys: true }))
+    } catch (err) {
+      done(err instanceof UntrustedJsonError ? new ApiError(400, 'invalid_request', describeJsonError(err, 'body')) : err as Error, undefined)
+    }
+  })
+  app.addHook('preValidation', async (request) => {
+    for (const [part, values] of [['path', request.params], ['query', request.query]] as const) {
+      if (values == null || typeof values !== 'object') continue
+      for (const [name, value] of Object.entries(values)) {
+        for (const text of Array.isArray(value) ? value : [value]) {
+          if (typeof text !== 'string') continue
+          const reason = unstorableReason(text)
+          if (reason != null) throw new ApiError(400, 'invalid_request', `${part} parameter ${name} ${reason}`)
+        }
+      }
+    }
+  })
+}
+
 export async function createApiServer (init: ApiServerInit): Promise<ApiServer> {
   const app = Fastify({ loggerInstance: init.log as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: 1024 * 1024 })
   app.setValidatorCompiler(validatorCompiler)
@@ -61,10 +104,14 @@ export async function createApiServer (init: ApiServerInit): Promise<ApiServer> 
   await app.register(rateLimit, {
     max: init.rateLimitPerMinute,
     timeWindow: 60_000,
+    keyGenerator: (request) => rateLimitKey(request, init.keys),
+    // a liveness probe must answer whoever else shares its address; health does no work to abuse
+    allowList: (request) => request.routeOptions.url === '/api/v1/health',
     errorResponseBuilder: (_request, context) =>
       new ApiError(429, 'rate_limited', `more than ${context.max} requests per minute; retry in ${Math.ceil(context.ttl / 1000)} s`)
   })
   await app.register(authPlugin, { keys: init.keys })
+  installUntrustedInputGuards(app)
   await app.register(websocket, { options: { maxPayload: MAX_REALTIME_FRAME_BYTES } })
 
   const metrics = () => init.node().metrics

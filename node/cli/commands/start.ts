@@ -3,6 +3,7 @@ import { configFromEnv, readConfigFile, resolveConfig, splitList } from '../../c
 import type { NodeConfig } from '../../config/schema.ts'
 import { dataDirPaths, defaultDataDir } from '../../identity/data-dir.ts'
 import { createLogger } from '../../log/logger.ts'
+import { installProcessGuards } from '../../process-guards.ts'
 
 interface StartFlags {
   data: string
@@ -70,6 +71,7 @@ async function runNode (dataDir: string, config: NodeConfig): Promise<void> {
   // loaded here so that light commands (`bkg --help`, `bkg ca …`) do not pay for the libp2p stack
   const { createNode } = await import('../../create-node.ts')
   const node = await createNode({ dataDir, config, log })
+  installProcessGuards(log, async () => await node.stop())
   await node.start()
   // the first line on stdout is machine-readable: scripts wait for it
   process.stdout.write(`${JSON.stringify({ event: 'started', peerId: node.peerId, api: node.url, addrs: node.host.getMultiaddrs().map(String) })}\n`)
