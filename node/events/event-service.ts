@@ -273,7 +273,7 @@ export class EventService extends EventEmitter<EventServiceEvents> {
     if (verdict !== 'accept' || message.type !== 'signed') return TopicValidatorResult.Reject
     let events: SignedEvent[]
     try {
-      events = EventGossip.parse(parseUntrustedJson(message.data)).events.map((event) => SignedEvent.parse(event))
+      events = EventGossip.parse(parseUntrustedJson(message.data, { maxBytes: MAX_EVENT_GOSSIP_BYTES })).events.map((event) => SignedEvent.parse(event))
     } catch {
       return TopicValidatorResult.Reject
     }

@@ -58,7 +58,8 @@ export class EventSubscription {
     else events.assertMayRead(this.init.principal(), selector.namespace)
     await events.ready()
     events.on('stored', this.onStored)
-    void this.replay(after ?? null)
+    // a replay that fails (the database closed, the transport broke) ends the subscription as lagged: it can resume
+    this.replay(after ?? null).catch(() => this.lag())
   }
 
   stop (): void {
