@@ -17,10 +17,11 @@ import { verifyNodeCsr } from './csr.ts'
 import { CaError, describeError } from './errors.ts'
 import { OID_NAMESPACES, OID_ROLES, PEER_URI_PREFIX } from './oids.ts'
 import { parseNamespaces, parseRoles, type Role } from './roles.ts'
+import { ipAddressBytes, LOOPBACK_SUBJECT_ALT_NAMES, parseSubjectAltNames, type SubjectAltName } from './san.ts'
 import { signForgeCertificate } from './signed.ts'
 import {
   forge, forgeOid, generateRsaKey, nameAttributes, normalizeSerial, randomSerialHex, reencodableAttributes,
-  utf8ListExtensionValue
+  toBinary, utf8ListExtensionValue
 } from './x509.ts'
 
 export const CA_CERT_FILE = 'ca.crt'
@@ -76,6 +77,10 @@ export interface SignNodeCsrOptions {
   namespaces?: readonly string[] | string
   /** validity in days (default 365), capped at the CA's own expiry */
   days?: number
+  /** DNS names and IP addresses the node's HTTPS API is reached by: `DNS:name`, `IP:address` (san.ts) */
+  sans?: readonly string[] | string
+  /** also name localhost, 127.0.0.1 and ::1 (default true; see LOOPBACK_SUBJECT_ALT_NAMES) */
+  loopbackSans?: boolean
   now?: Date
 }
 
@@ -252,6 +257,18 @@ function caKeyIdentifier (ca: LoadedCa): string {
   return ca.cert.generateSubjectKeyIdentifier().getBytes()
 }
 
+/** The operator's names plus (unless turned off) the loopback names, loopback first, de-duplicated. */
+function subjectAltNamesFor (options: SignNodeCsrOptions): SubjectAltName[] {
+  const given = parseSubjectAltNames(options.sans ?? [])
+  const all = [...(options.loopbackSans === false ? [] : LOOPBACK_SUBJECT_ALT_NAMES), ...given]
+  return all.filter((san, i) => all.findIndex((other) => other.type === san.type && other.value === san.value) === i)
+}
+
+/** A SAN as forge encodes it: dNSName (2), or iPAddress (7) from bytes made here (forge's IPv6 parser is lax). */
+function forgeAltName (san: SubjectAltName): { type: number, value: string } {
+  return san.type === 'DNS' ? { type: 2, value: san.value } : { type: 7, value: toBinary(ipAddressBytes(san.value)) }
+}
+
 /**
  * Verifies a node CSR and issues its certificate, recorded in index.json.
  * Throws the CaErrors of verifyNodeCsr, invalid_role, invalid_namespace, ca_missing.
@@ -261,6 +278,7 @@ Promise<{ certPem: string, cert: NodeCertificate }> {
   const roles = parseRoles(options.roles ?? ['member'])
   const namespaces = parseNamespaces(options.namespaces ?? [])
   const days = positiveDays(options.days ?? 365, 'days')
+  const sans = subjectAltNamesFor(options)
   const ca = await loadCa(dir)
   const request = await verifyNodeCsr(csrPem)
   const now = options.now ?? new Date()
@@ -283,7 +301,7 @@ Promise<{ certPem: string, cert: NodeCertificate }> {
       { name: 'basicConstraints', cA: false, critical: true },
       { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },
       { name: 'extKeyUsage', serverAuth: true, clientAuth: true },
-      { name: 'subjectAltName', altNames: [{ type: 6, value: PEER_URI_PREFIX + request.peerId }] },
+      { name: 'subjectAltName', altNames: [{ type: 6, value: PEER_URI_PREFIX + request.peerId }, ...sans.map(forgeAltName)] },
       { name: 'subjectKeyIdentifier' },
       { name: 'authorityKeyIdentifier', keyIdentifier: caKeyIdentifier(ca) },
       { id: forgeOid(OID_ROLES), critical: false, value: utf8ListExtensionValue(roles) },

@@ -8,10 +8,11 @@ import type { ParsedCrl } from './crl.ts'
 import { CaError, describeError } from './errors.ts'
 import { OID_NAMESPACES, OID_ROLES, PEER_URI_PREFIX } from './oids.ts'
 import { isRole, NAMESPACE_PATTERN, type Role } from './roles.ts'
+import { ipAddressText } from './san.ts'
 import { splitSigned, verifySigned, type SignedParts } from './signed.ts'
 import {
   certificateNames, commonNameOf, derToPem, forge, forgeAsn1FromDer, forgeOid, normalizeSerial,
-  parseUtf8ListExtension, pemToDer
+  parseUtf8ListExtension, pemToDer, toBuffer
 } from './x509.ts'
 
 export interface NodeCertificate {
@@ -21,6 +22,9 @@ export interface NodeCertificate {
   name: string
   roles: Role[]
   namespaces: string[]
+  /** DNS names and IP addresses signed in for the node's HTTPS API (subject alternative names) */
+  dnsNames: string[]
+  ipAddresses: string[]
   notBefore: Date
   notAfter: Date
   /** issuer common name */
@@ -108,6 +112,24 @@ function peerIdOf (cert: forge.pki.Certificate): string | null {
   return peerId
 }
 
+/** The dNSName and iPAddress SANs (the PeerId URI is read by peerIdOf). */
+function hostNamesOf (cert: forge.pki.Certificate): { dnsNames: string[], ipAddresses: string[] } {
+  const dnsNames: string[] = []
+  const ipAddresses: string[] = []
+  for (const ext of extensionsOf(cert)) {
+    if (ext.name !== 'subjectAltName' || !Array.isArray(ext.altNames)) continue
+    for (const alt of ext.altNames) {
+      if (typeof alt.value !== 'string') continue
+      if (alt.type === 2) dnsNames.push(alt.value)
+      if (alt.type === 7) {
+        const text = ipAddressText(toBuffer(alt.value))
+        if (text !== null) ipAddresses.push(text)
+      }
+    }
+  }
+  return { dnsNames, ipAddresses }
+}
+
 function listExtension (cert: forge.pki.Certificate, oid: string, what: string): string[] {
   const ext = extensionsOf(cert).find(e => e.id === forgeOid(oid))
   if (ext === undefined) return []
@@ -132,6 +154,7 @@ function describe (decoded: DecodedCertificate, peerId: string): NodeCertificate
     name: commonNameOf(cert.subject),
     roles: [...new Set(roles)],
     namespaces: [...new Set(namespaces)],
+    ...hostNamesOf(cert),
     notBefore: new Date(cert.validity.notBefore.getTime()),
     notAfter: new Date(cert.validity.notAfter.getTime()),
     issuer: commonNameOf(cert.issuer),

@@ -24,6 +24,7 @@ export type CaErrorCode =
   | 'serial_unknown'
   | 'invalid_role'
   | 'invalid_namespace'
+  | 'invalid_san'
 
 export class CaError extends Error {
   readonly code: CaErrorCode

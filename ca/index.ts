@@ -24,3 +24,7 @@ export {
   type InitCaOptions, type LoadedCa, type SignNodeCsrOptions, type RevokeTarget, type IndexEntry
 } from './authority.ts'
 export { normalizeSerial } from './x509.ts'
+export {
+  parseSubjectAltNames, formatSubjectAltName, LOOPBACK_SUBJECT_ALT_NAMES, MAX_SUBJECT_ALT_NAMES,
+  type SubjectAltName
+} from './san.ts'

@@ -9,6 +9,7 @@ import { AdmittedPeers } from './admission/admitted-peers.ts'
 import { RevocationService } from './admission/revocation-service.ts'
 import { Trust } from './admission/trust.ts'
 import { createApiServer, type ApiServer } from './api/server.ts'
+import { decideApiTransport, loadApiTlsOptions, requireAdminClientCertificate } from './api/tls.ts'
 import type { NodeConfig } from './config/schema.ts'
 import type { CentralChanges } from './db/central-changes.ts'
 import type { CentralSync } from './db/central-sync.ts'
@@ -206,11 +207,17 @@ export class BkgNode {
 export async function createNode (init: NodeInit): Promise<BkgNode> {
   const { config, log } = init
   const paths = dataDirPaths(init.dataDir)
+  // refused before anything opens: an API that would go out unencrypted is a setting to fix
+  const apiTransport = decideApiTransport(config.api, config.apiTls)
   const privateKey = await loadLibp2pKey(paths)
   const trust = await Trust.load({ caPath: paths.ca, certPath: paths.cert, crlPath: paths.crl })
   const selfId = peerIdFromPrivateKey(privateKey).toString()
   if (trust.own.peerId !== selfId) {
     throw new NodeIdentityError(`node.crt is for peer ${trust.own.peerId}, but this data dir's key is ${selfId}: sign this node's own node.csr`)
+  }
+  const apiTls = apiTransport.tls ? await loadApiTlsOptions(paths, trust, apiTransport) : null
+  if (!apiTransport.tls && !apiTransport.loopback) {
+    log.warn({ api: config.api }, 'the API is served over plain HTTP beyond loopback (--api-insecure): tokens cross the network in the clear unless something else encrypts it')
   }
 
   const peers = new AdmittedPeers()
@@ -275,6 +282,7 @@ export async function createNode (init: NodeInit): Promise<BkgNode> {
       log: log.child({ service: 'api' }),
       keys: { adminToken, secret: tokenSecret },
       rateLimitPerMinute: config.http.rateLimit,
+      tls: apiTls == null ? null : { server: apiTls, adminCheck: apiTransport.adminMtls ? (request) => requireAdminClientCertificate(request, trust) : null },
       node: () => node
     })
   })

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond npm packages (runs as `npm test`'s pretest step).
 # openssl (Debian package): the CA tests check certificates and CRLs with the real openssl.
+# curl (Debian package): the HTTPS API tests call the node with `curl --cacert` as an operator would.
 # postgresql (Debian package): test/helpers/postgres.ts runs throwaway servers from
 # /usr/lib/postgresql/<ver>/bin (initdb, pg_ctl, postgres, pg_isready) and the tests talk to them with psql.
 set -euo pipefail
@@ -15,6 +16,7 @@ have_pg_server () {
 
 missing=()
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 if ! have_pg_server || ! command -v psql >/dev/null 2>&1; then missing+=(postgresql); fi
 # as root the helper runs the server as this user (postgres refuses to run as root); the package creates it
 if [ "$(id -u)" -eq 0 ] && ! getent passwd postgres >/dev/null && [[ " ${missing[*]} " != *' postgresql '* ]]; then

@@ -10,6 +10,7 @@ import { describeJsonError, parseUntrustedJson, unstorableReason, UntrustedJsonE
 import { VERSION } from '../version.ts'
 import { verifyToken } from '../auth/tokens.ts'
 import { authPlugin } from './auth.ts'
+import { splitHostPort, type ApiTlsOptions } from './tls.ts'
 import { ApiError, installErrorHandlers } from './errors.ts'
 import { crlRoutes } from './routes/crl.ts'
 import { eventRoutes } from './routes/events.ts'
@@ -27,6 +28,8 @@ import { tokenRoutes } from './routes/tokens.ts'
 
 export interface ApiServerInit {
   log: Logger
+  /** serve HTTPS (node/api/tls.ts); `adminCheck` runs on admin routes after their token check */
+  tls?: { server: ApiTlsOptions, adminCheck: ((request: FastifyRequest) => void) | null } | null
   keys: { adminToken: string, secret: string }
   rateLimitPerMinute: number
   /** resolved lazily: the node and its API are created together */
@@ -87,7 +90,12 @@ function installUntrustedInputGuards (app: FastifyInstance): void {
 }
 
 export async function createApiServer (init: ApiServerInit): Promise<ApiServer> {
-  const app = Fastify({ loggerInstance: init.log as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: 1024 * 1024 })
+  const app = Fastify({
+    loggerInstance: init.log as FastifyBaseLogger,
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: 1024 * 1024,
+    ...(init.tls != null ? { https: init.tls.server } : {})
+  }) as unknown as FastifyInstance
   app.setValidatorCompiler(validatorCompiler)
   app.setSerializerCompiler(serializerCompiler)
   installErrorHandlers(app)
@@ -110,7 +118,7 @@ export async function createApiServer (init: ApiServerInit): Promise<ApiServer> 
     errorResponseBuilder: (_request, context) =>
       new ApiError(429, 'rate_limited', `more than ${context.max} requests per minute; retry in ${Math.ceil(context.ttl / 1000)} s`)
   })
-  await app.register(authPlugin, { keys: init.keys })
+  await app.register(authPlugin, { keys: init.keys, adminCheck: init.tls?.adminCheck })
   installUntrustedInputGuards(app)
   await app.register(websocket, { options: { maxPayload: MAX_REALTIME_FRAME_BYTES } })
 
@@ -138,14 +146,15 @@ export async function createApiServer (init: ApiServerInit): Promise<ApiServer> 
   return {
     app,
     async listen (hostPort) {
-      const separator = hostPort.lastIndexOf(':')
-      const host = hostPort.slice(0, separator).replace(/^\[|\]$/g, '')
-      const port = Number(hostPort.slice(separator + 1))
+      const { host, port } = splitHostPort(hostPort)
       await app.listen({ host, port })
       const address = app.server.address()
       const actualPort = typeof address === 'object' && address != null ? address.port : port
-      const urlHost = host.includes(':') ? `[${host}]` : host
-      return `http://${urlHost}:${actualPort}`
+      // a wildcard bind is not an address to connect to: the URL (api.json, the started line) names
+      // this machine's loopback, which the wildcard includes and the default certificate names
+      const connectHost = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '::1' : host
+      const urlHost = connectHost.includes(':') ? `[${connectHost}]` : connectHost
+      return `${init.tls != null ? 'https' : 'http'}://${urlHost}:${actualPort}`
     },
     async close () {
       await app.close()

@@ -1,12 +1,32 @@
 import { createReadStream } from 'node:fs'
 import { readFile, stat } from 'node:fs/promises'
-import { Readable } from 'node:stream'
-import { dataDirPaths } from '../identity/data-dir.ts'
+import http from 'node:http'
+import https from 'node:https'
+import type { Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { rootCertificates, type PeerCertificate } from 'node:tls'
+import { PEER_URI_PREFIX } from '../../ca/index.ts'
+import { dataDirPaths, type DataDirPaths } from '../identity/data-dir.ts'
 import { CliError } from './errors.ts'
+
+/** How to trust (and be known to) a node's HTTPS API. */
+export interface NodeTls {
+  /** the operator CA (a data dir's ca.crt); without it the system's roots apply */
+  caPem?: string
+  /**
+   * accept the server by the PeerId its certificate names instead of by host name: what the
+   * data dir's api.json says its own node is, so certificates without loopback names still work
+   */
+  peerId?: string
+  /** a client certificate and key, for admin routes behind --api-admin-mtls */
+  certPem?: string
+  keyPem?: string
+}
 
 export interface NodeTarget {
   url: string
   token: string
+  tls?: NodeTls
 }
 
 export interface TargetOptions {
@@ -19,9 +39,10 @@ export interface TargetOptions {
 export async function resolveTarget (options: TargetOptions, defaultDataDir: string): Promise<NodeTarget> {
   const paths = dataDirPaths(options.data ?? defaultDataDir)
   let url = options.api
+  let peerId: string | undefined
   if (url == null) {
     try {
-      url = (JSON.parse(await readFile(paths.apiAddress, 'utf8')) as { url: string }).url
+      ({ url, peerId } = JSON.parse(await readFile(paths.apiAddress, 'utf8')) as { url: string, peerId?: string })
     } catch {
       throw new CliError(`no running node found for ${paths.dir} (no ${paths.apiAddress}); start it with \`bkg start --data ${paths.dir}\` or pass --api URL --token T`)
     }
@@ -34,7 +55,71 @@ export async function resolveTarget (options: TargetOptions, defaultDataDir: str
       throw new CliError(`no API token: ${paths.apiToken} is missing; pass --token T`)
     }
   }
-  return { url: url.replace(/\/$/, ''), token }
+  return { url: url.replace(/\/$/, ''), token, tls: url.startsWith('https:') ? await tlsFromDataDir(paths, peerId) : undefined }
+}
+
+/**
+ * Trust the data dir's ca.crt, and present its node.crt (with node-x509.key) as a client
+ * certificate: the TLS server only asks for one under --api-admin-mtls, where a node certificate
+ * with the admin role opens admin routes. BKG_CLIENT_CERT and BKG_CLIENT_KEY (PEM files) name
+ * another identity, e.g. an operator's admin certificate.
+ */
+async function tlsFromDataDir (paths: DataDirPaths, peerId: string | undefined): Promise<NodeTls> {
+  const read = async (path: string): Promise<string | undefined> => await readFile(path, 'utf8').catch(() => undefined)
+  const certPath = process.env.BKG_CLIENT_CERT ?? paths.cert
+  const keyPath = process.env.BKG_CLIENT_KEY ?? paths.x509Key
+  const [caPem, certPem, keyPem] = await Promise.all([read(paths.ca), read(certPath), read(keyPath)])
+  if (process.env.BKG_CLIENT_CERT != null && (certPem == null || keyPem == null)) {
+    throw new CliError(`cannot read the client certificate ${certPath} and key ${keyPath} (BKG_CLIENT_CERT, BKG_CLIENT_KEY)`)
+  }
+  return { caPem, peerId, ...(certPem != null && keyPem != null ? { certPem, keyPem } : {}) }
+}
+
+/** The PeerIds a server certificate names (URI SANs `bkg:peer:<PeerId>`). */
+function peerIdsOf (cert: PeerCertificate): string[] {
+  return (cert.subjectaltname ?? '').split(', ')
+    .filter((name) => name.startsWith(`URI:${PEER_URI_PREFIX}`))
+    .map((name) => name.slice(`URI:${PEER_URI_PREFIX}`.length))
+}
+
+export interface NodeRequest {
+  method: string
+  headers?: Record<string, string>
+  body?: string | Readable
+}
+
+/** One HTTP(S) request with node:http(s), whose TLS options fetch() does not take. */
+export async function requestNode (url: string, init: NodeRequest, tls: NodeTls = {}): Promise<{ status: number, headers: http.IncomingHttpHeaders, text: string }> {
+  const target = new URL(url)
+  const secure = target.protocol === 'https:'
+  const options: https.RequestOptions = { method: init.method, headers: init.headers, agent: false }
+  if (secure) {
+    // pinned to a PeerId, only the operator CA may vouch for it; otherwise the system roots too
+    // (a node behind a proxy with a public certificate)
+    if (tls.caPem != null) options.ca = tls.peerId != null ? [tls.caPem] : [...rootCertificates, tls.caPem]
+    if (tls.peerId != null) {
+      const expected = tls.peerId
+      options.checkServerIdentity = (_host, cert) => peerIdsOf(cert).includes(expected)
+        ? undefined
+        : new Error(`the certificate at ${target.host} is not node ${expected}'s (it names ${peerIdsOf(cert).join(', ') || 'no PeerId'})`)
+    }
+    if (tls.certPem != null && tls.keyPem != null) {
+      options.cert = tls.certPem
+      options.key = tls.keyPem
+    }
+  }
+  return await new Promise((resolve, reject) => {
+    const request = (secure ? https : http).request(target, options, (response) => {
+      let text = ''
+      response.setEncoding('utf8')
+      response.on('data', (chunk: string) => { text += chunk })
+      response.on('end', () => resolve({ status: response.statusCode ?? 0, headers: response.headers, text }))
+      response.on('error', reject)
+    })
+    request.on('error', reject)
+    if (init.body == null || typeof init.body === 'string') request.end(init.body)
+    else pipeline(init.body, request).catch(reject)
+  })
 }
 
 export async function callNode<T> (target: NodeTarget, method: string, path: string, body?: unknown): Promise<T> {
@@ -48,30 +133,30 @@ export async function uploadToNode<T> (target: NodeTarget, method: string, path:
   const { size } = await stat(file)
   return await send<T>(target, method, path, {
     headers: { 'content-type': 'application/octet-stream', 'content-length': String(size) },
-    body: Readable.toWeb(createReadStream(file)) as ReadableStream<Uint8Array>,
-    duplex: 'half'
+    body: createReadStream(file)
   })
 }
 
-async function send<T> (target: NodeTarget, method: string, path: string, init: { headers?: Record<string, string>, body?: string | ReadableStream<Uint8Array>, duplex?: 'half' }): Promise<T> {
-  let response: Response
+async function send<T> (target: NodeTarget, method: string, path: string, init: { headers?: Record<string, string>, body?: string | Readable }): Promise<T> {
+  let response: { status: number, text: string }
   try {
-    response = await fetch(`${target.url}${path}`, {
+    response = await requestNode(`${target.url}${path}`, {
       method,
-      ...init,
+      body: init.body,
       headers: { authorization: `Bearer ${target.token}`, ...init.headers }
-    } as RequestInit)
+    }, target.tls)
   } catch (err) {
     throw new CliError(`cannot reach the node at ${target.url}: ${(err as Error).message}`)
   }
-  const text = await response.text()
+  const ok = response.status >= 200 && response.status < 300
+  const text = response.text
   let json: unknown
   try {
     json = JSON.parse(text)
   } catch {
     json = undefined
   }
-  if (!response.ok) {
+  if (!ok) {
     const error = (json as { error?: { code?: string, message?: string } } | undefined)?.error
     throw new CliError(`node refused (${response.status}${error?.code != null ? ` ${error.code}` : ''}): ${error?.message ?? text.slice(0, 200)}`)
   }

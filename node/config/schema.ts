@@ -23,6 +23,15 @@ export const NodeConfig = z.object({
   /** addresses to advertise instead of the listen addresses (e.g. behind a port forward) */
   announce: z.array(multiaddrString).default([]),
   api: hostPort.default('127.0.0.1:7070'),
+  /** HTTPS for the API (node/api/tls.ts): on by default beyond loopback, where plain HTTP needs `insecure` */
+  apiTls: z.object({
+    /** 'auto' = TLS unless bound to loopback; true = always (`--api-tls`); false = never (`--no-api-tls`) */
+    enabled: z.union([z.boolean(), z.literal('auto')]).default('auto'),
+    /** serve plain HTTP beyond loopback anyway (`--api-insecure`), e.g. behind a TLS-terminating proxy */
+    insecure: z.boolean().default(false),
+    /** admin routes also need an operator-CA client certificate with the admin role (`--api-admin-mtls`) */
+    adminMtls: z.boolean().default(false)
+  }).strict().prefault({}),
   bootstrap: z.array(multiaddrString).default([]),
   bootstrapFile: z.string().optional(),
   upnp: z.boolean().default(false),

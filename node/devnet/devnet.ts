@@ -46,9 +46,9 @@ export async function prepareDevnet (dir: string, count: number): Promise<DataDi
 }
 
 /** What an operator does for a new node: enroll it, sign its CSR, hand it the CA certificate. */
-export async function provisionNode (caDir: string, paths: DataDirPaths, init: { name: string, roles: Role[], namespaces: string[], days?: number }): Promise<string> {
+export async function provisionNode (caDir: string, paths: DataDirPaths, init: { name: string, roles: Role[], namespaces: string[], days?: number, sans?: string[] }): Promise<string> {
   const { csrPem, peerId } = await enrollNode(paths, init.name)
-  const { certPem } = await signNodeCsr(caDir, csrPem, { roles: init.roles, namespaces: init.namespaces, days: init.days ?? 365 })
+  const { certPem } = await signNodeCsr(caDir, csrPem, { roles: init.roles, namespaces: init.namespaces, days: init.days ?? 365, sans: init.sans })
   await writeFile(paths.cert, certPem)
   await copyFile(join(caDir, 'ca.crt'), paths.ca)
   return peerId

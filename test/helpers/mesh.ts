@@ -2,6 +2,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { initCa, type Role } from '../../ca/index.ts'
+import { requestNode } from '../../node/cli/node-client.ts'
 import { provisionNode } from '../../node/devnet/devnet.ts'
 import { spawnNode, type NodeProcess } from '../../node/devnet/node-process.ts'
 import { dataDirPaths, type DataDirPaths } from '../../node/identity/data-dir.ts'
@@ -43,9 +44,9 @@ export class TestMesh {
     return new TestMesh(root, caDir)
   }
 
-  async addNode (name: string, init: { roles?: Role[], namespaces?: string[], caDir?: string, args?: string[] } = {}): Promise<TestNode> {
+  async addNode (name: string, init: { roles?: Role[], namespaces?: string[], caDir?: string, args?: string[], sans?: string[] } = {}): Promise<TestNode> {
     const paths = dataDirPaths(join(this.root, name))
-    const peerId = await provisionNode(init.caDir ?? this.caDir, paths, { name, roles: init.roles ?? ['member'], namespaces: init.namespaces ?? ['default'] })
+    const peerId = await provisionNode(init.caDir ?? this.caDir, paths, { name, roles: init.roles ?? ['member'], namespaces: init.namespaces ?? ['default'], sans: init.sans })
     const token = (await readFile(paths.apiToken, 'utf8')).trim()
     const baseArgs = init.args ?? []
     const node: TestNode = {
@@ -69,18 +70,18 @@ export class TestMesh {
         return code ?? null
       },
       async api (method, path, body, overrideToken) {
-        const response = await fetch(`${node.url}${path}`, {
-          method,
-          headers: {
-            ...(overrideToken !== '' ? { authorization: `Bearer ${overrideToken ?? token}` } : {}),
-            ...(body !== undefined ? { 'content-type': 'application/json' } : {})
-          },
-          body: body !== undefined ? JSON.stringify(body) : undefined
-        })
-        const text = await response.text()
+        const headers = {
+          ...(overrideToken !== '' ? { authorization: `Bearer ${overrideToken ?? token}` } : {}),
+          ...(body !== undefined ? { 'content-type': 'application/json' } : {})
+        }
+        const payload = body !== undefined ? JSON.stringify(body) : undefined
+        // an https node (--api-tls, or bound beyond loopback) is trusted through its data dir's ca.crt, as the CLI does
+        const { status, text } = node.url.startsWith('https:')
+          ? await requestNode(`${node.url}${path}`, { method, headers, body: payload }, { caPem: await readFile(paths.ca, 'utf8') })
+          : await fetch(`${node.url}${path}`, { method, headers, body: payload }).then(async (response) => ({ status: response.status, text: await response.text() }))
         let parsed: any = text
         try { parsed = JSON.parse(text) } catch {}
-        return { status: response.status, body: parsed }
+        return { status, body: parsed }
       }
     }
     this.nodes.push(node)

@@ -12,6 +12,8 @@ function fakeCert (peerId: string, name: string): NodeCertificate {
     name,
     roles: ['member'],
     namespaces: ['default'],
+    dnsNames: [],
+    ipAddresses: [],
     notBefore: new Date(0),
     notAfter: new Date(Date.UTC(2100, 0, 1)),
     issuer: 'Test Operator',

@@ -21,6 +21,8 @@ function cert (peerId: PeerId): NodeCertificate {
     name: 'n',
     roles: ['member'],
     namespaces: [],
+    dnsNames: [],
+    ipAddresses: [],
     notBefore: new Date(0),
     notAfter: new Date(Date.UTC(2100, 0, 1)),
     issuer: 'Test Operator',

@@ -1,6 +1,8 @@
 import { writeFile } from 'node:fs/promises'
 import type { Command } from 'commander'
-import { initCa, issueCrl, parseNamespaces, parseRoles, revokeCertificate, signNodeCsr } from '../../../ca/index.ts'
+import {
+  formatSubjectAltName, initCa, issueCrl, parseNamespaces, parseRoles, parseSubjectAltNames, revokeCertificate, signNodeCsr
+} from '../../../ca/index.ts'
 import { splitList } from '../../config/load.ts'
 import { CliError } from '../errors.ts'
 import { positiveInt, readInput } from '../options.ts'
@@ -26,15 +28,21 @@ export function registerCaCommands (program: Command): void {
     .option('--roles <list>', 'comma-separated roles: bootstrap, relay, publisher, admin, member', 'member')
     .option('--namespaces <list>', 'comma-separated namespaces the node may use', '')
     .option('--days <n>', 'validity in days', positiveInt, 365)
-    .action(async (options: { ca: string, csr: string, out: string, roles: string, namespaces: string, days: number }) => {
+    .option('--san <list>', 'comma-separated names the node\'s HTTPS API is reached by: DNS:<name>, IP:<address>')
+    .option('--no-loopback-san', 'do not add the default DNS:localhost, IP:127.0.0.1, IP:::1')
+    .action(async (options: { ca: string, csr: string, out: string, roles: string, namespaces: string, days: number, san?: string, loopbackSan: boolean }) => {
+      // checked before the CSR is even read, so a typo costs nothing
+      const sans = parseSubjectAltNames(options.san ?? '')
       const csrPem = await readInput(options.csr, 'CSR')
       const { certPem, cert } = await signNodeCsr(options.ca, csrPem, {
         roles: parseRoles(splitList(options.roles)),
         namespaces: parseNamespaces(splitList(options.namespaces)),
-        days: options.days
+        days: options.days,
+        sans: sans.map(formatSubjectAltName),
+        loopbackSans: options.loopbackSan
       })
       await writeFile(options.out, certPem)
-      console.log(`issued ${options.out}: ${cert.name} ${cert.peerId} roles=${cert.roles.join(',')} namespaces=${cert.namespaces.join(',') || '-'} serial=${cert.serial} notAfter=${cert.notAfter.toISOString()}`)
+      console.log(`issued ${options.out}: ${cert.name} ${cert.peerId} roles=${cert.roles.join(',')} namespaces=${cert.namespaces.join(',') || '-'} san=${[...cert.dnsNames.map((n) => `DNS:${n}`), ...cert.ipAddresses.map((a) => `IP:${a}`)].join(',') || '-'} serial=${cert.serial} notAfter=${cert.notAfter.toISOString()}`)
     })
 
   ca.command('revoke')

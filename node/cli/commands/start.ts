@@ -12,6 +12,9 @@ interface StartFlags {
   listen?: string
   announce?: string
   api?: string
+  apiTls?: boolean
+  apiInsecure?: boolean
+  apiAdminMtls?: boolean
   bootstrap?: string
   bootstrapFile?: string
   upnp?: boolean
@@ -30,7 +33,11 @@ export function registerStartCommand (program: Command): void {
     .option('--name <node>', 'node name shown to peers (default: the certificate\'s)')
     .option('--listen <multiaddrs>', 'comma-separated listen multiaddrs (default /ip4/0.0.0.0/tcp/4001)')
     .option('--announce <multiaddrs>', 'comma-separated addresses to advertise instead')
-    .option('--api <host:port>', 'HTTP API address (default 127.0.0.1:7070)')
+    .option('--api <host:port>', 'HTTP API address (default 127.0.0.1:7070); beyond loopback it is served over HTTPS')
+    .option('--api-tls', 'serve the API over HTTPS with node.crt even on loopback')
+    .option('--no-api-tls', 'never serve HTTPS (refused beyond loopback without --api-insecure)')
+    .option('--api-insecure', 'allow plain HTTP on a non-loopback --api address (e.g. behind a TLS proxy)')
+    .option('--api-admin-mtls', 'admin routes also need a TLS client certificate from the operator CA with the admin role')
     .option('--bootstrap <multiaddrs>', 'comma-separated bootstrap peers (/ip4/…/tcp/…/p2p/<PeerId>)')
     .option('--bootstrap-file <file>', 'bootstrap list file: one multiaddr per line')
     .option('--upnp', 'map the listen port on the router with UPnP')
@@ -56,6 +63,8 @@ function flagsToConfig (flags: StartFlags): Record<string, unknown> {
     listen: flags.listen != null ? splitList(flags.listen) : undefined,
     announce: flags.announce != null ? splitList(flags.announce) : undefined,
     api: flags.api,
+    // only the flags given, so they merge into a config file's apiTls instead of resetting it
+    apiTls: definedOnly({ enabled: flags.apiTls, insecure: flags.apiInsecure, adminMtls: flags.apiAdminMtls }),
     bootstrap: flags.bootstrap != null ? splitList(flags.bootstrap) : undefined,
     bootstrapFile: flags.bootstrapFile,
     upnp: flags.upnp,
@@ -64,6 +73,11 @@ function flagsToConfig (flags: StartFlags): Record<string, unknown> {
     sync: flags.sync != null || flags.syncChanges === true ? { url: flags.sync, changes: flags.syncChanges } : undefined,
     psql: flags.psql
   }
+}
+
+function definedOnly (values: Record<string, unknown>): Record<string, unknown> | undefined {
+  const entries = Object.entries(values).filter(([, value]) => value !== undefined)
+  return entries.length > 0 ? Object.fromEntries(entries) : undefined
 }
 
 async function runNode (dataDir: string, config: NodeConfig): Promise<void> {
