@@ -119,7 +119,7 @@ export function parseSubjectAltNames (list: readonly string[] | string): Subject
     const colon = entry.indexOf(':')
     const type = colon === -1 ? '' : entry.slice(0, colon).toUpperCase()
     const raw = entry.slice(colon + 1)
-    if (/[\s\u0000-\u001f\u007f-\uffff]/.test(raw)) throw invalid(entry, 'only printable ASCII without spaces (write IDNs in their xn-- form)')
+    if (!/^[!-~]*$/.test(raw)) throw invalid(entry, 'only printable ASCII without spaces (write IDNs in their xn-- form)')
     let san: SubjectAltName
     if (type === 'DNS') san = { type, value: parseDnsName(entry, raw) }
     else if (type === 'IP') san = { type, value: parseIpAddress(entry, raw) }

@@ -120,6 +120,13 @@ describe('the API over HTTPS', () => {
     await expect(requestNode(`${node.url}/api/v1/health`, { method: 'GET' })).rejects.toThrow(/certificate/i)
   })
 
+  it('a client pinned to a PeerId accepts that node only, whatever the host name', async () => {
+    const byPeerId = await requestNode(`${node.url.replace('127.0.0.1', 'localhost')}/api/v1/health`, { method: 'GET' }, { caPem, peerId: node.peerId })
+    expect(byPeerId.status).toBe(200)
+    const other = await mesh.addNode('tls-other', { roles: ['member'] })
+    await expect(requestNode(`${node.url}/api/v1/health`, { method: 'GET' }, { caPem, peerId: other.peerId })).rejects.toThrow(/is not node/)
+  })
+
   describe('admin routes with --api-admin-mtls', () => {
     const tokenBody = JSON.stringify({ namespace: 'lab', role: 'reader', ttl: '1h' })
     const createToken = async (tls: NodeTls): Promise<{ status: number, body: any }> => {
