@@ -1,7 +1,8 @@
 /**
  * The operator CA as a directory:
  *   ca.crt       the CA certificate (PEM), the mesh's trust anchor
- *   ca.key       the CA private key (PKCS#8 PEM, mode 0600)
+ *   ca.key       the CA private key, mode 0600: encrypted PKCS#8 PEM under the operator's
+ *                passphrase (key-file.ts), or plain PKCS#8 for throw-away CAs (tests, devnet)
  *   index.json   every certificate issued: serial, PeerId, name, roles, namespaces, validity, revocation
  *   crlnumber    the number of the last CRL issued (decimal)
  * Every file is replaced atomically (temp file + rename), and changes to
@@ -15,6 +16,7 @@ import { parseNodeCertificate, verifyNodeCertificate, type NodeCertificate } fro
 import { createCrl } from './crl.ts'
 import { verifyNodeCsr } from './csr.ts'
 import { CaError, describeError } from './errors.ts'
+import { encryptPrivateKeyPem, isEncryptedKeyPem, unlockPrivateKeyPem, type Passphrase } from './key-file.ts'
 import { OID_NAMESPACES, OID_ROLES, PEER_URI_PREFIX } from './oids.ts'
 import { parseNamespaces, parseRoles, type Role } from './roles.ts'
 import { ipAddressBytes, LOOPBACK_SUBJECT_ALT_NAMES, parseSubjectAltNames, type SubjectAltName } from './san.ts'
@@ -58,14 +60,30 @@ export interface InitCaOptions {
   name?: string
   /** validity in days (default 3650) */
   days?: number
-  /** replace an existing CA (its index and CRL number are reset) */
+  /**
+   * replace an existing CA: its files move to DIR/replaced-<time>/ (the old key is never
+   * destroyed by a mistyped command), the index and CRL number start afresh
+   */
   force?: boolean
+  /**
+   * encrypts ca.key under this passphrase. Omitted, the key is written unencrypted: meant for
+   * tests and the devnet's throw-away CA; the CLI omits it only with --insecure-no-passphrase.
+   */
+  passphrase?: string
   now?: Date
+}
+
+/** How commands that use the CA key get its passphrase; a plain (unencrypted) key needs none. */
+export interface CaKeyOptions {
+  passphrase?: Passphrase
 }
 
 export interface LoadedCa {
   certPem: string
+  /** the unencrypted PKCS#8 PEM, in memory only */
   keyPem: string
+  /** whether ca.key on disk is encrypted */
+  keyEncrypted: boolean
   cert: forge.pki.Certificate
   key: forge.pki.rsa.PrivateKey
 }
@@ -82,6 +100,7 @@ export interface SignNodeCsrOptions {
   /** also name localhost, 127.0.0.1 and ::1 (default true; see LOOPBACK_SUBJECT_ALT_NAMES) */
   loopbackSans?: boolean
   now?: Date
+  passphrase?: Passphrase
 }
 
 export type RevokeTarget = { serial: string } | { certPem: string }
@@ -179,21 +198,29 @@ function positiveDays (days: number, what: string): number {
 
 // ---------------------------------------------------------------- CA
 
-/** Creates a new CA in `dir`. Refuses (CaError 'ca_exists') when one is there, unless `force`. */
-export async function initCa (dir: string, options: InitCaOptions = {}): Promise<{ certPem: string, dir: string }> {
+/**
+ * Creates a new CA in `dir`. Refuses (CaError 'ca_exists') when one is there, unless `force`;
+ * `replaced` is where the previous CA's files were moved then.
+ */
+export async function initCa (dir: string, options: InitCaOptions = {}): Promise<{ certPem: string, dir: string, replaced: string | null }> {
   const name = options.name ?? 'BKG Operator'
   if (typeof name !== 'string' || name.trim() === '' || name.length > MAX_OPERATOR_NAME_LENGTH ||
     /[\u0000-\u001f\u007f]/.test(name)) {
     throw new RangeError(`invalid operator name ${JSON.stringify(name)}: expected 1-${MAX_OPERATOR_NAME_LENGTH} printable characters`)
   }
   const days = positiveDays(options.days ?? 3650, 'days')
+  if (options.passphrase !== undefined && (typeof options.passphrase !== 'string' || options.passphrase === '')) {
+    throw new RangeError('the CA key passphrase must not be empty')
+  }
   await mkdir(dir, { recursive: true, mode: 0o700 })
 
   return await withLock(dir, async () => {
     const keyPath = join(dir, CA_KEY_FILE)
     const certPath = join(dir, CA_CERT_FILE)
-    if (options.force !== true && ((await exists(keyPath)) || (await exists(certPath)))) {
-      throw new CaError('ca_exists', `a CA already exists in ${dir}: refusing to overwrite ${CA_KEY_FILE} (use force to replace it)`)
+    const present = await caExists(dir)
+    if (present && options.force !== true) {
+      throw new CaError('ca_exists', `a CA already exists in ${dir}: refusing to overwrite ${CA_KEY_FILE} ` +
+        '(`bkg ca init --force` replaces it and moves the old files aside; nodes then trust only the new ca.crt)')
     }
 
     const now = options.now ?? new Date()
@@ -212,17 +239,68 @@ export async function initCa (dir: string, options: InitCaOptions = {}): Promise
       { name: 'authorityKeyIdentifier', keyIdentifier: true }
     ])
     const certPem = signForgeCertificate(cert, rsa.privateKeyPem)
+    const keyFile = options.passphrase === undefined ? rsa.privateKeyPem : await encryptPrivateKeyPem(rsa.privateKeyPem, options.passphrase)
 
-    await writeFileAtomic(keyPath, rsa.privateKeyPem, 0o600)
+    const replaced = present ? await moveCaAside(dir, now) : null
+    await writeFileAtomic(keyPath, keyFile, 0o600)
     await writeFileAtomic(certPath, certPem, 0o644)
     await writeIndex(dir, { version: 1, certificates: [] })
     await unlink(join(dir, CA_CRLNUMBER_FILE)).catch(() => {})
-    return { certPem, dir }
+    return { certPem, dir, replaced }
   })
 }
 
-/** Loads the CA of `dir`. Throws CaError('ca_missing') when there is none. */
-export async function loadCa (dir: string): Promise<LoadedCa> {
+/** Moves the CA files of `dir` into a new DIR/replaced-<time>/ (mode 0700) and returns its path. */
+async function moveCaAside (dir: string, now: Date): Promise<string> {
+  const aside = join(dir, `replaced-${now.toISOString().replace(/[:.]/g, '-')}`)
+  await mkdir(aside, { mode: 0o700 })
+  for (const file of [CA_KEY_FILE, CA_CERT_FILE, CA_INDEX_FILE, CA_CRLNUMBER_FILE]) {
+    await rename(join(dir, file), join(aside, file)).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOENT') throw err
+    })
+  }
+  return aside
+}
+
+/** Whether `dir` holds a CA (or part of one: ca.key or ca.crt) that initCa would refuse to replace. */
+export async function caExists (dir: string): Promise<boolean> {
+  return (await exists(join(dir, CA_KEY_FILE))) || (await exists(join(dir, CA_CERT_FILE)))
+}
+
+/** Whether DIR/ca.key is encrypted (null when there is none), so the CLI can warn about a plain one. */
+export async function isCaKeyEncrypted (dir: string): Promise<boolean | null> {
+  try {
+    return isEncryptedKeyPem(await readFile(join(dir, CA_KEY_FILE), 'utf8'))
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null
+    throw err
+  }
+}
+
+/**
+ * Re-encrypts DIR/ca.key under `newPassphrase` (`passphrase` unlocks the current key; a plain
+ * key needs none, which is how an unencrypted CA gets encrypted).
+ */
+export async function changeCaPassphrase (dir: string, options: CaKeyOptions & { newPassphrase: string }): Promise<void> {
+  if (typeof options.newPassphrase !== 'string' || options.newPassphrase === '') {
+    throw new RangeError('the CA key passphrase must not be empty')
+  }
+  const ca = await loadCa(dir, options)
+  const keyFile = await encryptPrivateKeyPem(ca.keyPem, options.newPassphrase)
+  await withLock(dir, async () => {
+    // another command may have replaced the CA meanwhile: write only over the key just unlocked
+    const current = await readFile(join(dir, CA_KEY_FILE), 'utf8')
+    const again = await unlockPrivateKeyPem(current, options.passphrase, join(dir, CA_KEY_FILE))
+    if (again.keyPem !== ca.keyPem) throw new CaError('ca_exists', `the CA key in ${dir} changed while its passphrase was being changed; try again`)
+    await writeFileAtomic(join(dir, CA_KEY_FILE), keyFile, 0o600)
+  })
+}
+
+/**
+ * Loads the CA of `dir`, decrypting its key with `options.passphrase`. Throws CaError
+ * 'ca_missing' when there is none, 'ca_passphrase_required'/'ca_passphrase_wrong' (key-file.ts).
+ */
+export async function loadCa (dir: string, options: CaKeyOptions = {}): Promise<LoadedCa> {
   let certPem: string
   let keyPem: string
   try {
@@ -235,6 +313,8 @@ export async function loadCa (dir: string): Promise<LoadedCa> {
     }
     throw err
   }
+  const unlocked = await unlockPrivateKeyPem(keyPem, options.passphrase, join(dir, CA_KEY_FILE))
+  keyPem = unlocked.keyPem
   let cert: forge.pki.Certificate
   let key: forge.pki.rsa.PrivateKey
   try {
@@ -247,7 +327,15 @@ export async function loadCa (dir: string): Promise<LoadedCa> {
   if (publicKey.n.compareTo(key.n) !== 0) {
     throw new CaError('ca_missing', `the CA in ${dir} is inconsistent: ${CA_KEY_FILE} does not belong to ${CA_CERT_FILE}`)
   }
-  return { certPem, keyPem, cert, key }
+  return { certPem, keyPem, keyEncrypted: unlocked.encrypted, cert, key }
+}
+
+/** Checks that `dir` holds a CA, for commands that need its records but not its key. */
+async function requireCa (dir: string): Promise<void> {
+  if (!(await exists(join(dir, CA_CERT_FILE))) || !(await exists(join(dir, CA_KEY_FILE)))) {
+    throw new CaError('ca_missing',
+      `no CA in ${dir}: ${CA_CERT_FILE} and ${CA_KEY_FILE} are needed (create them with \`bkg ca init --out ${dir}\`)`)
+  }
 }
 
 function caKeyIdentifier (ca: LoadedCa): string {
@@ -279,7 +367,7 @@ Promise<{ certPem: string, cert: NodeCertificate }> {
   const namespaces = parseNamespaces(options.namespaces ?? [])
   const days = positiveDays(options.days ?? 365, 'days')
   const sans = subjectAltNamesFor(options)
-  const ca = await loadCa(dir)
+  const ca = await loadCa(dir, options)
   const request = await verifyNodeCsr(csrPem)
   const now = options.now ?? new Date()
 
@@ -330,17 +418,18 @@ Promise<{ certPem: string, cert: NodeCertificate }> {
 
 /** Issued certificates recorded in the CA index. */
 export async function listCertificates (dir: string): Promise<IndexEntry[]> {
-  await loadCa(dir)
+  await requireCa(dir)
   return (await readIndex(dir)).certificates
 }
 
 /**
  * Marks a certificate issued by this CA as revoked (idempotent: the first
  * revocation date is kept). Throws CaError('serial_unknown') for certificates
- * this CA did not issue. Publish the change with issueCrl.
+ * this CA did not issue. Publish the change with issueCrl. Needs the CA key unlocked, like every
+ * act of the CA: whoever cannot unlock it cannot edit its records through this library either.
  */
-export async function revokeCertificate (dir: string, target: RevokeTarget, options: { now?: Date } = {}): Promise<IndexEntry> {
-  await loadCa(dir)
+export async function revokeCertificate (dir: string, target: RevokeTarget, options: CaKeyOptions & { now?: Date } = {}): Promise<IndexEntry> {
+  await loadCa(dir, options)
   let serial: string | null
   let fingerprint: string | null = null
   if ('certPem' in target) {
@@ -367,10 +456,10 @@ export async function revokeCertificate (dir: string, target: RevokeTarget, opti
 }
 
 /** Issues the next CRL (cRLNumber + 1) listing every revoked certificate. */
-export async function issueCrl (dir: string, options: { days?: number, now?: Date } = {}):
+export async function issueCrl (dir: string, options: CaKeyOptions & { days?: number, now?: Date } = {}):
 Promise<{ crlPem: string, number: bigint }> {
   const days = positiveDays(options.days ?? 7, 'days')
-  const ca = await loadCa(dir)
+  const ca = await loadCa(dir, options)
   return await withLock(dir, async () => {
     const numberPath = join(dir, CA_CRLNUMBER_FILE)
     let last = 0n

@@ -21,6 +21,8 @@ export type CaErrorCode =
   | 'crl_stale'
   | 'ca_exists'
   | 'ca_missing'
+  | 'ca_passphrase_required'
+  | 'ca_passphrase_wrong'
   | 'serial_unknown'
   | 'invalid_role'
   | 'invalid_namespace'

@@ -19,10 +19,11 @@ export {
   type CreateCrlOptions, type ParsedCrl, type RevokedEntry
 } from './crl.ts'
 export {
-  initCa, loadCa, signNodeCsr, revokeCertificate, issueCrl, listCertificates,
+  initCa, loadCa, signNodeCsr, revokeCertificate, issueCrl, listCertificates, changeCaPassphrase, isCaKeyEncrypted, caExists,
   CA_CERT_FILE, CA_KEY_FILE, CA_INDEX_FILE, CA_CRLNUMBER_FILE,
-  type InitCaOptions, type LoadedCa, type SignNodeCsrOptions, type RevokeTarget, type IndexEntry
+  type InitCaOptions, type CaKeyOptions, type LoadedCa, type SignNodeCsrOptions, type RevokeTarget, type IndexEntry
 } from './authority.ts'
+export { CA_KEY_KDF, isEncryptedKeyPem, type Passphrase } from './key-file.ts'
 export { normalizeSerial } from './x509.ts'
 export {
   parseSubjectAltNames, formatSubjectAltName, LOOPBACK_SUBJECT_ALT_NAMES, MAX_SUBJECT_ALT_NAMES,

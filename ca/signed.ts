@@ -82,7 +82,8 @@ function derLength (length: number): Buffer {
   return Buffer.from([0x80 | bytes.length, ...bytes])
 }
 
-function tlv (tag: number, content: Uint8Array): Buffer {
+/** One DER TLV with definite length. */
+export function tlv (tag: number, content: Uint8Array): Buffer {
   return Buffer.concat([Buffer.from([tag]), derLength(content.length), content])
 }
 

@@ -1,6 +1,6 @@
 import { access, copyFile, mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { initCa, signNodeCsr, type Role } from '../../ca/index.ts'
+import { initCa, signNodeCsr, type Passphrase, type Role } from '../../ca/index.ts'
 import { dataDirPaths, type DataDirPaths } from '../identity/data-dir.ts'
 import { enrollNode } from '../identity/enroll.ts'
 import { spawnNode, type NodeProcess } from './node-process.ts'
@@ -34,6 +34,7 @@ export async function prepareDevnet (dir: string, count: number): Promise<DataDi
   const caDir = join(dir, 'ca')
   if (!await exists(join(caDir, 'ca.key'))) {
     await mkdir(dir, { recursive: true })
+    // a throw-away CA on this machine only: its key stays unencrypted so `npm start` needs no passphrase
     await initCa(caDir, { name: 'BKG devnet', days: 3650 })
   }
   const all: DataDirPaths[] = []
@@ -45,10 +46,13 @@ export async function prepareDevnet (dir: string, count: number): Promise<DataDi
   return all
 }
 
-/** What an operator does for a new node: enroll it, sign its CSR, hand it the CA certificate. */
-export async function provisionNode (caDir: string, paths: DataDirPaths, init: { name: string, roles: Role[], namespaces: string[], days?: number, sans?: string[] }): Promise<string> {
+/**
+ * What an operator does for a new node: enroll it, sign its CSR, hand it the CA certificate.
+ * `passphrase` unlocks an encrypted CA key (the devnet's and the tests' CAs are unencrypted).
+ */
+export async function provisionNode (caDir: string, paths: DataDirPaths, init: { name: string, roles: Role[], namespaces: string[], days?: number, sans?: string[], passphrase?: Passphrase }): Promise<string> {
   const { csrPem, peerId } = await enrollNode(paths, init.name)
-  const { certPem } = await signNodeCsr(caDir, csrPem, { roles: init.roles, namespaces: init.namespaces, days: init.days ?? 365, sans: init.sans })
+  const { certPem } = await signNodeCsr(caDir, csrPem, { roles: init.roles, namespaces: init.namespaces, days: init.days ?? 365, sans: init.sans, passphrase: init.passphrase })
   await writeFile(paths.cert, certPem)
   await copyFile(join(caDir, 'ca.crt'), paths.ca)
   return peerId

@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process'
-import { readFile } from 'node:fs/promises'
+import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -50,10 +50,13 @@ describe('bkg CLI', () => {
   })
 
   it('runs the operator flow that openssl accepts', async () => {
-    const caInit = await bkg(['ca', 'init', '--out', caDir, '--name', 'CLI Test Operator'], dir)
+    // the CA key is encrypted by default; a passphrase file is the scriptable way to give it
+    const passFile = join(dir, 'ca-passphrase')
+    await writeFile(passFile, 'cli test passphrase\n', { mode: 0o600 })
+    const caInit = await bkg(['ca', 'init', '--out', caDir, '--name', 'CLI Test Operator', '--passphrase-file', passFile], dir)
     expect(caInit.code, caInit.stderr).toBe(0)
     expect(await exists(join(caDir, 'ca.crt'))).toBe(true)
-    expect(await exists(join(caDir, 'ca.key'))).toBe(true)
+    expect(openssl(['pkey', '-in', join(caDir, 'ca.key'), '-passin', 'pass:cli test passphrase', '-noout']).status).toBe(0)
 
     const init = await bkg(['init', '--data', nodeDir, '--name', 'n1'], dir)
     expect(init.code, init.stderr).toBe(0)
@@ -62,7 +65,7 @@ describe('bkg CLI', () => {
     expect(await exists(join(nodeDir, 'node.csr'))).toBe(true)
 
     const certPath = join(nodeDir, 'node.crt')
-    const sign = await bkg(['ca', 'sign', '--ca', caDir, '--csr', join(nodeDir, 'node.csr'), '--out', certPath, '--roles', 'publisher,relay', '--namespaces', 'lab'], dir)
+    const sign = await bkg(['ca', 'sign', '--ca', caDir, '--csr', join(nodeDir, 'node.csr'), '--out', certPath, '--roles', 'publisher,relay', '--namespaces', 'lab', '--passphrase-file', passFile], dir)
     expect(sign.code, sign.stderr).toBe(0)
     expect(sign.stdout).toContain(peerId)
     expect(sign.stdout).toContain('roles=publisher,relay')
@@ -77,12 +80,12 @@ describe('bkg CLI', () => {
     expect(san.status, san.stderr).toBe(0)
     expect(san.stdout).toContain(`URI:bkg:peer:${peerId}`)
 
-    const revoke = await bkg(['ca', 'revoke', '--ca', caDir, '--cert', certPath], dir)
+    const revoke = await bkg(['ca', 'revoke', '--ca', caDir, '--cert', certPath, '--passphrase-file', passFile], dir)
     expect(revoke.code, revoke.stderr).toBe(0)
     expect(revoke.stdout).toContain(serial)
 
     const crlPath = join(dir, 'crl.pem')
-    const crl = await bkg(['ca', 'crl', '--ca', caDir, '--out', crlPath], dir)
+    const crl = await bkg(['ca', 'crl', '--ca', caDir, '--out', crlPath, '--passphrase-file', passFile], dir)
     expect(crl.code, crl.stderr).toBe(0)
     const crlCheck = openssl(['crl', '-in', crlPath, '-CAfile', join(caDir, 'ca.crt'), '-noout'])
     expect(crlCheck.status, crlCheck.stderr).toBe(0)
