@@ -1,11 +1,11 @@
 import { createReadStream } from 'node:fs'
 import { lstat, readdir } from 'node:fs/promises'
 import { basename, join, relative, sep } from 'node:path'
-import type { NodeCertificate } from '../../ca/index.ts'
+import type { NodeCertificate, ParsedCrl } from '../../ca/index.ts'
 import { DEFAULT_CHUNK_SIZE, Manifest, MANIFEST_FORMAT, PackageError, type Envelope } from '../../protocols/model-package.ts'
 import { digestContent } from './content-digest.ts'
 import { writePackage } from './package-file.ts'
-import { signManifest, type PublisherIdentity } from './package-signing.ts'
+import { checkPublisherCertificate, signManifest, type PublisherIdentity } from './package-signing.ts'
 
 export interface PackInit {
   /** a file, or a directory whose regular files (recursively) make up the model */
@@ -19,11 +19,37 @@ export interface PackInit {
   publisherCert: NodeCertificate
   out: string
   now?: Date
+  /**
+   * the operator CA certificate and the CRL the packer has: the publisher certificate is then
+   * checked as nodes check it at publish. Without a CA only its validity period is checked.
+   */
+  caPem?: string
+  crl?: ParsedCrl | null
+}
+
+/**
+ * Refuses, before any file is read, to sign with a certificate the nodes would refuse: a package
+ * signed with it could never be published. Same error codes as verifyEnvelope.
+ */
+function checkPublisher (init: PackInit): void {
+  const now = init.now ?? new Date()
+  if (init.caPem !== undefined) {
+    checkPublisherCertificate(init.publisher.certPem, { caPem: init.caPem, crl: init.crl ?? null, now })
+    return
+  }
+  const cert = init.publisherCert
+  if (now.getTime() > cert.notAfter.getTime()) {
+    throw new PackageError('publisher_expired', `publisher certificate refused: the certificate expired at ${cert.notAfter.toISOString()}`)
+  }
+  if (now.getTime() < cert.notBefore.getTime()) {
+    throw new PackageError('publisher_not_yet_valid', `publisher certificate refused: the certificate is not valid before ${cert.notBefore.toISOString()}`)
+  }
 }
 
 /** `bkg model pack`: digests every file once, signs the manifest and writes the `.bkg` package. */
 export async function packModel (init: PackInit): Promise<Envelope> {
   const chunkSize = init.chunkSize ?? DEFAULT_CHUNK_SIZE
+  checkPublisher(init)
   const sources = await listSources(init.source)
   const files = []
   for (const { absolute, path } of sources) {

@@ -35,18 +35,26 @@ const CA_TO_PACKAGE: Partial<Record<string, PackageErrorCode>> = {
 }
 
 /**
+ * The publisher certificate as nodes judge it: chained to the operator CA, current, not on `crl`.
+ * Throws the PackageError a node refuses the package with (publisher_unknown, publisher_expired,
+ * publisher_not_yet_valid, publisher_revoked); `bkg model pack` runs it too, before signing.
+ */
+export function checkPublisherCertificate (certPem: string, options: Pick<VerifyOptions, 'caPem' | 'crl' | 'now'>): NodeCertificate {
+  try {
+    return verifyNodeCertificate(certPem, { caPem: options.caPem, crl: options.crl ?? null, now: options.now ?? new Date() })
+  } catch (err) {
+    if (!(err instanceof CaError)) throw err
+    throw new PackageError(CA_TO_PACKAGE[err.code] ?? 'publisher_unknown', `publisher certificate refused: ${err.message}`)
+  }
+}
+
+/**
  * Accepts a package envelope only if its publisher certificate chains to the operator CA, is
  * current, not revoked and has the publisher role, names the same publisher as the manifest, the
  * signature verifies, and the version is not older than one already accepted.
  */
 export function verifyEnvelope (envelope: Envelope, options: VerifyOptions): { manifest: Manifest, publisher: NodeCertificate } {
-  let cert: NodeCertificate
-  try {
-    cert = verifyNodeCertificate(envelope.publisher, { caPem: options.caPem, crl: options.crl ?? null, now: options.now ?? new Date() })
-  } catch (err) {
-    if (!(err instanceof CaError)) throw err
-    throw new PackageError(CA_TO_PACKAGE[err.code] ?? 'publisher_unknown', `publisher certificate refused: ${err.message}`)
-  }
+  const cert = checkPublisherCertificate(envelope.publisher, options)
   if (!cert.roles.includes('publisher')) {
     throw new PackageError('publisher_not_publisher', `${cert.name} (${cert.peerId}) has no publisher role`)
   }

@@ -1,6 +1,7 @@
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { issueCrl, revokeCertificate, signNodeCsr } from '../../ca/index.ts'
 import { openPackage } from '../../node/models/package-file.ts'
 import { VERSION } from '../../node/version.ts'
 import { expectCleanFailure as expectFailure, pathExists as exists, runBkg as bkg, type CliRun } from '../helpers/cli.ts'
@@ -100,5 +101,32 @@ describe('bkg model pack | verify', () => {
   it('pack into a directory that does not exist fails cleanly', async () => {
     const run = await bkg(['model', 'pack', modelDir, '--name', 'tiny', '--version', '1.0.0', '--data', publisher.paths.dir, '--out', join(dir, 'no', 'such', 'dir', 'x.bkg')], dir)
     expectCleanFailure(run, /cannot write .*x\.bkg: its directory does not exist/)
+  })
+
+  it('pack refuses an expired or revoked publisher certificate with the codes nodes refuse it with', async () => {
+    const ca = await makeCa(dir, 'Pack Refusal Operator')
+    const [expired, revoked] = await Promise.all([
+      makeIdentity(ca.caDir, dir, 'expired-pub', ['publisher']),
+      makeIdentity(ca.caDir, dir, 'revoked-pub', ['publisher'])
+    ])
+    // re-sign the expired one's CSR as of two days ago, valid for one day
+    const csr = await readFile(expired.paths.csr, 'utf8')
+    const old = await signNodeCsr(ca.caDir, csr, { roles: ['publisher'], namespaces: ['default'], days: 1, now: new Date(Date.now() - 2 * 86_400_000) })
+    await writeFile(expired.paths.cert, old.certPem)
+    // the revoked one's data dir holds a CRL listing it, as a node writes it when it adopts one
+    await revokeCertificate(ca.caDir, { certPem: revoked.certPem })
+    await writeFile(revoked.paths.crl, (await issueCrl(ca.caDir)).crlPem)
+
+    const [expiredPack, revokedPack] = await Promise.all([
+      bkg(['model', 'pack', modelDir, '--name', 'tiny', '--version', '1.0.0', '--data', expired.paths.dir, '--out', 'expired.bkg'], dir),
+      bkg(['model', 'pack', modelDir, '--name', 'tiny', '--version', '1.0.0', '--data', revoked.paths.dir, '--out', 'revoked.bkg'], dir)
+    ])
+    expectCleanFailure(expiredPack, /publisher_expired.*expired at/)
+    expectCleanFailure(revokedPack, new RegExp(`publisher_revoked.*${revoked.cert.serial}`))
+    for (const out of ['expired.bkg', 'revoked.bkg']) expect(await exists(join(dir, out)), out).toBe(false)
+
+    // a CRL asked for by name must be there: no silent signing without it
+    const withoutCrl = await bkg(['model', 'pack', modelDir, '--name', 'tiny', '--version', '1.0.0', '--data', revoked.paths.dir, '--crl', join(dir, 'no-such.crl'), '--out', 'x.bkg'], dir)
+    expectCleanFailure(withoutCrl, /cannot read CRL/)
   })
 })

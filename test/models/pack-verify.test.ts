@@ -240,6 +240,21 @@ describe('packModel → openPackage → verifyEnvelope → verifyPackageContent'
       expect(verifyEnvelope(goodEnvelope, { caPem, now: new Date(notAfter.getTime() - 1000) }).manifest.name).toBe('tiny')
     })
 
+    it('packing refuses what publishing would: expired, not yet valid, revoked (with the CRL), foreign; nothing written', async () => {
+      const out = join(dir, 'refused.bkg')
+      const { notBefore, notAfter } = publisher.cert
+      await expectPackageError(() => packModel(packInit({ out, now: new Date(notAfter.getTime() + 1000) })), 'publisher_expired')
+      await expectPackageError(() => packModel(packInit({ out, caPem, now: new Date(notAfter.getTime() + 1000) })), 'publisher_expired')
+      await expectPackageError(() => packModel(packInit({ out, now: new Date(notBefore.getTime() - 1000) })), 'publisher_not_yet_valid')
+      await revokeCertificate(caDir, { certPem: revokee.certPem })
+      const crl = verifyCrl((await issueCrl(caDir)).crlPem, caPem)
+      await expectPackageError(() => packModel(packInit({ ...as(revokee), out, caPem, crl })), 'publisher_revoked', new RegExp(revokee.cert.serial))
+      await expectPackageError(() => packModel(packInit({ ...as(foreign), out, caPem })), 'publisher_unknown')
+      expect(await pathExists(out)).toBe(false)
+      // the same CA and CRL let a current, unrevoked publisher through
+      expect((await packModel(packInit({ out, caPem, crl }))).manifest.name).toBe('tiny')
+    })
+
     it('publisher without the publisher role: packing is refused and nothing is written', async () => {
       const out = join(dir, 'member.bkg')
       await expectPackageError(() => packModel(packInit({ ...as(member), out })), 'publisher_not_publisher', /publisher role/)

@@ -3,7 +3,7 @@ import { resolve } from 'node:path'
 import cliProgress from 'cli-progress'
 import type { Command } from 'commander'
 import { parseNodeCertificate, verifyCrl, type ParsedCrl } from '../../../ca/index.ts'
-import { totalSize } from '../../../protocols/model-package.ts'
+import { PackageError, totalSize } from '../../../protocols/model-package.ts'
 import { dataDirPaths, defaultDataDir } from '../../identity/data-dir.ts'
 import { openPackage, verifyPackageContent } from '../../models/package-file.ts'
 import { packModel } from '../../models/pack.ts'
@@ -11,6 +11,9 @@ import { verifyEnvelope } from '../../models/package-signing.ts'
 import { CliError } from '../errors.ts'
 import { callNode, resolveTarget, uploadToNode } from '../node-client.ts'
 import { positiveInt, readInput } from '../options.ts'
+
+/** publisher certificate refusals, named with the code nodes answer a publish with */
+const REFUSED_PUBLISHER = new Set(['publisher_unknown', 'publisher_expired', 'publisher_not_yet_valid', 'publisher_revoked'])
 
 /** how often `bkg model pull` redraws its progress bar */
 const PROGRESS_INTERVAL_MS = 200
@@ -28,10 +31,16 @@ export function registerModelCommands (program: Command): void {
     .option('--architecture <arch>', 'model architecture, e.g. llama', 'unspecified')
     .option('--chunk-size <bytes>', 'UnixFS chunk size (64 KiB-4 MiB)', positiveInt, 1024 * 1024)
     .option('--data <dir>', 'data dir of the publishing node (its certificate and key sign)', defaultDataDir())
-    .action(async (path: string, options: { name: string, version: string, out: string, licence: string, architecture: string, chunkSize: number, data: string }) => {
+    .option('--ca <file>', 'operator CA certificate to check the publisher certificate against (instead of <data>/ca.crt)')
+    .option('--crl <file>', 'CRL to honour (instead of <data>/crl.pem, if present)')
+    .action(async (path: string, options: { name: string, version: string, out: string, licence: string, architecture: string, chunkSize: number, data: string, ca?: string, crl?: string }) => {
       const paths = dataDirPaths(options.data)
       const certPem = await readInput(paths.cert, 'the node certificate')
       const keyPem = await readInput(paths.x509Key, 'the node\'s X.509 key')
+      // the checks a node runs at publish, so a package it would refuse is never signed
+      const caPem = options.ca != null ? await readInput(options.ca, 'the CA certificate') : await readFile(paths.ca, 'utf8').catch(() => undefined)
+      if (caPem === undefined && options.crl != null) throw new CliError(`checking the CRL ${options.crl} needs the CA certificate: pass --ca FILE or put ca.crt in ${paths.dir}`, 2)
+      const crl = caPem === undefined ? null : await loadCrl(options.crl ?? paths.crl, options.crl != null, caPem)
       const started = performance.now()
       const envelope = await packModel({
         source: resolve(path),
@@ -42,7 +51,14 @@ export function registerModelCommands (program: Command): void {
         chunkSize: options.chunkSize,
         publisher: { certPem, keyPem },
         publisherCert: parseNodeCertificate(certPem),
-        out: resolve(options.out)
+        out: resolve(options.out),
+        caPem,
+        crl
+      }).catch((err: unknown) => {
+        if (err instanceof PackageError && REFUSED_PUBLISHER.has(err.code)) {
+          throw new CliError(`refusing to sign (${err.code}, as nodes would refuse the package): ${err.message}`)
+        }
+        throw err
       })
       const { manifest } = envelope
       console.error(`signed by ${manifest.publisher.name} (${manifest.publisher.peerId}); ${manifest.files.length} file(s), ${totalSize(manifest)} bytes, ${Math.round(performance.now() - started)} ms`)
