@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import { rm } from 'node:fs/promises'
+import { readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
@@ -19,6 +19,7 @@ import { EventService } from './events/event-service.ts'
 import { RoomHub } from './events/room-hub.ts'
 import { StorageService } from './storage/storage-service.ts'
 import { dataDirPaths, loadLibp2pKey, loadOrCreateSecret, type DataDirPaths } from './identity/data-dir.ts'
+import { DataDirLock } from './identity/data-dir-lock.ts'
 import { writeFileAtomic } from './identity/files.ts'
 import { NodeMetrics, topicFamily } from './metrics/node-metrics.ts'
 import { ModelService } from './models/model-service.ts'
@@ -51,6 +52,16 @@ export class NodeIdentityError extends Error {
   readonly code = 'identity_mismatch'
 }
 
+/** A listen or API address another process holds: an operator's choice to fix, not a crash. */
+export class AddressInUseError extends Error {
+  readonly code = 'address_in_use'
+}
+
+/** Any other address the node cannot listen on (not local, no permission, unsupported). */
+export class ListenError extends Error {
+  readonly code = 'listen_failed'
+}
+
 /**
  * One BKG node: the composition root that wires trust, admission, the libp2p host, revocation,
  * pub/sub, models, events and their database, bootstrap and the HTTP API together, and starts and stops them in order.
@@ -79,6 +90,8 @@ export class BkgNode {
   readonly api: ApiServer
   private readonly bootstrapper: Bootstrapper
   private apiUrl?: string
+  /** the data dir's lock, held from createNode until stop */
+  lock: DataDirLock | null = null
 
   constructor (parts: {
     paths: DataDirPaths, config: NodeConfig, log: Logger, trust: Trust, peers: AdmittedPeers,
@@ -121,7 +134,11 @@ export class BkgNode {
   }
 
   async start (): Promise<void> {
-    await this.host.start()
+    try {
+      await this.host.start()
+    } catch (err) {
+      throw describeListenFailure(err, '--listen')
+    }
     this.revocation.start()
     this.pubsub.start()
     await this.models.start()
@@ -132,7 +149,11 @@ export class BkgNode {
       this.psqlCommand = (await this.psql.start()).command
       this.log.info({ command: this.psqlCommand }, 'psql access to the embedded database')
     }
-    this.apiUrl = await this.api.listen(this.config.api)
+    try {
+      this.apiUrl = await this.api.listen(this.config.api)
+    } catch (err) {
+      throw describeListenFailure(err, '--api', this.config.api)
+    }
     await writeFileAtomic(this.paths.apiAddress, JSON.stringify({ url: this.apiUrl, pid: process.pid, peerId: this.peerId }) + '\n')
     // joining happens in the background: the API answers (health, reachability) while dials run
     void this.bootstrapper.start().catch((err: Error) => this.log.error({ err }, 'bootstrap failed'))
@@ -144,7 +165,7 @@ export class BkgNode {
 
   async stop (): Promise<void> {
     await this.bootstrapper.stop().catch((err: Error) => this.log.warn({ err }, 'could not save the peer cache'))
-    await rm(this.paths.apiAddress, { force: true })
+    await this.removeApiAddress()
     await this.api.close()
     await this.replication.stop()
     this.rooms.stop()
@@ -158,7 +179,19 @@ export class BkgNode {
     this.pubsub.stop()
     this.revocation.stop()
     await this.host.stop()
+    await this.lock?.release()
     this.log.info('node stopped')
+  }
+
+  /** Only the address this node wrote: never a file another process put there. */
+  private async removeApiAddress (): Promise<void> {
+    try {
+      const written = JSON.parse(await readFile(this.paths.apiAddress, 'utf8')) as { pid?: number }
+      if (written.pid !== process.pid || this.apiUrl == null) return
+    } catch {
+      return
+    }
+    await rm(this.paths.apiAddress, { force: true })
   }
 
   /** What the embedded database is doing: open or not, central sync, change stream, psql. */
@@ -204,7 +237,45 @@ export class BkgNode {
   }
 }
 
+/**
+ * Builds a node on a data dir it holds alone: the lock comes first, before any database or key
+ * store opens, and goes with a failed build.
+ */
 export async function createNode (init: NodeInit): Promise<BkgNode> {
+  const lock = await DataDirLock.acquire(dataDirPaths(init.dataDir))
+  try {
+    const node = await assembleNode(init)
+    node.lock = lock
+    return node
+  } catch (err) {
+    await lock.release()
+    throw err
+  }
+}
+
+/**
+ * One line an operator can act on for a listen failure. libp2p's own error lists every address
+ * with a stack and advice about its fault tolerance setting; Fastify's is a bare EADDRINUSE.
+ */
+function describeListenFailure (err: unknown, flag: '--listen' | '--api', apiAddress?: string): unknown {
+  if (!(err instanceof Error)) return err
+  const failures: Array<{ addr: string, reason: string }> = []
+  if (err.name === 'UnsupportedListenAddressesError') {
+    for (const match of err.message.matchAll(/^\s+(\/\S+): (?:\w*Error: )?(.+)$/gm)) failures.push({ addr: match[1], reason: match[2] })
+  } else if (flag === '--api' && typeof (err as NodeJS.ErrnoException).code === 'string') {
+    failures.push({ addr: apiAddress ?? '?', reason: `${(err as NodeJS.ErrnoException).code}: ${err.message}` })
+  }
+  if (failures.length === 0) return err
+  const what = flag === '--listen' ? 'listen address' : 'API address'
+  const busy = failures.filter((failure) => /EADDRINUSE/.test(failure.reason))
+  if (busy.length > 0) {
+    return new AddressInUseError(`${what} ${busy.map((failure) => failure.addr).join(', ')} is in use by another process: stop it, or choose another port with ${flag}`)
+  }
+  const first = failures[0]
+  return new ListenError(`cannot listen on ${what} ${first.addr}: ${first.reason.replace(/^listen \w+: /, '')}; check ${flag}`)
+}
+
+async function assembleNode (init: NodeInit): Promise<BkgNode> {
   const { config, log } = init
   const paths = dataDirPaths(init.dataDir)
   // refused before anything opens: an API that would go out unencrypted is a setting to fix

@@ -3,6 +3,7 @@ import {
   CaError, isNewerCrl, verifyCrl, verifyNodeCertificate,
   type NodeCertificate, type ParsedCrl
 } from '../../ca/index.ts'
+import { IdentityMissingError } from '../identity/data-dir.ts'
 import { writeFileAtomic } from '../identity/files.ts'
 
 export interface TrustInit {
@@ -102,7 +103,8 @@ async function readRequired (path: string, what: string): Promise<string> {
     return await readFile(path, 'utf8')
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-      throw new Error(`missing ${path}: ${what}`)
+      // a node not yet (fully) enrolled: the operator's next step, not a crash
+      throw new IdentityMissingError(`missing ${path}: ${what}`)
     }
     throw err
   }

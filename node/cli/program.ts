@@ -10,14 +10,16 @@ import { registerModelCommands } from './commands/model.ts'
 import { registerStartCommand } from './commands/start.ts'
 import { registerStorageCommands } from './commands/storage.ts'
 import { registerTokenCommands } from './commands/token.ts'
-import { CliError } from './errors.ts'
+import { CliError, EXIT, exitCodeFor } from './errors.ts'
 
 const program = new Command('bkg')
   .description('BKG mesh node: operator CA, certified peers on a private Kademlia DHT')
   .version(VERSION)
   // root options only before the subcommand: `bkg model pack … --version 1.0.0` is the model's version
   .enablePositionalOptions()
-  .showHelpAfterError('(run with --help for usage)')
+  // commander's own messages ("error: …" plus a help hint on a second line) are reported below in
+  // the one-line `bkg: …` form every other failure uses
+  .configureOutput({ outputError: () => {} })
   .exitOverride()
 
 registerCaCommands(program)
@@ -33,12 +35,28 @@ try {
   await program.parseAsync(process.argv)
 } catch (err) {
   if (err instanceof CommanderError) {
-    // commander already printed help or the usage error
-    process.exit(err.exitCode)
+    // help and version were printed on purpose; `bkg ca` without a subcommand printed its help
+    if (['commander.helpDisplayed', 'commander.help', 'commander.version'].includes(err.code)) process.exit(err.exitCode)
+    const command = ['bkg', ...commandPath(process.argv.slice(2))].join(' ')
+    console.error(`bkg: ${err.message.replace(/^error: /, '').replace(/\s*\n\s*/g, ' ')} (see \`${command} --help\`)`)
+    process.exit(EXIT.usage)
   }
   const known = err instanceof CliError || err instanceof CaError || err instanceof ConfigError ||
     (err instanceof Error && 'code' in err && typeof (err as { code: unknown }).code === 'string' && err.constructor !== Error)
   console.error(`bkg: ${known ? '' : 'unexpected error: '}${err instanceof Error ? err.message : String(err)}`)
   if (!known && process.env.BKG_DEBUG != null) console.error(err)
-  process.exit(err instanceof CliError ? err.exitCode : 1)
+  process.exit(exitCodeFor(err))
+}
+
+/** The subcommand names at the start of argv (`ca sign`), for the usage hint. */
+function commandPath (args: string[]): string[] {
+  const names: string[] = []
+  let command: Command = program
+  for (const arg of args) {
+    const sub = command.commands.find((candidate) => candidate.name() === arg || candidate.aliases().includes(arg))
+    if (sub == null) break
+    names.push(sub.name())
+    command = sub
+  }
+  return names
 }

@@ -3,7 +3,7 @@ import { join } from 'node:path'
 import { initCa, signNodeCsr, type Passphrase, type Role } from '../../ca/index.ts'
 import { dataDirPaths, type DataDirPaths } from '../identity/data-dir.ts'
 import { enrollNode } from '../identity/enroll.ts'
-import { spawnNode, type NodeProcess } from './node-process.ts'
+import { NodeStartError, spawnNode, type NodeProcess } from './node-process.ts'
 
 export interface DevnetOptions {
   dir: string
@@ -68,7 +68,9 @@ export async function startDevnet (options: DevnetOptions): Promise<DevnetNode[]
       const apiPort = options.basePort === 0 ? 0 : options.basePort + index
       const args = ['--data', paths.dir, '--listen', '/ip4/127.0.0.1/tcp/0', '--api', `127.0.0.1:${apiPort}`, '--log-level', options.logLevel]
       if (index > 0) args.push('--bootstrap', started[0].process.started.addrs.filter((addr) => !addr.includes('/p2p-circuit'))[0])
-      const process = await spawnNode({ args, onLog: (line) => options.onLog?.(name, line) })
+      const process = await spawnNode({ args, onLog: (line) => options.onLog?.(name, line) }).catch((err: unknown) => {
+        throw err instanceof NodeStartError ? new NodeStartError(`${name} did not start: ${err.message}`, err.exitCode) : err
+      })
       started.push({ name, paths, process, token: (await readFile(paths.apiToken, 'utf8')).trim() })
     }
   } catch (err) {

@@ -33,6 +33,17 @@ export function nodeRuntime (env: NodeJS.ProcessEnv = {}): { args: string[], env
   return { args: [...NODE_RUNTIME_FLAGS, ...extra], env: { ...NODE_RUNTIME_ENV, ...process.env, ...env } }
 }
 
+/** `bkg start` exited before its started line; `exitCode` is that process's (see EXIT in cli/errors.ts). */
+export class NodeStartError extends Error {
+  readonly code = 'node_start_failed'
+  readonly exitCode: number | null
+  constructor (message: string, exitCode: number | null) {
+    super(message)
+    this.name = 'NodeStartError'
+    this.exitCode = exitCode
+  }
+}
+
 export interface StartedLine {
   event: 'started'
   peerId: string
@@ -68,10 +79,15 @@ export async function spawnNode (options: SpawnNodeOptions): Promise<NodeProcess
   })
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
   const stderrTail: string[] = []
-  createInterface({ input: child.stderr! }).on('line', (line) => {
+  // the CLI's own one-line report of why it stopped: it becomes the error, not a log line as well
+  let failure: string | undefined
+  const stderrLines = createInterface({ input: child.stderr! })
+  const stderrClosed = new Promise<void>((resolve) => stderrLines.once('close', resolve))
+  stderrLines.on('line', (line) => {
     stderrTail.push(line)
     if (stderrTail.length > 20) stderrTail.shift()
-    options.onLog?.(line)
+    if (line.startsWith('bkg: ')) failure = line.slice(5)
+    else options.onLog?.(line)
   })
   const started = await new Promise<StartedLine>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`node did not start within ${options.startTimeoutMs ?? 30_000} ms:\n${stderrTail.join('\n')}`)), options.startTimeoutMs ?? 30_000)
@@ -86,9 +102,14 @@ export async function spawnNode (options: SpawnNodeOptions): Promise<NodeProcess
       }
       options.onLog?.(line)
     })
-    void exited.then((code) => {
+    void exited.then(async (code) => {
       clearTimeout(timer)
-      if (!seen) reject(new Error(`node exited with code ${code} before starting:\n${stderrTail.join('\n')}`))
+      if (seen) return
+      // stderr may still be draining when the exit event comes
+      await Promise.race([stderrClosed, new Promise((resolve) => setTimeout(resolve, 1000))])
+      reject(failure != null
+        ? new NodeStartError(failure, code)
+        : new NodeStartError(`node exited with code ${code} before starting:\n${stderrTail.join('\n')}`, code))
     })
   })
   return {

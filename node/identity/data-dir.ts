@@ -23,6 +23,8 @@ export interface DataDirPaths {
   tokenSecret: string
   /** where `bkg start` writes the URL of its running API, for CLI commands that act on it */
   apiAddress: string
+  /** held by the running node (`bkg start`): a second node on the same dir refuses to start */
+  lock: string
   config: string
   bootstrapList: string
   /** peers last seen, so a restarted node can rejoin without its bootstrap list */
@@ -52,6 +54,7 @@ export function dataDirPaths (dir: string): DataDirPaths {
     apiToken: join(root, 'api-token'),
     tokenSecret: join(root, 'token-secret'),
     apiAddress: join(root, 'api.json'),
+    lock: join(root, 'node.lock'),
     config: join(root, 'config.json'),
     bootstrapList: join(root, 'bootstrap.txt'),
     peerCache: join(root, 'peers.json'),

@@ -3,6 +3,8 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import type { Command } from 'commander'
 import { startDevnet, type DevnetNode } from '../../devnet/devnet.ts'
+import { NodeStartError } from '../../devnet/node-process.ts'
+import { EXIT } from '../errors.ts'
 import { port, positiveInt } from '../options.ts'
 
 export function registerDevnetCommand (program: Command): void {
@@ -31,6 +33,10 @@ export function registerDevnetCommand (program: Command): void {
         })
       } catch (err) {
         await cleanup()
+        // the node's own advice names `bkg start`'s flag; here the ports come from --base-port
+        if (err instanceof NodeStartError && err.exitCode === EXIT.addressInUse && /API address/.test(err.message)) {
+          throw new NodeStartError(`${err.message.replace(/: stop it, or choose another port with --api$/, '')}: stop it, or run \`bkg devnet --base-port PORT\` (0: any free ports)`, err.exitCode)
+        }
         throw err
       }
       const admitted = await waitForMesh(nodes, 20_000)

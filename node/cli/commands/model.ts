@@ -8,7 +8,7 @@ import { dataDirPaths, defaultDataDir } from '../../identity/data-dir.ts'
 import { openPackage, verifyPackageContent } from '../../models/package-file.ts'
 import { packModel } from '../../models/pack.ts'
 import { verifyEnvelope } from '../../models/package-signing.ts'
-import { CliError } from '../errors.ts'
+import { CliError, EXIT } from '../errors.ts'
 import { callNode, resolveTarget, uploadToNode } from '../node-client.ts'
 import { positiveInt, readInput } from '../options.ts'
 
@@ -90,10 +90,25 @@ export function registerModelCommands (program: Command): void {
       const target = await resolveTarget(options, defaultDataDir())
       let job = await callNode<PullJobView>(target, 'POST', '/api/v1/models/pulls', version == null ? { name } : { name, version })
       const bar = new PullProgressView(`${name}@${version ?? 'latest'}`)
-      while (job.finishedAt == null) {
-        bar.update(job)
-        // a long poll: back at once when the pull finishes, else in time for the next frame
-        job = await callNode<PullJobView>(target, 'GET', `/api/v1/models/pulls/${job.id}?wait=${PROGRESS_INTERVAL_MS}`)
+      // The node pulls; this command only watches. Ctrl-C stops the watching, not the pull (the
+      // API has no cancel: a pull stops with its node and resumes from disk), so say so.
+      const interrupted = (): void => {
+        bar.stop(job)
+        const resolved = job.version ?? version
+        const model = resolved == null ? name : `${name}@${resolved}`
+        const where = options.api != null ? `--api ${target.url}` : `--data ${dataDirPaths(options.data).dir}`
+        console.error(`bkg: interrupted: the pull of ${model} goes on in the node (job ${job.id}); follow it again with \`bkg model pull ${model} ${where}\` or GET ${target.url}/api/v1/models/pulls/${job.id}; it stops only with the node, and resumes from what is on disk when pulled again`)
+        process.exit(EXIT.interrupted)
+      }
+      process.once('SIGINT', interrupted)
+      try {
+        while (job.finishedAt == null) {
+          bar.update(job)
+          // a long poll: back at once when the pull finishes, else in time for the next frame
+          job = await callNode<PullJobView>(target, 'GET', `/api/v1/models/pulls/${job.id}?wait=${PROGRESS_INTERVAL_MS}`)
+        }
+      } finally {
+        process.removeListener('SIGINT', interrupted)
       }
       bar.stop(job)
       if (job.state !== 'done') throw new CliError(`pull failed (${job.error?.code ?? 'unknown'}): ${job.error?.message ?? ''}`)

@@ -87,8 +87,6 @@ async function runNode (dataDir: string, config: NodeConfig): Promise<void> {
   const node = await createNode({ dataDir, config, log })
   installProcessGuards(log, async () => await node.stop())
   await node.start()
-  // the first line on stdout is machine-readable: scripts wait for it
-  process.stdout.write(`${JSON.stringify({ event: 'started', peerId: node.peerId, api: node.url, addrs: node.host.getMultiaddrs().map(String) })}\n`)
 
   let stoppingSince = 0
   const shutdown = (signal: string): void => {
@@ -113,4 +111,7 @@ async function runNode (dataDir: string, config: NodeConfig): Promise<void> {
   }
   process.on('SIGINT', () => shutdown('SIGINT'))
   process.on('SIGTERM', () => shutdown('SIGTERM'))
+  // the first line on stdout is machine-readable: scripts wait for it, then may signal at once,
+  // so it comes after the signal handlers (before them, a SIGTERM killed the node uncleanly)
+  process.stdout.write(`${JSON.stringify({ event: 'started', peerId: node.peerId, api: node.url, addrs: node.host.getMultiaddrs().map(String) })}\n`)
 }
