@@ -70,6 +70,7 @@ class AdmittingEncrypter implements ConnectionEncrypter {
     const denial = peers.denial(remote)
     if (denial != null) {
       const err = new AdmissionRefusedError(denial.code, `peer ${remote} is refused: ${denial.message}`)
+      await this.tellRefused(secured, { ok: false, code: denial.code, message: err.message })
       secured.connection.abort(err)
       this.deps.onOutcome?.('rejected', denial.code)
       throw err
@@ -105,7 +106,7 @@ class AdmittingEncrypter implements ConnectionEncrypter {
       if (!verdict.ok) throw new AdmissionRefusedError(verdict.code, verdict.message)
       if (!theirs.ok) throw new AdmissionRefusedError('refused_by_peer', `peer refused our certificate: ${theirs.code}: ${theirs.message}`)
     } catch (err) {
-      const refusal = toRefusal(err, signal)
+      const refusal = ownCertificateRefusal(trust, toRefusal(err, signal))
       // A peer that refused *us* is not at fault; everything else is kept out for a while.
       if (refusal.code !== 'refused_by_peer') {
         peers.deny(remote, { code: refusal.code, message: refusal.message }, this.options.rejectCooldownMs)
@@ -122,12 +123,44 @@ class AdmittingEncrypter implements ConnectionEncrypter {
     log.debug({ peer: remote, name: cert.name, roles: cert.roles }, 'peer admitted')
     return { ...secured, connection: channel.unwrap() }
   }
+
+  /**
+   * A denied peer still hears why, in the protocol's own order: our hello (with the CRL that may
+   * name it) and a refusing verdict. Its frames are read before the connection goes, because a
+   * connection closed with unread data is reset and the reset can swallow what we sent; so a
+   * revoked node learns it is revoked instead of seeing a reset. Best effort, and brief.
+   */
+  private async tellRefused (secured: SecuredConnection, verdict: AdmissionVerdict): Promise<void> {
+    const signal = AbortSignal.timeout(Math.min(this.options.timeoutMs, DENIAL_NOTICE_MS))
+    const channel = lpStream(secured.connection, { maxDataLength: MAX_ADMISSION_FRAME_BYTES })
+    try {
+      const crl = this.deps.trust.crl?.pem
+      await channel.write(encodeFrame({ protocol: ADMISSION_PROTOCOL, cert: this.deps.trust.certPem, ...(crl != null ? { crl } : {}) }), { signal })
+      await channel.write(encodeFrame(verdict), { signal })
+      await channel.read({ signal })
+      await channel.read({ signal })
+    } catch {}
+  }
+}
+
+/** how long a denied peer may take to read why it is refused */
+const DENIAL_NOTICE_MS = 2000
+
+/**
+ * When this node's own certificate no longer holds by the CRL it now has (a peer's hello may just
+ * have brought it), that is the reason, whatever the connection did: say so in the log.
+ */
+function ownCertificateRefusal (trust: Trust, refusal: AdmissionRefusedError): AdmissionRefusedError {
+  const problem = trust.stillValid(trust.own)
+  if (problem == null) return refusal
+  return new AdmissionRefusedError(refusal.code === 'refused_by_peer' ? refusal.code : `own_${problem.code}`, `this node's own certificate is no longer valid (${problem.message}); ${refusal.message}`)
 }
 
 function toRefusal (err: unknown, signal: AbortSignal): AdmissionRefusedError {
   if (err instanceof AdmissionRefusedError) return err
   if (err instanceof AdmissionFrameError) return new AdmissionRefusedError(err.code, err.message)
   if (signal.aborted) return new AdmissionRefusedError('admission_timeout', 'no valid certificate exchange before the admission timeout')
-  const message = err instanceof Error ? err.message : String(err)
+  // a closed or reset stream rejects with a DOM Event, whose String() is "[object Event]"
+  const message = err instanceof Error ? err.message : err instanceof Event ? `the peer closed the connection (${err.type})` : String(err)
   return new AdmissionRefusedError('admission_failed', `certificate exchange failed: ${message}`)
 }

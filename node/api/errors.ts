@@ -36,9 +36,10 @@ export function installErrorHandlers (app: FastifyInstance): void {
       return reply.status(500).send(errorBody('internal', 'internal error; see the node log'))
     }
     // the codes docs/api.md lists for these statuses (malformed JSON is a 400 invalid_request)
-    const code = (err as FastifyError).code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' ? 'unsupported_media_type'
-      : (err as FastifyError).code === 'FST_ERR_CTP_BODY_TOO_LARGE' ? 'body_too_large'
-        : STATUS_CODES[status] ?? 'bad_request'
+    const fastifyCode = (err as FastifyError).code
+    const code = fastifyCode === 'FST_ERR_CTP_INVALID_MEDIA_TYPE'
+      ? 'unsupported_media_type'
+      : fastifyCode === 'FST_ERR_CTP_BODY_TOO_LARGE' ? 'body_too_large' : STATUS_CODES[status] ?? 'bad_request'
     return reply.status(status).send(errorBody(code, err.message))
   })
   app.setNotFoundHandler((request, reply) => {

@@ -1,16 +1,18 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { copyFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { createServer as createHttpServer } from 'node:http'
 import { createServer, type Server } from 'node:net'
-import { tmpdir } from 'node:os'
+import { hostname, tmpdir } from 'node:os'
 import { dirname, isAbsolute, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createInterface } from 'node:readline'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { CLI_ENTRY } from '../../node/devnet/node-process.ts'
+import { issueCrl, revokeCertificate } from '../../ca/index.ts'
+import { CLI_ENTRY, spawnNode, type NodeProcess } from '../../node/devnet/node-process.ts'
 import { EXIT } from '../../node/cli/errors.ts'
 import { expectCleanFailure, pathExists, type CliRun } from '../helpers/cli.ts'
-import { tempDir } from '../helpers/mesh.ts'
+import { peerIdsOf, tempDir, TestMesh, waitFor } from '../helpers/mesh.ts'
 
 // What a new operator meets, README and docs/operations.md in hand (issue 10, points 8-11).
 
@@ -198,14 +200,14 @@ describe('a new operator, README in hand', () => {
   it('a lock from a pid that no longer exists is stale; one from a live process is not', async () => {
     const gone = spawn(process.execPath, ['-e', ''])
     await new Promise((resolve) => gone.once('exit', resolve))
-    await writeFile(join(n1, 'node.lock'), JSON.stringify({ pid: gone.pid, host: (await import('node:os')).hostname(), procStart: null, nonce: 'x', since: new Date().toISOString() }))
+    await writeFile(join(n1, 'node.lock'), JSON.stringify({ pid: gone.pid, host: hostname(), procStart: null, nonce: 'x', since: new Date().toISOString() }))
     node = await startNode(startArgs, dir)
     node.child.kill('SIGTERM')
     expect(await node.exited).toBe(0)
 
     const alive = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)'])
     try {
-      await writeFile(join(n1, 'node.lock'), JSON.stringify({ pid: alive.pid, host: (await import('node:os')).hostname(), procStart: null, nonce: 'y', since: new Date().toISOString() }))
+      await writeFile(join(n1, 'node.lock'), JSON.stringify({ pid: alive.pid, host: hostname(), procStart: null, nonce: 'y', since: new Date().toISOString() }))
       const refused = await bkg(['start', ...startArgs], dir)
       expectCleanFailure(refused, new RegExp(`pid ${alive.pid}, its API is not up yet`), { exitCode: EXIT.dataDirInUse, singleLine: true })
     } finally {
@@ -303,7 +305,6 @@ describe('Ctrl-C on bkg model pull', () => {
     // a node API that pulls for ever: the CLI only talks HTTP to it
     const job = { id: 'a1b2c3d4e5f60718', state: 'fetching', name: 'tiny', version: '1.0.0', totalBytes: 1000, bytes: 10, blocks: 1, resumedBlocks: 0, fetchedBlocks: 1, peers: ['p'], error: null, startedAt: new Date().toISOString(), finishedAt: null }
     let polled = 0
-    const { createServer: createHttpServer } = await import('node:http')
     const server = createHttpServer((request, response) => {
       if (request.url?.startsWith('/api/v1/models/pulls/')) polled++
       response.writeHead(request.method === 'POST' ? 202 : 200, { 'content-type': 'application/json' })
@@ -317,9 +318,7 @@ describe('Ctrl-C on bkg model pull', () => {
       let stderr = ''
       child.stderr.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk })
       const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
-      const deadline = Date.now() + 20_000
-      while (polled < 2 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50))
-      expect(polled, stderr).toBeGreaterThanOrEqual(2)
+      await waitFor('the CLI follows the pull', async () => polled >= 2, 20_000, 50)
       child.kill('SIGINT')
       expect(await exited, stderr).toBe(EXIT.interrupted)
       expect(stderr).toMatch(/^bkg: interrupted: the pull of tiny@1\.0\.0 goes on in the node \(job a1b2c3d4e5f60718\)/m)
@@ -328,6 +327,43 @@ describe('Ctrl-C on bkg model pull', () => {
       expect(stderr).not.toMatch(/^\s+at /m)
     } finally {
       server.close()
+      await tmp.remove()
+    }
+  })
+})
+
+describe('a revoked node', () => {
+  it('says in its own log that it was refused as revoked', async () => {
+    const tmp = await tempDir('bkg-revoked-log-test-')
+    const mesh = await TestMesh.create(tmp.dir)
+    const admin = await mesh.addNode('admin', { roles: ['admin', 'bootstrap', 'member'] })
+    const victim = await mesh.addNode('victim')
+    const logs: string[] = []
+    let proc: NodeProcess | undefined
+    try {
+      await admin.start()
+      proc = await spawnNode({
+        args: ['--data', victim.paths.dir, '--listen', '/ip4/127.0.0.1/tcp/0', '--api', '127.0.0.1:0', '--log-level', 'info', '--bootstrap', admin.addrs[0]],
+        onLog: (line) => logs.push(line)
+      })
+      await waitFor('victim admitted', async () => (await peerIdsOf(admin)).includes(victim.peerId), 20_000)
+      await revokeCertificate(mesh.caDir, { certPem: await readFile(victim.paths.cert, 'utf8') })
+      const { crlPem } = await issueCrl(mesh.caDir, { days: 7 })
+      expect((await admin.api('POST', '/api/v1/admin/crl', { pem: crlPem })).status).toBe(200)
+      await waitFor('victim dropped', async () => !(await peerIdsOf(admin)).includes(victim.peerId), 10_000)
+      // the victim tries again, as its bootstrapper would
+      const dial = await fetch(`${proc.started.api}/api/v1/peers/dial`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${victim.token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ addr: admin.addrs[0] })
+      })
+      expect(dial.status).toBeGreaterThanOrEqual(400)
+      const refusal = await waitFor('the victim logs its refusal', async () => logs.find((line) => /admission refused/.test(line) && !/"level":30/.test(line)), 10_000)
+      expect(logs.join('\n')).not.toMatch(/\[object Event\]/)
+      expect(refusal, logs.filter((line) => /admission|refused/.test(line)).join('\n')).toMatch(/this node's own certificate is no longer valid \(the certificate [0-9a-f]+ was revoked/)
+    } finally {
+      await proc?.stop()
+      await mesh.stopAll()
       await tmp.remove()
     }
   })
