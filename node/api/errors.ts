@@ -1,4 +1,6 @@
-import type { FastifyError, FastifyInstance } from 'fastify'
+import { STATUS_CODES as httpStatusText } from 'node:http'
+import type { Duplex } from 'node:stream'
+import type { ConnectionError, FastifyError, FastifyInstance } from 'fastify'
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod'
 import { ServiceError } from '../errors.ts'
 
@@ -46,6 +48,43 @@ export function installErrorHandlers (app: FastifyInstance): void {
     // auth (preParsing) lets not-found requests through, so an unknown path is a 404 with or without a token
     return reply.status(404).send(errorBody('not_found', `no route ${request.method} ${request.url.split('?')[0]}`))
   })
+}
+
+/** Is this request for the S3-compatible endpoint, which answers errors as S3 XML? */
+export function isS3Path (url: string): boolean {
+  return url === '/s3' || url.startsWith('/s3/') || url.startsWith('/s3?')
+}
+
+/**
+ * What the HTTP parser refuses before any route runs (headers too large, a malformed request
+ * line), in the API's shape (S3's for /s3) instead of Node's or Fastify's.
+ */
+export function clientErrorHandler (err: ConnectionError, socket: Duplex): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return
+  const [status, code, s3Code, message]: [number, string, string, string] = err.code === 'HPE_HEADER_OVERFLOW'
+    ? [431, 'headers_too_large', 'RequestHeaderSectionTooLarge', 'the request line and headers exceed 16 KiB']
+    : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+      ? [408, 'request_timeout', 'RequestTimeout', 'the request did not arrive in time']
+      : [400, 'invalid_request', 'BadRequest', `malformed HTTP request (${err.code ?? 'parse error'})`]
+  // Node hands over the bytes it could not parse as a Buffer (Fastify's type shows its JSON form)
+  const raw: unknown = err.rawPacket
+  const path = /^[A-Z]+ (\S+)/.exec(Buffer.isBuffer(raw) ? raw.toString('latin1') : '')?.[1] ?? ''
+  const s3 = isS3Path(path)
+  const body = s3
+    ? `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${s3Code}</Code><Message>${message}</Message></Error>`
+    : JSON.stringify(errorBody(code, message))
+  if (socket.writable) {
+    socket.write(`HTTP/1.1 ${status} ${httpStatusText[status]}\r\nContent-Type: ${s3 ? 'application/xml' : 'application/json'}\r\n` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
+  }
+  socket.destroy()
+}
+
+/** The router's refusals: a path that is not valid percent-encoded UTF-8, or a path segment too long to route. */
+export function routerRefusal (err: FastifyError): { status: number, code: string, s3Code: string, message: string } {
+  return err.code === 'FST_ERR_MAX_PARAM_LENGTH'
+    ? { status: 414, code: 'uri_too_long', s3Code: 'InvalidURI', message: 'a path segment is too long' }
+    : { status: 400, code: 'invalid_request', s3Code: 'InvalidURI', message: 'the path is not valid percent-encoded UTF-8' }
 }
 
 const STATUS_CODES: Record<number, string> = {

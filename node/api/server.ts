@@ -1,7 +1,7 @@
 import rateLimit from '@fastify/rate-limit'
 import swagger from '@fastify/swagger'
 import websocket from '@fastify/websocket'
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify'
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod'
 import type { Logger } from 'pino'
 import type { BkgNode } from '../create-node.ts'
@@ -11,7 +11,7 @@ import { VERSION } from '../version.ts'
 import { verifyToken } from '../auth/tokens.ts'
 import { authPlugin } from './auth.ts'
 import { splitHostPort, type ApiTlsOptions } from './tls.ts'
-import { ApiError, installErrorHandlers } from './errors.ts'
+import { ApiError, clientErrorHandler, errorBody, installErrorHandlers, isS3Path, routerRefusal } from './errors.ts'
 import { crlRoutes } from './routes/crl.ts'
 import { eventRoutes } from './routes/events.ts'
 import { healthRoutes } from './routes/health.ts'
@@ -22,7 +22,7 @@ import { peerRoutes } from './routes/peers.ts'
 import { pubsubRoutes } from './routes/pubsub.ts'
 import { realtimeRoutes } from './routes/realtime.ts'
 import { replicationRoutes } from './routes/replication.ts'
-import { s3Routes } from './routes/s3.ts'
+import { s3Routes, sendS3Error } from './routes/s3.ts'
 import { storageRoutes } from './routes/storage.ts'
 import { tokenRoutes } from './routes/tokens.ts'
 
@@ -94,6 +94,14 @@ export async function createApiServer (init: ApiServerInit): Promise<ApiServer> 
     loggerInstance: init.log as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: 1024 * 1024,
+    // long enough for any parameter the API defines; longer ones are refused by frameworkErrors
+    routerOptions: { maxParamLength: 1024 },
+    frameworkErrors: (err, request, reply) => {
+      const refusal = routerRefusal(err)
+      if (isS3Path(request.url)) return sendS3Error(request as FastifyRequest, reply as FastifyReply, refusal.s3Code, refusal.status, refusal.message)
+      return (reply as FastifyReply).status(refusal.status).send(errorBody(refusal.code, refusal.message))
+    },
+    clientErrorHandler,
     ...(init.tls != null ? { https: init.tls.server } : {})
   }) as unknown as FastifyInstance
   app.setValidatorCompiler(validatorCompiler)

@@ -55,7 +55,7 @@ const READ_BATCH = `
 // there under another key can only be a forged or corrupt row, and it must not stall the outbox
 const WRITE_EVENTS = `
   INSERT INTO bkg.events (origin, seq, id, namespace, type, payload, hlc, prev_seq, sig, synced_by)
-  SELECT origin, seq, id, namespace, type, payload, hlc, prev_seq, sig, $2
+  SELECT origin, seq, id, namespace, type, coalesce(payload, 'null'::jsonb), hlc, prev_seq, sig, $2
   FROM jsonb_to_recordset($1::jsonb)
     AS x(origin text, seq bigint, id text, namespace text, type text, payload jsonb, hlc text, prev_seq bigint, sig text)
   ON CONFLICT DO NOTHING`

@@ -148,13 +148,14 @@ export class EventStore {
       prev_seq: event.prevSeq,
       sig: event.sig
     }))
-    // only what the database adds comes back, as one JSON text (per-row results cost a third of
+    // json_to_recordset reads a JSON null payload as SQL NULL: it is stored as JSON null (coalesce).
+    // Only what the database adds comes back, as one JSON text (per-row results cost a third of
     // the insert's time in PGlite): the rest is the caller's own events
     const byKey = new Map(events.map((event) => [`${event.origin}\u0000${event.seq}`, event]))
     const result = (await tx.query<{ rows: string, at: Date | string }>(
       `WITH ins AS (
          INSERT INTO bkg.events (origin, seq, id, namespace, type, payload, hlc, prev_seq, sig)
-         SELECT origin, seq, id, namespace, type, payload, hlc, prev_seq, sig
+         SELECT origin, seq, id, namespace, type, coalesce(payload, 'null'::jsonb), hlc, prev_seq, sig
          FROM json_to_recordset($1::json) AS x(origin text, seq bigint, id text, namespace text, type text, payload jsonb, hlc text, prev_seq bigint, sig text)
          ON CONFLICT DO NOTHING
          RETURNING origin, seq, local_id)

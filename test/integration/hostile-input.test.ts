@@ -1,5 +1,6 @@
 import { writeFile } from 'node:fs/promises'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { formatAmzDate, signRequest } from '../../node/storage/sigv4.ts'
 import { createToken } from '../helpers/events.ts'
 import { tempDir, TestMesh, waitFor, type TestNode } from '../helpers/mesh.ts'
 import { connectRealtime } from '../helpers/realtime.ts'
@@ -129,6 +130,49 @@ describe('hostile input from token holders', () => {
     expect(response.status).toBe(400)
     expect(response.body.error).toMatchObject({ code: 'invalid_request', message: expect.stringMatching(/nested deeper/) })
     await expectAlive()
+  })
+
+  it('a malformed aws-chunked body to /s3 is refused and the node stays up', async () => {
+    const { accessKeyId, secretAccessKey } = (await node.api('POST', '/api/v1/storage/credentials', { namespace: 'lab', role: 'reader' })).body
+    const url = new URL(`${node.url}/s3/bkt/a.txt?partNumber=1&uploadId=nope`)
+    const date = new Date()
+    const headers: Record<string, string> = {
+      host: url.host,
+      'x-amz-content-sha256': 'STREAMING-UNSIGNED-PAYLOAD-TRAILER',
+      'x-amz-date': formatAmzDate(date),
+      'content-type': 'application/octet-stream'
+    }
+    headers.authorization = signRequest({ method: 'PUT', path: url.pathname, query: url.search.slice(1), headers, payloadHash: headers['x-amz-content-sha256'], accessKeyId, secret: secretAccessKey, region: 'us-east-1', date })
+    const response = await fetch(url, { method: 'PUT', headers, body: 'not aws-chunked at all' })
+    expect(response.status).toBeGreaterThanOrEqual(400)
+    expect(response.status).toBeLessThan(500)
+    expect(await response.text()).toMatch(/<Error><Code>/)
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    await expectAlive()
+  })
+
+  it('what the router and the HTTP parser refuse is answered in the API\'s shape', async () => {
+    const badUrl = await raw('GET', '/api/v1/content/%C0%80/providers', undefined, reader)
+    expect(badUrl).toMatchObject({ status: 400, body: { error: { code: 'invalid_request' } } })
+    const longParam = await raw('DELETE', `/api/v1/storage/objects/${'b'.repeat(2000)}/a.txt`, undefined, reader)
+    expect(longParam).toMatchObject({ status: 414, body: { error: { code: 'uri_too_long' } } })
+    const s3 = await fetch(`${node.url}/s3/%FF`)
+    expect(s3.status).toBe(400)
+    expect(await s3.text()).toMatch(/<Code>InvalidURI<\/Code>/)
+    const headers = await fetch(`${node.url}/api/v1/node`, { headers: { 'x-big': 'x'.repeat(20_000) } })
+    expect(headers.status).toBe(431)
+    expect(await headers.json()).toMatchObject({ error: { code: 'headers_too_large' } })
+    const plain = await raw('GET', '/realtime', undefined, reader)
+    expect(plain).toMatchObject({ status: 426, body: { error: { code: 'upgrade_required' } } })
+    await expectAlive()
+  })
+
+  it('an event whose payload is JSON null is stored and read back as null', async () => {
+    const published = await raw('POST', '/api/v1/events', '{"namespace":"lab","type":"nothing","payload":null}', writer)
+    expect(published.status).toBe(201)
+    expect(published.body.payload).toBeNull()
+    const listed = await raw('GET', `/api/v1/events?namespace=lab&after=${published.body.localId - 1}&limit=1`, undefined, reader)
+    expect(listed.body.events[0]).toMatchObject({ id: published.body.id, payload: null })
   })
 
   it('anonymous floods leave health and token holders their own budgets', async () => {

@@ -18,10 +18,15 @@ const STALL_MS = 60_000
  * `?token=`; it is checked before the upgrade, so a refusal is a plain 401 JSON response.
  */
 export const realtimeRoutes: FastifyPluginAsync<RouteDeps> = async (app, { node, keys }) => {
-  app.get('/realtime', {
-    websocket: true,
+  app.route({
+    method: 'GET',
+    url: '/realtime',
     config: { access: 'public' },
-    schema: { summary: 'Realtime channels over WebSocket (see docs/api.md, "Realtime")', tags: ['events'] },
+    schema: { summary: 'Realtime channels over WebSocket (see docs/api.md, "Realtime")', tags: ['events'], hide: true },
+    // a plain GET (no Upgrade) is told what this endpoint is, as JSON like every other error
+    handler: async () => {
+      throw new ApiError(426, 'upgrade_required', '/realtime is a WebSocket endpoint: connect with Upgrade: websocket')
+    },
     preValidation: async (request) => {
       const header = /^Bearer\s+(\S+)$/i.exec(request.headers.authorization ?? '')?.[1]
       const query = (request.query as Record<string, unknown>).token
@@ -30,67 +35,74 @@ export const realtimeRoutes: FastifyPluginAsync<RouteDeps> = async (app, { node,
       const principal = verifyToken(token, keys)
       if (principal == null) throw new ApiError(401, 'unauthorized', 'invalid or expired token')
       request.principal = principal
-    }
-  }, (socket: WebSocket, request) => {
-    let lastHeard = Date.now()
-    const session = new RealtimeSession({
-      events: node().events,
-      rooms: node().rooms,
-      verifyToken: (token) => verifyToken(token, keys)
-    }, {
-      send: (message) => { if (socket.readyState === socket.OPEN) socket.send(JSON.stringify(message)) },
-      buffered: () => socket.bufferedAmount,
-      drained: async () => {
-        while (socket.readyState === socket.OPEN && socket.bufferedAmount > 0) await new Promise((resolve) => setTimeout(resolve, 10))
-      },
-      close: (code, reason) => {
+    },
+    // a refused upgrade's socket is destroyed after the answer (@fastify/websocket): say so, or a
+    // keep-alive client sends its next request into the closed socket
+    onSend: async (request, reply, payload) => {
+      if (request.ws) reply.header('connection', 'close')
+      return payload
+    },
+    wsHandler: (socket: WebSocket, request) => {
+      let lastHeard = Date.now()
+      const session = new RealtimeSession({
+        events: node().events,
+        rooms: node().rooms,
+        verifyToken: (token) => verifyToken(token, keys)
+      }, {
+        send: (message) => { if (socket.readyState === socket.OPEN) socket.send(JSON.stringify(message)) },
+        buffered: () => socket.bufferedAmount,
+        drained: async () => {
+          while (socket.readyState === socket.OPEN && socket.bufferedAmount > 0) await new Promise((resolve) => setTimeout(resolve, 10))
+        },
+        close: (code, reason) => {
         // the lagged message sits behind what is queued: the close goes out once the client has
         // drained it (ws would otherwise cut the socket 30 s after close() and drop both), and a
         // client that makes no progress for STALL_MS is cut
-        let queued = socket.bufferedAmount
-        let still = 0
-        const watch = setInterval(() => {
-          if (socket.readyState !== socket.OPEN) return clearInterval(watch)
-          if (socket.bufferedAmount === 0) {
-            clearInterval(watch)
-            socket.close(code, reason)
-            return
-          }
-          still = socket.bufferedAmount < queued ? 0 : still + DRAIN_CHECK_MS
-          queued = socket.bufferedAmount
-          if (still >= STALL_MS) {
-            clearInterval(watch)
-            socket.terminate()
-          }
-        }, DRAIN_CHECK_MS)
-        watch.unref()
-      }
-    }, request.principal!)
-    const ping = setInterval(() => {
-      if (Date.now() - lastHeard > SILENCE_MS) {
-        socket.terminate()
-        return
-      }
-      socket.ping()
-    }, PING_MS)
-    ping.unref()
-    socket.on('pong', () => { lastHeard = Date.now() })
-    socket.on('message', (data, isBinary) => {
-      lastHeard = Date.now()
-      if (isBinary) {
-        socket.send(JSON.stringify({ type: 'error', error: { code: 'invalid_message', message: 'frames are JSON text' } }))
-        return
-      }
-      session.handle(data.toString()).catch((err: unknown) => {
+          let queued = socket.bufferedAmount
+          let still = 0
+          const watch = setInterval(() => {
+            if (socket.readyState !== socket.OPEN) return clearInterval(watch)
+            if (socket.bufferedAmount === 0) {
+              clearInterval(watch)
+              socket.close(code, reason)
+              return
+            }
+            still = socket.bufferedAmount < queued ? 0 : still + DRAIN_CHECK_MS
+            queued = socket.bufferedAmount
+            if (still >= STALL_MS) {
+              clearInterval(watch)
+              socket.terminate()
+            }
+          }, DRAIN_CHECK_MS)
+          watch.unref()
+        }
+      }, request.principal!)
+      const ping = setInterval(() => {
+        if (Date.now() - lastHeard > SILENCE_MS) {
+          socket.terminate()
+          return
+        }
+        socket.ping()
+      }, PING_MS)
+      ping.unref()
+      socket.on('pong', () => { lastHeard = Date.now() })
+      socket.on('message', (data, isBinary) => {
+        lastHeard = Date.now()
+        if (isBinary) {
+          socket.send(JSON.stringify({ type: 'error', error: { code: 'invalid_message', message: 'frames are JSON text' } }))
+          return
+        }
+        session.handle(data.toString()).catch((err: unknown) => {
         // handle() answers every refusal itself: whatever reaches here is a bug, and one client's
         // frame must not take the node down with it
-        request.log.error({ err }, 'realtime frame failed')
-        if (socket.readyState === socket.OPEN) socket.close(1011, 'internal error')
+          request.log.error({ err }, 'realtime frame failed')
+          if (socket.readyState === socket.OPEN) socket.close(1011, 'internal error')
+        })
       })
-    })
-    socket.on('close', () => {
-      clearInterval(ping)
-      session.close()
-    })
+      socket.on('close', () => {
+        clearInterval(ping)
+        session.close()
+      })
+    }
   })
 }

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { Readable } from 'node:stream'
+import { pipeline, Readable } from 'node:stream'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { XMLBuilder, XMLParser } from 'fast-xml-parser'
 import type { Principal } from '../../auth/tokens.ts'
@@ -39,7 +39,8 @@ async function xml (root: string, body: Record<string, unknown>): Promise<string
   return await xmlDocument({ [root]: { '@_xmlns': XMLNS, ...body } })
 }
 
-async function sendError (request: FastifyRequest, reply: FastifyReply, code: string, status: number, message: string): Promise<FastifyReply> {
+/** An S3 error document (HEAD: only the x-amz-error-code header). */
+export async function sendS3Error (request: FastifyRequest, reply: FastifyReply, code: string, status: number, message: string): Promise<FastifyReply> {
   const requestId = String(reply.getHeader('x-amz-request-id') ?? '')
   if (request.method === 'HEAD') return await reply.status(status).header('x-amz-error-code', code).send()
   return await reply.status(status).header('content-type', 'application/xml').send(
@@ -86,8 +87,10 @@ function putInput (request: FastifyRequest): { body: AsyncIterable<Uint8Array>, 
       if (algorithm != null) algorithms.add(algorithm)
     }
     const decoder = new AwsChunkedDecoder(options)
-    body.on('error', (err) => decoder.destroy(err))
-    body = body.pipe(decoder)
+    // pipeline owns both streams' errors: a malformed body fails whoever reads the decoder, and
+    // nobody's process when the request is refused before its body is read
+    pipeline(body, decoder, () => {})
+    body = decoder
     trailers = () => {
       const found: Partial<Record<ChecksumAlgorithm, string>> = {}
       for (const [name, value] of decoder.trailers) {
@@ -168,6 +171,10 @@ export async function s3Routes (app: FastifyInstance, { node }: RouteDeps): Prom
     reply.header('x-amz-request-id', randomBytes(8).toString('hex').toUpperCase())
   })
   app.addHook('preValidation', async (request) => {
+    // S3 defines every query parameter once: a repeated one would reach the handlers as an array
+    for (const [name, value] of Object.entries(request.query as Record<string, unknown>)) {
+      if (Array.isArray(value)) throw new ServiceError('InvalidArgument', 400, `query parameter ${name} is given more than once`)
+    }
     const [path, query = ''] = request.url.split(/\?(.*)/s)
     const storage = node().storage
     let principal: Principal | undefined
@@ -186,12 +193,12 @@ export async function s3Routes (app: FastifyInstance, { node }: RouteDeps): Prom
     request.principal = principal!
   })
   app.setErrorHandler(async (err: Error & { code?: string, status?: number, statusCode?: number }, request, reply) => {
-    if (err instanceof ServiceError) return await sendError(request, reply, err.code, err.status, err.message)
-    if ((err.statusCode ?? 500) < 500) return await sendError(request, reply, 'InvalidRequest', err.statusCode!, err.message)
+    if (err instanceof ServiceError) return await sendS3Error(request, reply, err.code, err.status, err.message)
+    if ((err.statusCode ?? 500) < 500) return await sendS3Error(request, reply, 'InvalidRequest', err.statusCode!, err.message)
     request.log.error({ err }, 's3 request failed')
-    return await sendError(request, reply, 'InternalError', 500, 'internal error; see the node log')
+    return await sendS3Error(request, reply, 'InternalError', 500, 'internal error; see the node log')
   })
-  app.setNotFoundHandler(async (request, reply) => await sendError(request, reply, 'NotImplemented', 501, `${request.method} ${request.url.split('?')[0]} is not part of BKG's S3 subset`))
+  app.setNotFoundHandler(async (request, reply) => await sendS3Error(request, reply, 'NotImplemented', 501, `${request.method} ${request.url.split('?')[0]} is not part of BKG's S3 subset`))
 
   const scope = (request: FastifyRequest): StorageScope => {
     const principal = request.principal!
@@ -324,4 +331,3 @@ export async function s3Routes (app: FastifyInstance, { node }: RouteDeps): Prom
     throw new ServiceError('NotImplemented', 501, 'POST on an object supports ?uploads and ?uploadId only')
   })
 }
-
