@@ -230,10 +230,14 @@ export async function send (baseUrl: string, item: Pick<HttpCase, 'method' | 'pa
       res.on('error', (err) => done(err))
       res.on('close', () => done(null, { status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks), streamed: true }))
     })
-    const timer = setTimeout(() => {
-      req.destroy()
-      done(new Error(`no answer within ${timeoutMs} ms`))
-    }, timeoutMs)
+    // timed from when the request has a connection: waiting in the agent's queue behind long polls is not the node's delay
+    let timer: NodeJS.Timeout | undefined
+    req.once('socket', () => {
+      timer = setTimeout(() => {
+        req.destroy()
+        done(new Error(`no answer within ${timeoutMs} ms`))
+      }, timeoutMs)
+    })
     req.on('error', (err) => done(err))
     if (item.body != null) req.end(item.body)
     else req.end()
