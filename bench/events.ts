@@ -20,9 +20,16 @@ function syntheticEvents (count: number, from: number): SignedEvent[] {
   return Array.from({ length: count }, (_, i) => {
     const seq = from + i
     return {
-      v: 1 as const, id: `b${String(seq).padStart(21, '0')}`, namespace: 'bench', type: 'sensor.reading',
+      v: 1 as const,
+      id: `b${String(seq).padStart(21, '0')}`,
+      namespace: 'bench',
+      type: 'sensor.reading',
       payload: { sensor: `s-${seq % 50}`, celsius: 20 + (seq % 100) / 10, ok: true },
-      origin: ORIGIN, seq, prevSeq: seq - 1, hlc: '001795000000000-00000', sig: 'x'.repeat(88)
+      origin: ORIGIN,
+      seq,
+      prevSeq: seq - 1,
+      hlc: '001795000000000-00000',
+      sig: 'x'.repeat(88)
     }
   })
 }

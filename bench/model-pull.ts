@@ -128,7 +128,6 @@ async function writeRandomFile (path: string, bytes: number): Promise<void> {
   await once(out, 'finish')
 }
 
-
 /** Time from POST /api/v1/models/pulls until the job is done (every file verified and in place). */
 async function timedPull (node: TestNode, name: string): Promise<{ seconds: number, peers: number }> {
   const started = performance.now()
@@ -269,7 +268,7 @@ export async function measureModelPull (root: string, sizeMiB = 256): Promise<Me
       oneRuns.push((await timedPull(pullerOne, 'big')).seconds)
     }
     const bare = median(bareRuns)
-    rows.push(metric({ id: 'bare_stream_mib_s', name: `baseline: bare libp2p stream, 2 processes`, value: round(bare), unit: 'MiB/s', target: null, note: `median of ${bareRuns.map((rate) => round(rate)).join(' / ')}; ${sizeMiB} MiB, TCP + Noise + Yamux, one stream, two fresh processes each run` }))
+    rows.push(metric({ id: 'bare_stream_mib_s', name: 'baseline: bare libp2p stream, 2 processes', value: round(bare), unit: 'MiB/s', target: null, note: `median of ${bareRuns.map((rate) => round(rate)).join(' / ')}; ${sizeMiB} MiB, TCP + Noise + Yamux, one stream, two fresh processes each run` }))
     const oneRate = sizeMiB / median(oneRuns)
     const pullerPeak = await processMemory(pullerOne.proc!.child.pid!)
     rows.push(metric({

@@ -205,7 +205,7 @@ function positiveDays (days: number, what: string): number {
 export async function initCa (dir: string, options: InitCaOptions = {}): Promise<{ certPem: string, dir: string, replaced: string | null }> {
   const name = options.name ?? 'BKG Operator'
   if (typeof name !== 'string' || name.trim() === '' || name.length > MAX_OPERATOR_NAME_LENGTH ||
-    /[\u0000-\u001f\u007f]/.test(name)) {
+    /\p{Cc}/u.test(name)) {
     throw new RangeError(`invalid operator name ${JSON.stringify(name)}: expected 1-${MAX_OPERATOR_NAME_LENGTH} printable characters`)
   }
   const days = positiveDays(options.days ?? 3650, 'days')

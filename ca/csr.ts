@@ -50,7 +50,7 @@ export function csrProofData (peerId: string, spkiDer: Uint8Array): Uint8Array {
 
 export function validateNodeName (name: unknown): string {
   if (typeof name !== 'string' || name.trim() === '' || name.length > MAX_NODE_NAME_LENGTH ||
-    /[\u0000-\u001f\u007f]/.test(name)) {
+    /\p{Cc}/u.test(name)) {
     throw new CaError('csr_malformed',
       `invalid node name ${JSON.stringify(name)}: expected 1-${MAX_NODE_NAME_LENGTH} printable characters`)
   }

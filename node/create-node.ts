@@ -94,9 +94,25 @@ export class BkgNode {
   lock: DataDirLock | null = null
 
   constructor (parts: {
-    paths: DataDirPaths, config: NodeConfig, log: Logger, trust: Trust, peers: AdmittedPeers,
-    metrics: NodeMetrics, host: Host, revocation: RevocationService, pubsub: PubsubService,
-    models: ModelService, replication: ReplicationService, db: Database, events: EventService, rooms: RoomHub, storage: StorageService, centralSync: CentralSync | null, psql: PsqlAccess | null, bootstrapper: Bootstrapper, api: ApiServer
+    paths: DataDirPaths,
+    config: NodeConfig,
+    log: Logger,
+    trust: Trust,
+    peers: AdmittedPeers,
+    metrics: NodeMetrics,
+    host: Host,
+    revocation: RevocationService,
+    pubsub: PubsubService,
+    models: ModelService,
+    replication: ReplicationService,
+    db: Database,
+    events: EventService,
+    rooms: RoomHub,
+    storage: StorageService,
+    centralSync: CentralSync | null,
+    psql: PsqlAccess | null,
+    bootstrapper: Bootstrapper,
+    api: ApiServer
   }) {
     this.paths = parts.paths
     this.config = parts.config
@@ -292,12 +308,14 @@ async function assembleNode (init: NodeInit): Promise<BkgNode> {
   }
 
   const peers = new AdmittedPeers()
+  // eslint-disable-next-line prefer-const -- read by the metrics closures made before the host exists
   let host: Host | undefined
   const metrics = new NodeMetrics({
     connectedPeers: () => host?.getPeers().length ?? 0,
     admittedPeers: () => peers.size,
     dhtRoutingTableSize: () => host == null ? 0 : routingTableSize(host)
   })
+  // eslint-disable-next-line prefer-const -- read by the admission callback made before the service exists
   let revocation: RevocationService | undefined
   const relayServer = config.relay.server === 'auto' ? trust.own.roles.includes('relay') : config.relay.server
   host = await createHost({
@@ -348,7 +366,24 @@ async function assembleNode (init: NodeInit): Promise<BkgNode> {
   const psql = config.psql ? new PsqlAccess({ db, socketDir: join(paths.dir, 'psql'), log: log.child({ service: 'psql' }) }) : null
   const storage = await StorageService.create({ dir: paths.storage, config: config.storage, db, secret: tokenSecret, log: log.child({ service: 'storage' }) })
   const node: BkgNode = new BkgNode({
-    paths, config, log, trust, peers, metrics, host, revocation, pubsub, models, replication, db, events, rooms, storage, centralSync, psql, bootstrapper,
+    paths,
+    config,
+    log,
+    trust,
+    peers,
+    metrics,
+    host,
+    revocation,
+    pubsub,
+    models,
+    replication,
+    db,
+    events,
+    rooms,
+    storage,
+    centralSync,
+    psql,
+    bootstrapper,
     api: await createApiServer({
       log: log.child({ service: 'api' }),
       keys: { adminToken, secret: tokenSecret },

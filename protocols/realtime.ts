@@ -10,8 +10,7 @@ import { EventCursor, EventNamespace, EventPayload } from './events.ts'
 export const CHANNEL_PATTERN = /^(events:[a-z0-9][a-z0-9._-]{0,62}|room:[a-z0-9][a-z0-9._-]{0,62}:[A-Za-z0-9._-]{1,64})$/
 export const MAX_REALTIME_FRAME_BYTES = 128 * 1024
 
-const JsonValue = z.json()
-export type Json = z.infer<typeof JsonValue>
+export type Json = z.infer<ReturnType<typeof z.json>>
 
 const Ref = z.string().min(1).max(64)
 const Channel = z.string().regex(CHANNEL_PATTERN, 'channel: events:<namespace> or room:<namespace>:<name>')

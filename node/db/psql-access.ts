@@ -297,7 +297,7 @@ class Session {
     // transactions
     this.release = await new Promise<() => void>((resolve, reject) => {
       pg._runExclusiveTransaction(async () => {
-        await new Promise<void>((release) => { resolve(release) })
+        await new Promise<void>((_resolve) => { resolve(_resolve) })
       }).catch(reject)
     })
     await this.internal('SET default_transaction_read_only = on')

@@ -223,4 +223,3 @@ export class RealtimeSession {
     if (this.transport.buffered() > MAX_BUFFERED_BYTES) this.lagged()
   }
 }
-

@@ -12,6 +12,7 @@ export class NodeMetrics {
   readonly admissions: Counter<'result' | 'code'>
   readonly gossipMessages: Counter<'direction' | 'topic'>
   readonly httpRequests: Counter<'method' | 'route' | 'status'>
+  private readonly gauges: Gauge[]
 
   constructor (sources: MetricSources) {
     const registers = [this.registry]
@@ -34,9 +35,12 @@ export class NodeMetrics {
       labelNames: ['method', 'route', 'status'],
       registers
     })
-    new Gauge({ name: 'bkg_peers_connected', help: 'Peers with an open connection', registers, collect () { this.set(sources.connectedPeers()) } })
-    new Gauge({ name: 'bkg_peers_admitted', help: 'Peers whose certificate is currently admitted', registers, collect () { this.set(sources.admittedPeers()) } })
-    new Gauge({ name: 'bkg_dht_routing_table_size', help: 'Peers in the Kademlia routing table', registers, collect () { this.set(sources.dhtRoutingTableSize()) } })
+    // gauges read their sources when scraped: registered here, never set by hand
+    this.gauges = [
+      new Gauge({ name: 'bkg_peers_connected', help: 'Peers with an open connection', registers, collect () { this.set(sources.connectedPeers()) } }),
+      new Gauge({ name: 'bkg_peers_admitted', help: 'Peers whose certificate is currently admitted', registers, collect () { this.set(sources.admittedPeers()) } }),
+      new Gauge({ name: 'bkg_dht_routing_table_size', help: 'Peers in the Kademlia routing table', registers, collect () { this.set(sources.dhtRoutingTableSize()) } })
+    ]
   }
 }
 

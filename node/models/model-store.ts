@@ -356,6 +356,3 @@ export class ModelStore {
     return await run
   }
 }
-
-
-

@@ -92,4 +92,3 @@ async function * counting (source: AsyncIterable<Buffer | Uint8Array>, onProgres
     yield chunk
   }
 }
-

@@ -226,7 +226,6 @@ export class Puller {
     const writing = new Limit(LEAVES_IN_FLIGHT)
     const healthy = new Map(providers.map((p) => [p.toString(), { peer: p, failures: 0 }]))
     let inflight = 0
-    let failure: Error | null = null
     let wake: () => void = () => {}
     const changed = (): void => {
       const waiting = wake
@@ -235,7 +234,7 @@ export class Puller {
     }
 
     const worker = async (entry: { peer: PeerId, failures: number }): Promise<void> => {
-      while (failure == null && healthy.has(entry.peer.toString())) {
+      while (healthy.has(entry.peer.toString())) {
         if (queue.length === 0) {
           if (inflight === 0) return
           await new Promise<void>((resolve) => { const previous = wake; wake = () => { previous(); resolve() } })

@@ -4,7 +4,6 @@ import type { CID } from 'multiformats/cid'
 import { PackageError } from '../../protocols/model-package.ts'
 import { DAG_PB, RAW, SHA2_256 } from './dag-layout.ts'
 
-
 /** Throws unless the block's bytes (whole or as received chunks) hash to its CID. */
 export function assertBlockMatches (cid: CID, block: Uint8Array | Iterable<Uint8Array>): void {
   if (cid.multihash.code !== SHA2_256) throw new PackageError('content_mismatch', `block ${cid.toString()} uses an unsupported hash`)

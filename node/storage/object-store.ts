@@ -184,7 +184,7 @@ export class ObjectStore {
       let last: string | null = null
       while (objects.length + prefixes.length < options.maxKeys) {
         const rows = (await tx.query<Row>(
-          `SELECT * FROM bkg.objects WHERE namespace = $1 AND bucket = $2 AND starts_with(key, $3) AND key > $4 ORDER BY key LIMIT $5`,
+          'SELECT * FROM bkg.objects WHERE namespace = $1 AND bucket = $2 AND starts_with(key, $3) AND key > $4 ORDER BY key LIMIT $5',
           [scope.namespace, bucket, options.prefix, after, 1000])).rows
         if (rows.length === 0) return { objects, prefixes, truncated: false, last }
         for (const row of rows) {

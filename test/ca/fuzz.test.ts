@@ -7,7 +7,6 @@ import {
 } from '../../ca/index.ts'
 import { derToPem, makeNode, makeTempDir, pemToDer } from './helpers.ts'
 
-
 const SEED = Number(process.env.BKG_FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31))
 const ROUNDS = Number(process.env.BKG_FUZZ_ROUNDS ?? 300)
 

@@ -81,7 +81,7 @@ export function toJsonText (value: unknown): string {
 export const HOSTILE_STRINGS: readonly string[] = [
   '\u0000', 'a\u0000b', '\ud800', 'x\udfffy', '\udc00\ud800', 'ok\ud83d', '', ' ', '\t', '\r\n', '..', '../../../../etc/passwd',
   '..\\..\\windows', '/', '//', '%00', '%', '%zz', '\u202e', '\ufeff', '\uffff', '💥', 'null', 'undefined', 'true',
-  '[]', '{}', '__proto__', 'constructor', "'; DROP TABLE events; --", '${7*7}', '<x>&amp;</x>',
+  '[]', '{}', '__proto__', 'constructor', "'; DROP TABLE events; --", '$' + '{7*7}', '<x>&amp;</x>',
   '99999999999999999999999999', '18446744073709551616', '9223372036854775808', '-9223372036854775809', '-1', '-0',
   '0', '1e308', '1e400', 'NaN', 'Infinity', '-Infinity', '0x1f', '1.5', '٣', '1 ', ' 1', '+1', '00001',
   'a'.repeat(65), 'a'.repeat(129), 'b'.repeat(1025), 'c'.repeat(5000), '\u0000'.repeat(300), '\ud800'.repeat(300)

@@ -8,7 +8,6 @@ import { peerIdsOf, tempDir, TestMesh, waitFor, type TestNode } from '../helpers
 const MIB = 1024 * 1024
 const SIZE = 64 * MIB
 
-
 async function startPull (node: TestNode): Promise<string> {
   const { status, body } = await node.api('POST', '/api/v1/models/pulls', { name: 'big', version: '1.0.0' })
   expect(status).toBe(202)

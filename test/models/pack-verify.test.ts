@@ -21,7 +21,6 @@ import { expectPackageError, makeCa, makeIdentity, referenceImporterOptions, typ
 
 const MiB = 1024 * 1024
 
-
 async function cidOf (bytes: Uint8Array, chunkSize: number): Promise<string> {
   const { cid } = await importBytes(bytes, new MemoryBlockstore(), referenceImporterOptions(chunkSize))
   return cid.toString()
@@ -104,7 +103,12 @@ describe('packModel → openPackage → verifyEnvelope → verifyPackageContent'
       const { manifest, publisher: cert } = verifyEnvelope(opened.envelope, { caPem })
       expect(cert.peerId).toBe(publisher.cert.peerId)
       expect(manifest).toMatchObject({
-        format: 'bkg-manifest/1', name: 'tiny', version: '1.1.0', architecture: 'llama', licence: 'MIT', chunkSize: MiB,
+        format: 'bkg-manifest/1',
+        name: 'tiny',
+        version: '1.1.0',
+        architecture: 'llama',
+        licence: 'MIT',
+        chunkSize: MiB,
         publisher: { peerId: publisher.cert.peerId, name: 'pub', serial: publisher.cert.serial }
       })
       expect(opened.envelope.signature.alg).toBe(SIGNATURE_ALGORITHM)

@@ -14,7 +14,6 @@ import {
   type VerifiedRequest
 } from '../../node/storage/sigv4.ts'
 
-
 // The chunked upload example of the AWS S3 documentation ("Signature Calculations for the Authorization
 // Header: Transferring Payload in Multiple Chunks"): 65536 + 1024 bytes of 'a', signed.
 const DOC_SIGNATURES = [
@@ -56,7 +55,6 @@ function decode (options: AwsChunkedOptions, pieces: Uint8Array[]): { data: Buff
   parser.end()
   return { data: Buffer.concat(out), trailers: parser.trailers }
 }
-
 
 /** Every way to cut `bytes` into two pieces, and into three for short inputs. */
 function * splits (bytes: Buffer): Generator<Buffer[]> {
@@ -171,8 +169,15 @@ describe('unsigned payload with a checksum trailer (the AWS SDK v3 default for s
 
   it('reads the options from the request headers', () => {
     const auth: VerifiedRequest = {
-      accessKeyId: AKID, region: 'us-east-1', payloadHash: STREAMING_UNSIGNED_TRAILER, signingKey: Buffer.alloc(32), seedSignature: '0'.repeat(64),
-      scope: 's', amzDate: 'd', signedHeaders: ['host'], presigned: false
+      accessKeyId: AKID,
+      region: 'us-east-1',
+      payloadHash: STREAMING_UNSIGNED_TRAILER,
+      signingKey: Buffer.alloc(32),
+      seedSignature: '0'.repeat(64),
+      scope: 's',
+      amzDate: 'd',
+      signedHeaders: ['host'],
+      presigned: false
     }
     const options = awsChunkedOptions(auth, { 'x-amz-decoded-content-length': '23', 'x-amz-trailer': 'X-Amz-Checksum-CRC32' })
     expect(options).toMatchObject({ decodedContentLength: 23, expectedTrailers: ['x-amz-checksum-crc32'] })

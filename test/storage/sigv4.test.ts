@@ -9,7 +9,6 @@ import {
   type VerifyRequestInput
 } from '../../node/storage/sigv4.ts'
 
-
 // The credentials and time of the S3 examples in the AWS documentation
 // ("Signature Calculations for the Authorization Header" and "Authenticating Requests: Using Query Parameters").
 const DOC_NOW = new Date('2013-05-24T00:00:00Z')
@@ -20,7 +19,6 @@ const lookupSecret = (id: string): string | null => id === AKID ? SECRET : null
 function authorization (signedHeaders: string, signature: string): string {
   return `AWS4-HMAC-SHA256 ${CREDENTIAL},SignedHeaders=${signedHeaders},Signature=${signature}`
 }
-
 
 /** The contract of the verifier: return or throw a SigV4Error, nothing else, ever. */
 function returnsOrSigV4Error (fn: () => unknown): void {
@@ -182,21 +180,41 @@ describe('AWS documentation vectors', () => {
     const input = getObject()
     const { authorization: expected, ...headers } = input.headers
     const signed = signRequest({
-      method: 'GET', path: '/test.txt', query: '', headers: headers as Record<string, string>, payloadHash: EMPTY_SHA256,
-      accessKeyId: AKID, secret: SECRET, region: 'us-east-1', date: DOC_NOW
+      method: 'GET',
+      path: '/test.txt',
+      query: '',
+      headers: headers as Record<string, string>,
+      payloadHash: EMPTY_SHA256,
+      accessKeyId: AKID,
+      secret: SECRET,
+      region: 'us-east-1',
+      date: DOC_NOW
     })
     expect(signed.replaceAll(', ', ',')).toBe(expected)
     expect(presignQuery({
-      method: 'GET', path: '/test.txt', query: '', headers: { host: 'examplebucket.s3.amazonaws.com' },
-      accessKeyId: AKID, secret: SECRET, region: 'us-east-1', date: DOC_NOW, expiresSeconds: 86400
+      method: 'GET',
+      path: '/test.txt',
+      query: '',
+      headers: { host: 'examplebucket.s3.amazonaws.com' },
+      accessKeyId: AKID,
+      secret: SECRET,
+      region: 'us-east-1',
+      date: DOC_NOW,
+      expiresSeconds: 86400
     })).toBe(PRESIGNED_QUERY)
   })
 
   it('generic SigV4 suite: get-vanilla and get-vanilla-query-order-key-case', () => {
     const base = {
-      method: 'GET', path: '/', headers: { host: 'example.amazonaws.com', 'x-amz-date': '20150830T123600Z' }, payloadHash: EMPTY_SHA256,
-      accessKeyId: 'AKIDEXAMPLE', secret: 'wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY', region: 'us-east-1',
-      date: new Date('2015-08-30T12:36:00Z'), service: 'service'
+      method: 'GET',
+      path: '/',
+      headers: { host: 'example.amazonaws.com', 'x-amz-date': '20150830T123600Z' },
+      payloadHash: EMPTY_SHA256,
+      accessKeyId: 'AKIDEXAMPLE',
+      secret: 'wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY',
+      region: 'us-east-1',
+      date: new Date('2015-08-30T12:36:00Z'),
+      service: 'service'
     }
     expect(signRequest({ ...base, query: '' })).toMatch(/Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31$/)
     expect(signRequest({ ...base, query: 'Param2=value2&Param1=value1' })).toMatch(/Signature=b97d918cfa904a5beff61c982a1b6f458b799221646efd99d3219ec94cdf2500$/)
@@ -265,8 +283,15 @@ describe('refusals', () => {
 
   it('presigned URLs valid for more than a week, or missing a parameter → AuthorizationQueryParametersError', () => {
     const week = presignQuery({
-      method: 'GET', path: '/test.txt', query: '', headers: { host: 'h' }, accessKeyId: AKID, secret: SECRET,
-      region: 'us-east-1', date: DOC_NOW, expiresSeconds: 604_801
+      method: 'GET',
+      path: '/test.txt',
+      query: '',
+      headers: { host: 'h' },
+      accessKeyId: AKID,
+      secret: SECRET,
+      region: 'us-east-1',
+      date: DOC_NOW,
+      expiresSeconds: 604_801
     })
     const bad = [week, PRESIGNED_QUERY.replace(/&X-Amz-Expires=\d+/, ''), PRESIGNED_QUERY.replace('AWS4-HMAC-SHA256', 'AWS4-HMAC-SHA1'),
       PRESIGNED_QUERY.replace('host', 'range'), PRESIGNED_QUERY.replace('X-Amz-Date=20130524', 'X-Amz-Date=20130525'),
@@ -368,8 +393,15 @@ describe('round trips through the client signer', () => {
         expect(sigv4Error(() => verifyRequest({ ...input, query: `${rawQuery}&z=1` })).code).toBe('SignatureDoesNotMatch')
         expect(sigv4Error(() => verifyRequest(withHeaders(input, { 'x-amz-meta-m': `${meta}x` }))).code).toBe('SignatureDoesNotMatch')
         const presigned = presignQuery({
-          method: 'GET', path, query: rawQuery, headers: { host: 'localhost:9000' }, accessKeyId: AKID, secret: SECRET,
-          region: 'garage', date: NOW, expiresSeconds: 60
+          method: 'GET',
+          path,
+          query: rawQuery,
+          headers: { host: 'localhost:9000' },
+          accessKeyId: AKID,
+          secret: SECRET,
+          region: 'garage',
+          date: NOW,
+          expiresSeconds: 60
         })
         verifyRequest({ method: 'GET', path, query: presigned, headers: { host: 'localhost:9000' }, lookupSecret, now: NOW })
       }

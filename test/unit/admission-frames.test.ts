@@ -17,7 +17,6 @@ function frameError (fn: () => unknown): AdmissionFrameError {
   throw new Error('expected an AdmissionFrameError, nothing was thrown')
 }
 
-
 describe('admission hello frames', () => {
   it('round-trip with and without a CRL', () => {
     const hello: AdmissionHello = { protocol: ADMISSION_PROTOCOL, cert: CERT }

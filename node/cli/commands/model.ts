@@ -247,4 +247,3 @@ async function loadCrl (path: string, required: boolean, caPem: string): Promise
   }
   return verifyCrl(pem, caPem)
 }
-
