@@ -14,15 +14,22 @@ module.exports = {
     },
     {
       name: 'wire-formats-and-ca-stand-alone',
-      comment: 'protocols/ and ca/ are libraries the node uses; they never reach back into it',
+      comment: 'protocols/ and ca/ are libraries the node uses; they never reach back into it (lib/ they may use)',
       severity: 'error',
       from: { path: '^(protocols|ca)/' },
       to: { path: '^(node|test|bench)/' }
     },
     {
+      name: 'lib-stands-alone',
+      comment: 'lib/ holds general helpers (atomic file writes, Limit, ...) that everything may use; it uses nothing of BKG',
+      severity: 'error',
+      from: { path: '^lib/' },
+      to: { path: '^(node|ca|protocols|bootstrap|test|bench)/' }
+    },
+    {
       name: 'production-code-never-imports-tests',
       severity: 'error',
-      from: { path: '^(node|protocols|ca|bootstrap)/' },
+      from: { path: '^(node|protocols|ca|lib|bootstrap)/' },
       to: { path: '^(test|bench)/' }
     },
     {

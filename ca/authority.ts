@@ -9,9 +9,9 @@
  * index.json / crlnumber run under a lock file so concurrent commands do not
  * lose each other's updates.
  */
-import { randomBytes } from 'node:crypto'
-import { chmod, mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises'
+import { mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
+import { exists, writeFileAtomic } from '../lib/fs.ts'
 import { parseNodeCertificate, verifyNodeCertificate, type NodeCertificate } from './certificate.ts'
 import { createCrl } from './crl.ts'
 import { verifyNodeCsr } from './csr.ts'
@@ -106,36 +106,6 @@ export interface SignNodeCsrOptions {
 export type RevokeTarget = { serial: string } | { certPem: string }
 
 // ---------------------------------------------------------------- files
-
-async function exists (path: string): Promise<boolean> {
-  try {
-    await stat(path)
-    return true
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false
-    throw err
-  }
-}
-
-/** Writes `data` to `path` atomically: a crash leaves either the old or the new file. */
-export async function writeFileAtomic (path: string, data: string, mode = 0o644): Promise<void> {
-  const tmp = `${path}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`
-  try {
-    const handle = await open(tmp, 'wx', mode)
-    try {
-      await handle.writeFile(data, 'utf8')
-      await handle.sync()
-    } finally {
-      await handle.close()
-    }
-    await chmod(tmp, mode)
-    await rename(tmp, path)
-  } catch (err) {
-    await unlink(tmp).catch(() => {})
-    throw err
-  }
-  await chmod(path, mode)
-}
 
 const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
 

@@ -125,6 +125,12 @@ export const UNIXFS_MAX_CHILDREN = 1024
  * covers. Manifests hold strings, safe integers, arrays and objects only (`numbers: 'integers'`);
  * event payloads may hold any finite number, written as ECMAScript writes it (shortest
  * round-trip form), which is RFC 8785's rule too.
+ *
+ * A wire format, not a general helper, so it lives in protocols/ and not lib/: it defines the
+ * bytes that three formats sign (manifests here, events in events.ts, replica records in
+ * replicas.ts), and any change to it would invalidate every signature already made. Its refusals
+ * are PackageErrors (`manifest_invalid`), so it stays beside that class (a file of its own would
+ * import this one and be imported by it).
  */
 export function canonicalJson (value: unknown, numbers: 'integers' | 'finite' = 'integers'): string {
   if (value === null || typeof value === 'string' || typeof value === 'boolean') return JSON.stringify(value)

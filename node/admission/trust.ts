@@ -4,7 +4,7 @@ import {
   type NodeCertificate, type ParsedCrl
 } from '../../ca/index.ts'
 import { IdentityMissingError } from '../identity/data-dir.ts'
-import { writeFileAtomic } from '../identity/files.ts'
+import { writeFileAtomic } from '../../lib/fs.ts'
 
 export interface TrustInit {
   caPem: string

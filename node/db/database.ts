@@ -6,7 +6,7 @@ import { dirname, join } from 'node:path'
 import type { PGlite, Transaction } from '@electric-sql/pglite'
 import type { Logger } from 'pino'
 import type { TokenRole } from '../auth/tokens.ts'
-import { writeFileAtomic } from '../identity/files.ts'
+import { writeFileAtomic } from '../../lib/fs.ts'
 import { MIGRATIONS } from './migrations.ts'
 
 export type { Transaction }

@@ -1,6 +1,7 @@
-import { access, copyFile, mkdir, readFile, writeFile } from 'node:fs/promises'
+import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { initCa, signNodeCsr, type Passphrase, type Role } from '../../ca/index.ts'
+import { exists } from '../../lib/fs.ts'
 import { dataDirPaths, type DataDirPaths } from '../identity/data-dir.ts'
 import { enrollNode } from '../identity/enroll.ts'
 import { NodeStartError, spawnNode, type NodeProcess } from './node-process.ts'
@@ -78,13 +79,4 @@ export async function startDevnet (options: DevnetOptions): Promise<DevnetNode[]
     throw err
   }
   return started
-}
-
-async function exists (path: string): Promise<boolean> {
-  try {
-    await access(path)
-    return true
-  } catch {
-    return false
-  }
 }

@@ -4,7 +4,7 @@ import { homedir } from 'node:os'
 import { basename, join, resolve } from 'node:path'
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import type { PrivateKey } from '@libp2p/interface'
-import { writeSecretFile } from './files.ts'
+import { writeSecretFile } from '../../lib/fs.ts'
 
 /** Everything a node keeps on disk, by name. */
 export interface DataDirPaths {

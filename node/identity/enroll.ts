@@ -2,7 +2,7 @@ import { writeFile } from 'node:fs/promises'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { createNodeCsr } from '../../ca/index.ts'
 import { ensureDataDir, loadOrCreateLibp2pKey, loadOrCreateSecret, type DataDirPaths } from './data-dir.ts'
-import { writeSecretFile } from './files.ts'
+import { writeSecretFile } from '../../lib/fs.ts'
 
 /**
  * `bkg init`: the node's libp2p identity (kept if it exists, so the PeerId never changes), a CSR

@@ -1,6 +1,6 @@
 import { constants } from 'node:fs'
 import { open, type FileHandle } from 'node:fs/promises'
-import { Limit } from './limit.ts'
+import { Limit } from '../../lib/limit.ts'
 
 /**
  * O_DIRECT wants the buffer address, the file offset and the length aligned to the device's

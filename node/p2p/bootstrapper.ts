@@ -4,7 +4,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import type { Logger } from 'pino'
 import { PeerCache } from '../../protocols/peer-cache.ts'
-import { writeFileAtomic } from '../identity/files.ts'
+import { writeFileAtomic } from '../../lib/fs.ts'
 import type { Host } from './host.ts'
 
 export interface BootstrapperInit {

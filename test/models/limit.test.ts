@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { Limit } from '../../node/models/limit.ts'
+import { Limit } from '../../lib/limit.ts'
 
 const tick = async (ms: number): Promise<void> => { await new Promise((resolve) => setTimeout(resolve, ms)) }
 
