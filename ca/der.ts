@@ -1,3 +1,5 @@
+import { BkgError } from '../lib/bkg-error.ts'
+
 /**
  * A minimal DER TLV reader. forge re-encodes what it parses (and normalises
  * some things on the way), so wherever a signature or a proof covers exact
@@ -26,7 +28,11 @@ export const TAG_GENERALIZED_TIME = 0x18
 export const TAG_SEQUENCE = 0x30
 export const TAG_SET = 0x31
 
-export class DerError extends Error {}
+export class DerError extends BkgError {
+  constructor (message: string) {
+    super('der_malformed', 400, message)
+  }
+}
 
 /** Reads one definite-length TLV at `offset`, which must end at or before `limit`. */
 export function readTlv (buf: Uint8Array, offset: number, limit: number = buf.length): Tlv {

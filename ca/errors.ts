@@ -3,6 +3,7 @@
  * machine-readable `code` (used by the CLI, the admission layer and the API)
  * and a human-readable message.
  */
+import { BkgError } from '../lib/bkg-error.ts'
 
 export type CaErrorCode =
   | 'csr_malformed'
@@ -28,13 +29,11 @@ export type CaErrorCode =
   | 'invalid_namespace'
   | 'invalid_san'
 
-export class CaError extends Error {
-  readonly code: CaErrorCode
+export class CaError extends BkgError {
+  declare readonly code: CaErrorCode
 
   constructor (code: CaErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options)
-    this.name = 'CaError'
-    this.code = code
+    super(code, code === 'crl_stale' ? 409 : 400, message, options)
   }
 }
 

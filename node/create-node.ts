@@ -5,9 +5,8 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import type { Logger } from 'pino'
 import { readBootstrapList } from '../bootstrap/list.ts'
-import { AdmittedPeers } from './admission/admitted-peers.ts'
-import { RevocationService } from './admission/revocation-service.ts'
-import { Trust } from './admission/trust.ts'
+import { AdmittedPeers, Trust } from './admission/index.ts'
+import { RevocationService } from './revocation/index.ts'
 import { createApiServer, type ApiServer } from './api/server.ts'
 import { decideApiTransport, loadApiTlsOptions, requireAdminClientCertificate } from './api/tls.ts'
 import type { NodeConfig } from './config/schema.ts'
@@ -22,14 +21,12 @@ import { dataDirPaths, loadLibp2pKey, loadOrCreateSecret, type DataDirPaths } fr
 import { DataDirLock } from './identity/data-dir-lock.ts'
 import { writeFileAtomic } from '../lib/fs.ts'
 import { NodeMetrics, topicFamily } from './metrics/node-metrics.ts'
-import { ModelService } from './models/model-service.ts'
-import { ReplicationService } from './models/replication-service.ts'
-import { Bootstrapper } from './p2p/bootstrapper.ts'
-import { createHost, routingTableSize, type Host } from './p2p/host.ts'
-import { reachabilityOf, type ReachabilityReport } from './p2p/reachability.ts'
-import { PubsubService } from './pubsub/pubsub-service.ts'
-import { guardNamespaceTopics } from './pubsub/topic-membership.ts'
+import { ModelService } from './models/index.ts'
+import { ReplicationService } from './replication/index.ts'
+import { Bootstrapper, createHost, routingTableSize, type Host, reachabilityOf, type ReachabilityReport } from './p2p/index.ts'
+import { PubsubService, guardNamespaceTopics } from './pubsub/index.ts'
 import { VERSION } from './version.ts'
+import { BkgError } from '../lib/bkg-error.ts'
 
 export interface NodeInit {
   dataDir: string
@@ -48,18 +45,24 @@ export interface NodeInfo {
   version: string
 }
 
-export class NodeIdentityError extends Error {
-  readonly code = 'identity_mismatch'
+export class NodeIdentityError extends BkgError {
+  constructor (message: string) {
+    super('identity_mismatch', 500, message)
+  }
 }
 
 /** A listen or API address another process holds: an operator's choice to fix, not a crash. */
-export class AddressInUseError extends Error {
-  readonly code = 'address_in_use'
+export class AddressInUseError extends BkgError {
+  constructor (message: string, options?: ErrorOptions) {
+    super('address_in_use', 500, message, options)
+  }
 }
 
 /** Any other address the node cannot listen on (not local, no permission, unsupported). */
-export class ListenError extends Error {
-  readonly code = 'listen_failed'
+export class ListenError extends BkgError {
+  constructor (message: string, options?: ErrorOptions) {
+    super('listen_failed', 500, message, options)
+  }
 }
 
 /**

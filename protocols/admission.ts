@@ -1,6 +1,7 @@
 import { z } from 'zod'
 import { ADMISSION_PROTOCOL } from './ids.ts'
 import { parseUntrustedJson } from './untrusted-json.ts'
+import { BkgError } from '../lib/bkg-error.ts'
 
 /**
  * Admission wire format: after the Noise handshake each side sends one `hello` frame, checks the
@@ -25,8 +26,10 @@ export const AdmissionVerdict = z.discriminatedUnion('ok', [
 ])
 export type AdmissionVerdict = z.infer<typeof AdmissionVerdict>
 
-export class AdmissionFrameError extends Error {
-  readonly code = 'admission_frame_malformed'
+export class AdmissionFrameError extends BkgError {
+  constructor (message: string) {
+    super('admission_frame_malformed', 400, message)
+  }
 }
 
 export function encodeFrame (value: AdmissionHello | AdmissionVerdict): Uint8Array {

@@ -2,6 +2,7 @@ import { CID } from 'multiformats/cid'
 import { Uint8ArrayList } from 'uint8arraylist'
 import { z } from 'zod'
 import { parseUntrustedJson } from './untrusted-json.ts'
+import { BkgError } from '../lib/bkg-error.ts'
 
 /**
  * `/bkg/blocks/1.0.0`: the requester sends one want-list (uvarint-length-prefixed JSON), the
@@ -21,8 +22,10 @@ export type WantList = z.infer<typeof WantList>
 /** the block stays a list of the received chunks: a 1 MiB block is never copied to be read */
 export type BlockFrame = { cid: CID, block: Uint8ArrayList | null }
 
-export class BlockFrameError extends Error {
-  readonly code = 'block_frame_malformed'
+export class BlockFrameError extends BkgError {
+  constructor (message: string) {
+    super('block_frame_malformed', 400, message)
+  }
 }
 
 export function encodeWantList (cids: CID[]): Uint8Array {

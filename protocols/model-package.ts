@@ -2,6 +2,7 @@ import { CID } from 'multiformats/cid'
 import semver from 'semver'
 import { z } from 'zod'
 import { parseUntrustedJson } from './untrusted-json.ts'
+import { BkgError } from '../lib/bkg-error.ts'
 
 /**
  * The `.bkg` model package (see docs/model-format.md):
@@ -33,13 +34,13 @@ export type PackageErrorCode =
   | 'publisher_not_yet_valid' | 'publisher_not_publisher' | 'publisher_mismatch'
   | 'version_rollback' | 'content_mismatch'
 
+const PACKAGE_STATUS: Partial<Record<PackageErrorCode, number>> = { version_rollback: 409, content_mismatch: 422 }
+
 /** Every refusal of a package is this error; parsing never throws anything else. */
-export class PackageError extends Error {
-  readonly code: PackageErrorCode
+export class PackageError extends BkgError {
+  declare readonly code: PackageErrorCode
   constructor (code: PackageErrorCode, message: string) {
-    super(message)
-    this.name = 'PackageError'
-    this.code = code
+    super(code, PACKAGE_STATUS[code] ?? 400, message)
   }
 }
 

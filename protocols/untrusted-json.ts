@@ -5,6 +5,7 @@
  * anything parses it. Strings that PostgreSQL cannot store (NUL) or that are not Unicode (unpaired
  * surrogates) are refused here too, so they fail as bad input instead of deep in a database.
  */
+import { BkgError } from '../lib/bkg-error.ts'
 
 /** deeper than any document BKG defines (event payloads included) needs */
 export const MAX_JSON_DEPTH = 64
@@ -18,13 +19,11 @@ export interface JsonLimits {
   refuseProtoKeys?: boolean
 }
 
-export class UntrustedJsonError extends Error {
-  readonly code = 'invalid_json'
+export class UntrustedJsonError extends BkgError {
   /** JSON pointer of the offending value ('' for the document itself) */
   readonly pointer: string
   constructor (message: string, pointer = '') {
-    super(message)
-    this.name = 'UntrustedJsonError'
+    super('invalid_json', 400, message)
     this.pointer = pointer
   }
 }

@@ -1,9 +1,7 @@
 /** A connection refused during admission; `code` is a CaError code or an admission-specific one. */
-export class AdmissionRefusedError extends Error {
-  readonly code: string
+import { BkgError } from '../../lib/bkg-error.ts'
+export class AdmissionRefusedError extends BkgError {
   constructor (code: string, message: string) {
-    super(message)
-    this.name = 'AdmissionRefusedError'
-    this.code = code
+    super(code, 403, message)
   }
 }

@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { verifyToken, type Principal } from '../auth/tokens.ts'
-import { ApiError } from './errors.ts'
+import { BkgError } from '../../lib/bkg-error.ts'
 
 /** Who may call a route: anyone, any valid token, or the node's admin. */
 export type Access = 'public' | 'token' | 'admin'
@@ -17,7 +17,7 @@ declare module 'fastify' {
 
 export interface AuthOptions {
   keys: { adminToken: string, secret: string }
-  /** an extra check for admin routes after the token (`--api-admin-mtls`: the client certificate); throws ApiError */
+  /** an extra check for admin routes after the token (`--api-admin-mtls`: the client certificate); throws BkgError */
   adminCheck?: ((request: FastifyRequest) => void) | null
 }
 
@@ -36,13 +36,13 @@ export const authPlugin = fp<AuthOptions>(async (app: FastifyInstance, options) 
     const access = request.routeOptions.config?.access ?? 'admin'
     if (access === 'public') return payload
     const header = request.headers.authorization
-    if (header == null) throw new ApiError(401, 'unauthorized', 'missing Authorization: Bearer <token> header')
+    if (header == null) throw new BkgError('unauthorized', 401, 'missing Authorization: Bearer <token> header')
     const match = /^Bearer\s+(\S+)$/i.exec(header)
-    if (match == null) throw new ApiError(401, 'unauthorized', 'Authorization header must be "Bearer <token>"')
+    if (match == null) throw new BkgError('unauthorized', 401, 'Authorization header must be "Bearer <token>"')
     const principal = verifyToken(match[1], options.keys)
-    if (principal == null) throw new ApiError(401, 'unauthorized', 'invalid or expired token')
+    if (principal == null) throw new BkgError('unauthorized', 401, 'invalid or expired token')
     if (access === 'admin' && principal.kind !== 'node-admin') {
-      throw new ApiError(403, 'forbidden', 'this route needs the node admin token (api-token in the data dir)')
+      throw new BkgError('forbidden', 403, 'this route needs the node admin token (api-token in the data dir)')
     }
     // in addition to the token, never instead of it: a stolen token alone must not do admin work
     if (access === 'admin') options.adminCheck?.(request)

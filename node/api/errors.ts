@@ -2,21 +2,7 @@ import { STATUS_CODES as httpStatusText } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { ConnectionError, FastifyError, FastifyInstance } from 'fastify'
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod'
-import { ServiceError } from '../errors.ts'
-
-/** An error the API reports as `{ error: { code, message } }` with its HTTP status. */
-export class ApiError extends Error {
-  readonly status: number
-  readonly code: string
-  /** read by Fastify plugins (e.g. the rate limiter) that throw errors on our behalf */
-  readonly statusCode: number
-  constructor (status: number, code: string, message: string) {
-    super(message)
-    this.status = status
-    this.statusCode = status
-    this.code = code
-  }
-}
+import { BkgError } from '../../lib/bkg-error.ts'
 
 export function errorBody (code: string, message: string): { error: { code: string, message: string } } {
   return { error: { code, message } }
@@ -24,8 +10,8 @@ export function errorBody (code: string, message: string): { error: { code: stri
 
 /** Every failure leaves the API in the same shape, whatever threw it. */
 export function installErrorHandlers (app: FastifyInstance): void {
-  app.setErrorHandler((err: FastifyError | ApiError | Error, request, reply) => {
-    if (err instanceof ApiError || err instanceof ServiceError) {
+  app.setErrorHandler((err: FastifyError | BkgError | Error, request, reply) => {
+    if (err instanceof BkgError) {
       return reply.status(err.status).send(errorBody(err.code, err.message))
     }
     if (hasZodFastifySchemaValidationErrors(err)) {

@@ -11,7 +11,8 @@ import { VERSION } from '../version.ts'
 import { verifyToken } from '../auth/tokens.ts'
 import { authPlugin } from './auth.ts'
 import { splitHostPort, type ApiTlsOptions } from './tls.ts'
-import { ApiError, clientErrorHandler, errorBody, installErrorHandlers, isS3Path, routerRefusal } from './errors.ts'
+import { clientErrorHandler, errorBody, installErrorHandlers, isS3Path, routerRefusal } from './errors.ts'
+import { BkgError } from '../../lib/bkg-error.ts'
 import { crlRoutes } from './routes/crl.ts'
 import { eventRoutes } from './routes/events.ts'
 import { healthRoutes } from './routes/health.ts'
@@ -72,7 +73,7 @@ function installUntrustedInputGuards (app: FastifyInstance): void {
     try {
       done(null, parseUntrustedJson(body as string, { refuseProtoKeys: true }))
     } catch (err) {
-      done(err instanceof UntrustedJsonError ? new ApiError(400, 'invalid_request', describeJsonError(err, 'body')) : err as Error, undefined)
+      done(err instanceof UntrustedJsonError ? new BkgError('invalid_request', 400, describeJsonError(err, 'body')) : err as Error, undefined)
     }
   })
   app.addHook('preValidation', async (request) => {
@@ -82,7 +83,7 @@ function installUntrustedInputGuards (app: FastifyInstance): void {
         for (const text of Array.isArray(value) ? value : [value]) {
           if (typeof text !== 'string') continue
           const reason = unstorableReason(text)
-          if (reason != null) throw new ApiError(400, 'invalid_request', `${part} parameter ${name} ${reason}`)
+          if (reason != null) throw new BkgError('invalid_request', 400, `${part} parameter ${name} ${reason}`)
         }
       }
     }
@@ -124,7 +125,7 @@ export async function createApiServer (init: ApiServerInit): Promise<ApiServer> 
     // a liveness probe must answer whoever else shares its address; health does no work to abuse
     allowList: (request) => request.routeOptions.url === '/api/v1/health',
     errorResponseBuilder: (_request, context) =>
-      new ApiError(429, 'rate_limited', `more than ${context.max} requests per minute; retry in ${Math.ceil(context.ttl / 1000)} s`)
+      new BkgError('rate_limited', 429, `more than ${context.max} requests per minute; retry in ${Math.ceil(context.ttl / 1000)} s`)
   })
   await app.register(authPlugin, { keys: init.keys, adminCheck: init.tls?.adminCheck })
   installUntrustedInputGuards(app)

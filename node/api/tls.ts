@@ -10,9 +10,9 @@ import { BlockList, isIP } from 'node:net'
 import { TLSSocket } from 'node:tls'
 import type { FastifyRequest } from 'fastify'
 import { CaError, verifyNodeCertificate } from '../../ca/index.ts'
-import type { Trust } from '../admission/trust.ts'
+import type { Trust } from '../admission/index.ts'
 import type { DataDirPaths } from '../identity/data-dir.ts'
-import { ApiError } from './errors.ts'
+import { BkgError } from '../../lib/bkg-error.ts'
 
 export interface ApiTlsSettings {
   /** 'auto': TLS beyond loopback only (`--api-tls` = true, `--no-api-tls` = false) */
@@ -30,11 +30,10 @@ export interface ApiTransport {
 }
 
 /** The API cannot be served as configured (a refusal, not a crash: the CLI prints one line). */
-export class ApiTransportError extends Error {
-  readonly code: 'api_tls_required' | 'api_tls_conflict' | 'api_tls_unavailable'
+export class ApiTransportError extends BkgError {
+  declare readonly code: 'api_tls_required' | 'api_tls_conflict' | 'api_tls_unavailable'
   constructor (code: ApiTransportError['code'], message: string) {
-    super(message)
-    this.code = code
+    super(code, 500, message)
   }
 }
 
@@ -129,13 +128,13 @@ export async function loadApiTlsOptions (paths: DataDirPaths, trust: Trust, tran
 /**
  * The admin-route check of `--api-admin-mtls`: the connection must carry a client certificate the
  * operator CA issued (checked again here like a peer's: expiry, the node's current CRL) with the
- * admin role. Throws ApiError 403.
+ * admin role. Throws BkgError 403.
  */
 export function requireAdminClientCertificate (request: FastifyRequest, trust: Trust): void {
   const socket = request.raw.socket
   const peer = socket instanceof TLSSocket ? socket.getPeerCertificate() : null
   if (peer == null || peer.raw == null) {
-    throw new ApiError(403, 'client_cert_required',
+    throw new BkgError('client_cert_required', 403,
       'this admin route needs a TLS client certificate from the operator CA with the admin role (the node runs with --api-admin-mtls)')
   }
   const pem = new X509Certificate(peer.raw).toString()
@@ -144,9 +143,9 @@ export function requireAdminClientCertificate (request: FastifyRequest, trust: T
     roles = verifyNodeCertificate(pem, { caPem: trust.caPem, crl: trust.crl, now: new Date() }).roles
   } catch (err) {
     if (!(err instanceof CaError)) throw err
-    throw new ApiError(403, 'client_cert_refused', `the client certificate was refused: ${err.message}`)
+    throw new BkgError('client_cert_refused', 403, `the client certificate was refused: ${err.message}`)
   }
   if (!roles.includes('admin')) {
-    throw new ApiError(403, 'client_cert_refused', `the client certificate does not carry the admin role (roles: ${roles.join(',') || 'none'})`)
+    throw new BkgError('client_cert_refused', 403, `the client certificate does not carry the admin role (roles: ${roles.join(',') || 'none'})`)
   }
 }

@@ -1,5 +1,6 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
 import { z } from 'zod'
+import { BkgError } from '../../lib/bkg-error.ts'
 
 export const TOKEN_ROLES = ['reader', 'writer', 'admin'] as const
 export type TokenRole = typeof TOKEN_ROLES[number]
@@ -26,8 +27,11 @@ const Claims = z.object({
 const PREFIX = 'bkgt1.'
 const MAX_TTL_MS = 3650 * 86_400_000
 
-export class TokenError extends Error {
-  readonly code = 'invalid_token'
+/** a token that cannot be issued as asked (a bad lifetime, namespace or role) */
+export class TokenError extends BkgError {
+  constructor (message: string) {
+    super('invalid_request', 400, message)
+  }
 }
 
 export function createNamespaceToken (secret: string, init: { namespace: string, role: TokenRole, ttlMs: number | null, now?: number }): { token: string, principal: Principal } {

@@ -1,6 +1,4 @@
 import { Command, CommanderError } from 'commander'
-import { CaError } from '../../ca/index.ts'
-import { ConfigError } from '../config/load.ts'
 import { VERSION } from '../version.ts'
 import { registerCaCommands } from './commands/ca.ts'
 import { registerCrlCommands } from './commands/crl.ts'
@@ -11,6 +9,7 @@ import { registerStartCommand } from './commands/start.ts'
 import { registerStorageCommands } from './commands/storage.ts'
 import { registerTokenCommands } from './commands/token.ts'
 import { CliError, EXIT, exitCodeFor } from './errors.ts'
+import { BkgError } from '../../lib/bkg-error.ts'
 
 const program = new Command('bkg')
   .description('BKG mesh node: operator CA, certified peers on a private Kademlia DHT')
@@ -41,8 +40,8 @@ try {
     console.error(`bkg: ${err.message.replace(/^error: /, '').replace(/\s*\n\s*/g, ' ')} (see \`${command} --help\`)`)
     process.exit(EXIT.usage)
   }
-  const known = err instanceof CliError || err instanceof CaError || err instanceof ConfigError ||
-    (err instanceof Error && 'code' in err && typeof (err as { code: unknown }).code === 'string' && err.constructor !== Error)
+  // a BkgError is a condition BKG names (refusal, bad input, busy port); anything else is a bug
+  const known = err instanceof CliError || err instanceof BkgError
   console.error(`bkg: ${known ? '' : 'unexpected error: '}${err instanceof Error ? err.message : String(err)}`)
   if (!known && process.env.BKG_DEBUG != null) console.error(err)
   process.exit(exitCodeFor(err))

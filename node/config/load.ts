@@ -1,9 +1,12 @@
 import { readFile } from 'node:fs/promises'
 import { z } from 'zod'
 import { NodeConfig, type NodeConfigInput } from './schema.ts'
+import { BkgError } from '../../lib/bkg-error.ts'
 
-export class ConfigError extends Error {
-  readonly code = 'config_invalid'
+export class ConfigError extends BkgError {
+  constructor (message: string, options?: ErrorOptions) {
+    super('config_invalid', 400, message, options)
+  }
 }
 
 /** Environment variables `bkg start` reads; lists are comma-separated. */

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
+import { BkgError } from '../../lib/bkg-error.ts'
 
 export const CLI_ENTRY = fileURLToPath(new URL('../cli/main.js', import.meta.url))
 
@@ -34,12 +35,10 @@ export function nodeRuntime (env: NodeJS.ProcessEnv = {}): { args: string[], env
 }
 
 /** `bkg start` exited before its started line; `exitCode` is that process's (see EXIT in cli/errors.ts). */
-export class NodeStartError extends Error {
-  readonly code = 'node_start_failed'
+export class NodeStartError extends BkgError {
   readonly exitCode: number | null
   constructor (message: string, exitCode: number | null) {
-    super(message)
-    this.name = 'NodeStartError'
+    super('node_start_failed', 500, message)
     this.exitCode = exitCode
   }
 }

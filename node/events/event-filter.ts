@@ -1,4 +1,5 @@
 import type { SignedEvent } from '../../protocols/events.ts'
+import { BkgError } from '../../lib/bkg-error.ts'
 
 export const FILTER_OPERATORS = ['eq', 'neq', 'gt', 'gte', 'lt', 'lte', 'in'] as const
 export type FilterOperator = typeof FILTER_OPERATORS[number]
@@ -11,8 +12,10 @@ export interface PayloadFilter {
   value: string | string[]
 }
 
-export class FilterError extends Error {
-  readonly code = 'invalid_filter'
+export class FilterError extends BkgError {
+  constructor (message: string) {
+    super('invalid_filter', 400, message)
+  }
 }
 
 const FIELD = /^[A-Za-z_][A-Za-z0-9_]{0,63}(\.[A-Za-z_][A-Za-z0-9_]{0,63}){0,7}$/

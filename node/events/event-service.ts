@@ -6,13 +6,12 @@ import type { Logger } from 'pino'
 import type { NodeCertificate } from '../../ca/index.ts'
 import { EventCursor, eventId, EventGossip, eventSigningBytes, MAX_EVENT_GOSSIP_BYTES, SignedEvent, type UnsignedEvent } from '../../protocols/events.ts'
 import { eventsTopic } from '../../protocols/ids.ts'
-import type { AdmittedPeers } from '../admission/admitted-peers.ts'
-import type { Trust } from '../admission/trust.ts'
+import type { AdmittedPeers, Trust } from '../admission/index.ts'
 import type { Principal } from '../auth/tokens.ts'
 import type { Database, Tenant } from '../db/database.ts'
-import { ServiceError } from '../errors.ts'
-import type { Host } from '../p2p/host.ts'
-import { admissionVerdict } from '../pubsub/topic-validation.ts'
+import { BkgError } from '../../lib/bkg-error.ts'
+import type { Host } from '../p2p/index.ts'
+import { admissionVerdict } from '../pubsub/index.ts'
 import { EventStore, type StoredEvent } from './event-store.ts'
 import { EventSync } from './event-sync.ts'
 import { HybridClock } from './hybrid-clock.ts'
@@ -248,23 +247,23 @@ export class EventService extends EventEmitter<EventServiceEvents> {
     let afterLocalId: number | undefined
     if (query.after != null) {
       const cursor = EventCursor.safeParse(query.after)
-      if (!cursor.success) throw new ServiceError('invalid_cursor', 400, `cursor ${query.after.slice(0, 64)}: ${cursor.error.issues[0]?.message ?? 'invalid'}`)
+      if (!cursor.success) throw new BkgError('invalid_cursor', 400, `cursor ${query.after.slice(0, 64)}: ${cursor.error.issues[0]?.message ?? 'invalid'}`)
       afterLocalId = /^\d+$/.test(query.after) ? Number(query.after) : await this.store.localIdOf(tenant, query.after) ?? undefined
-      if (afterLocalId == null) throw new ServiceError('unknown_cursor', 400, `no event ${query.after} in namespace ${query.namespace} that this token may see`)
+      if (afterLocalId == null) throw new BkgError('unknown_cursor', 400, `no event ${query.after} in namespace ${query.namespace} that this token may see`)
     }
     return await this.store.list(tenant, { namespace: query.namespace, afterLocalId, type: query.type, limit: query.limit })
   }
 
   assertMayRead (principal: Principal, namespace: string): void {
     if (principal.kind === 'node-admin') return
-    if (principal.namespace !== namespace) throw new ServiceError('forbidden', 403, `this token is for namespace ${principal.namespace}, not ${namespace}`)
+    if (principal.namespace !== namespace) throw new BkgError('forbidden', 403, `this token is for namespace ${principal.namespace}, not ${namespace}`)
   }
 
   private assertMayPublish (principal: Principal, namespace: string): void {
     this.assertMayRead(principal, namespace)
-    if (principal.role === 'reader') throw new ServiceError('forbidden', 403, 'a reader token cannot publish events')
+    if (principal.role === 'reader') throw new BkgError('forbidden', 403, 'a reader token cannot publish events')
     if (!this.namespaces.has(namespace)) {
-      throw new ServiceError('namespace_not_certified', 403, `this node's certificate does not list namespace ${namespace}; the operator can add it with \`bkg ca sign --namespaces\``)
+      throw new BkgError('namespace_not_certified', 403, `this node's certificate does not list namespace ${namespace}; the operator can add it with \`bkg ca sign --namespaces\``)
     }
   }
 

@@ -51,7 +51,7 @@ export class EventSubscription {
     return this.lastSeen
   }
 
-  /** Checks the cursor and access (throws ServiceError before anything is sent), then starts. */
+  /** Checks the cursor and access (throws BkgError before anything is sent), then starts. */
   async start (): Promise<void> {
     const { events, selector, after } = this.init
     if (after != null) await events.list(this.init.principal(), { namespace: selector.namespace, after, limit: 1 })

@@ -2,8 +2,8 @@ import { randomUUID } from 'node:crypto'
 import { ClientMessage, MAX_REALTIME_FRAME_BYTES, parseChannel } from '../../protocols/realtime.ts'
 import { describeJsonError, parseUntrustedJson, UntrustedJsonError } from '../../protocols/untrusted-json.ts'
 import { whenExpired, type Principal } from '../auth/tokens.ts'
-import { ServiceError } from '../errors.ts'
-import { FilterError, parseFilter } from './event-filter.ts'
+import { BkgError } from '../../lib/bkg-error.ts'
+import { parseFilter } from './event-filter.ts'
 import type { EventService } from './event-service.ts'
 import { EventSubscription } from './event-subscription.ts'
 import type { RoomHub } from './room-hub.ts'
@@ -83,8 +83,8 @@ export class RealtimeSession {
       const response = await this.dispatch(message)
       if (message.ref != null) this.send({ type: 'reply', ref: message.ref, status: 'ok', response: response ?? {} })
     } catch (err) {
-      const code = err instanceof ServiceError || err instanceof FilterError ? err.code : 'internal'
-      const text = err instanceof ServiceError || err instanceof FilterError ? err.message : 'internal error; see the node log'
+      const code = err instanceof BkgError ? err.code : 'internal'
+      const text = err instanceof BkgError ? err.message : 'internal error; see the node log'
       if (message.ref != null) this.send({ type: 'reply', ref: message.ref, status: 'error', error: { code, message: text } })
       else this.send({ type: 'error', error: { code, message: text } })
     }
@@ -104,7 +104,7 @@ export class RealtimeSession {
         return undefined
       case 'access_token': {
         const principal = this.deps.verifyToken(message.token)
-        if (principal == null) throw new ServiceError('unauthorized', 401, 'invalid or expired token')
+        if (principal == null) throw new BkgError('unauthorized', 401, 'invalid or expired token')
         this.principal = principal
         this.armExpiry()
         // channels the new token no longer allows end now
@@ -122,7 +122,7 @@ export class RealtimeSession {
       case 'broadcast': {
         this.spend()
         const room = this.room(message.channel)
-        if (this.principal.role === 'reader') throw new ServiceError('forbidden', 403, 'a reader token cannot broadcast')
+        if (this.principal.role === 'reader') throw new BkgError('forbidden', 403, 'a reader token cannot broadcast')
         this.deps.rooms.broadcast(room.namespace, room.room, this.id, message.event, message.payload)
         return undefined
       }
@@ -136,8 +136,8 @@ export class RealtimeSession {
   }
 
   private async join (channel: string, config: { type?: string, filter?: string[], after?: string, self?: boolean }): Promise<object> {
-    if (this.channels.has(channel)) throw new ServiceError('already_joined', 409, `already joined ${channel}`)
-    if (this.channels.size >= MAX_CHANNELS) throw new ServiceError('too_many_channels', 429, `at most ${MAX_CHANNELS} channels per connection`)
+    if (this.channels.has(channel)) throw new BkgError('already_joined', 409, `already joined ${channel}`)
+    if (this.channels.size >= MAX_CHANNELS) throw new BkgError('too_many_channels', 429, `at most ${MAX_CHANNELS} channels per connection`)
     const target = parseChannel(channel)
     this.assertAllowed(target.namespace)
     if (target.kind === 'events') {
@@ -172,14 +172,14 @@ export class RealtimeSession {
     const now = Date.now()
     this.allowance = Math.min(MESSAGES_PER_SECOND, this.allowance + (now - this.lastRefill) * MESSAGES_PER_SECOND / 1000)
     this.lastRefill = now
-    if (this.allowance < 1) throw new ServiceError('rate_limited', 429, `at most ${MESSAGES_PER_SECOND} broadcast and presence messages per second per connection`)
+    if (this.allowance < 1) throw new BkgError('rate_limited', 429, `at most ${MESSAGES_PER_SECOND} broadcast and presence messages per second per connection`)
     this.allowance--
   }
 
   private room (channel: string): { namespace: string, room: string } {
     const target = parseChannel(channel)
-    if (target.kind !== 'room') throw new ServiceError('invalid_channel', 400, 'broadcast and presence need a room:<namespace>:<name> channel')
-    if (!this.channels.has(channel)) throw new ServiceError('not_joined', 409, `join ${channel} first`)
+    if (target.kind !== 'room') throw new BkgError('invalid_channel', 400, 'broadcast and presence need a room:<namespace>:<name> channel')
+    if (!this.channels.has(channel)) throw new BkgError('not_joined', 409, `join ${channel} first`)
     return target
   }
 
@@ -188,9 +188,9 @@ export class RealtimeSession {
   }
 
   private assertAllowed (namespace: string): void {
-    if (!this.allows(namespace)) throw new ServiceError('forbidden', 403, `this token is for namespace ${this.principal.namespace}, not ${namespace}`)
+    if (!this.allows(namespace)) throw new BkgError('forbidden', 403, `this token is for namespace ${this.principal.namespace}, not ${namespace}`)
     if (!this.deps.events.certifiedNamespaces.has(namespace)) {
-      throw new ServiceError('namespace_not_certified', 403, `this node's certificate does not list namespace ${namespace}`)
+      throw new BkgError('namespace_not_certified', 403, `this node's certificate does not list namespace ${namespace}`)
     }
   }
 

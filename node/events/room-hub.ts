@@ -3,9 +3,9 @@ import type { PeerId } from '@libp2p/interface'
 import type { Logger } from 'pino'
 import { broadcastTopic } from '../../protocols/ids.ts'
 import { PRESENCE_REFRESH_MS, PRESENCE_TTL_MS, RoomGossip, type Json } from '../../protocols/realtime.ts'
-import type { AdmittedPeers } from '../admission/admitted-peers.ts'
-import type { Host } from '../p2p/host.ts'
-import { admissionVerdict } from '../pubsub/topic-validation.ts'
+import type { AdmittedPeers } from '../admission/index.ts'
+import type { Host } from '../p2p/index.ts'
+import { admissionVerdict } from '../pubsub/index.ts'
 import { parseUntrustedJson } from '../../protocols/untrusted-json.ts'
 
 export type PresenceState = Record<string, Json[]>

@@ -3,6 +3,7 @@ import { readFileSync, unlinkSync } from 'node:fs'
 import { link, open, readFile, rename, rm } from 'node:fs/promises'
 import { hostname } from 'node:os'
 import { IdentityMissingError, type DataDirPaths } from './data-dir.ts'
+import { BkgError } from '../../lib/bkg-error.ts'
 
 /** What the lock file says about the node that holds the data dir. */
 interface LockHolder {
@@ -16,12 +17,10 @@ interface LockHolder {
 }
 
 /** Another node runs on this data dir (or one on another host does, as far as can be told). */
-export class DataDirLockedError extends Error {
-  readonly code = 'data_dir_locked'
+export class DataDirLockedError extends BkgError {
   readonly pid: number
   constructor (message: string, pid: number) {
-    super(message)
-    this.name = 'DataDirLockedError'
+    super('data_dir_locked', 409, message)
     this.pid = pid
   }
 }

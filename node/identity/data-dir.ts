@@ -5,6 +5,7 @@ import { basename, join, resolve } from 'node:path'
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import type { PrivateKey } from '@libp2p/interface'
 import { writeSecretFile } from '../../lib/fs.ts'
+import { BkgError } from '../../lib/bkg-error.ts'
 
 /** Everything a node keeps on disk, by name. */
 export interface DataDirPaths {
@@ -68,8 +69,10 @@ export async function ensureDataDir (paths: DataDirPaths): Promise<void> {
   await mkdir(paths.dir, { recursive: true, mode: 0o700 })
 }
 
-export class IdentityMissingError extends Error {
-  readonly code = 'identity_missing'
+export class IdentityMissingError extends BkgError {
+  constructor (message: string) {
+    super('identity_missing', 500, message)
+  }
 }
 
 /** The libp2p key of an initialised data dir; a missing key is an error, never silently replaced. */

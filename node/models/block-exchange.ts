@@ -4,7 +4,7 @@ import type { Logger } from 'pino'
 import { decodeWantList, encodeBlockFrame, MAX_FRAME_BYTES } from '../../protocols/blocks.ts'
 import { BLOCKS_PROTOCOL, MANIFESTS_PROTOCOL } from '../../protocols/ids.ts'
 import { ManifestRequest, MAX_MANIFEST_MESSAGE_BYTES } from '../../protocols/manifests.ts'
-import type { Host } from '../p2p/host.ts'
+import type { Host } from '../p2p/index.ts'
 import type { ModelStore } from './model-store.ts'
 import { parseUntrustedJson } from '../../protocols/untrusted-json.ts'
 

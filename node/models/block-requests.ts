@@ -4,7 +4,7 @@ import type { CID } from 'multiformats/cid'
 import { decodeBlockFrame, encodeWantList, MAX_FRAME_BYTES, type BlockFrame } from '../../protocols/blocks.ts'
 import { BLOCKS_PROTOCOL } from '../../protocols/ids.ts'
 import { PackageError } from '../../protocols/model-package.ts'
-import type { Host } from '../p2p/host.ts'
+import type { Host } from '../p2p/index.ts'
 
 /**
  * Up to `max` providers of a CID from the DHT, other than this node and the ones in `skip`;

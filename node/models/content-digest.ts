@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto'
 import { createReadStream } from 'node:fs'
 import type { PackageFile } from '../../protocols/model-package.ts'
 import { PackageError } from '../../protocols/model-package.ts'
-import { buildUnixfsFile, type PutBlock } from './unixfs-builder.ts'
+import { buildUnixfsFile, type PutBlock } from '../dag/index.ts'
 
 export interface ContentDigest {
   size: number

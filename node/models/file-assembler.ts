@@ -3,7 +3,7 @@ import type { CID } from 'multiformats/cid'
 import type { Uint8ArrayList } from 'uint8arraylist'
 import { PackageError } from '../../protocols/model-package.ts'
 import type { StagedFile } from './staged-file.ts'
-import { assertBlockMatches } from './verified-blockstore.ts'
+import { assertBlockMatches } from '../dag/index.ts'
 
 /** bytes of out-of-order leaves kept in memory for hashing; later ones are read back from disk */
 const REORDER_WINDOW_BYTES = 16 * 1024 * 1024

@@ -1,7 +1,7 @@
 import { open, type FileHandle } from 'node:fs/promises'
 import { sep } from 'node:path'
 import type { CID } from 'multiformats/cid'
-import { layoutOf, RAW } from './dag-layout.ts'
+import { layoutOf, RAW } from '../dag/index.ts'
 
 /** files kept open for serving leaves */
 const MAX_OPEN_FILES = 32

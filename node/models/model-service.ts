@@ -4,14 +4,13 @@ import { CID } from 'multiformats/cid'
 import type { Logger } from 'pino'
 import type { Message } from '@libp2p/gossipsub'
 import { MODELS_TOPIC } from '../../protocols/ids.ts'
-import { ServiceError } from '../errors.ts'
+import { BkgError } from '../../lib/bkg-error.ts'
 import { decodeEnvelope, PackageError } from '../../protocols/model-package.ts'
-import type { AdmittedPeers } from '../admission/admitted-peers.ts'
-import { admissionVerdict, toValidatorResult, type GossipVerdict } from '../pubsub/topic-validation.ts'
+import type { AdmittedPeers, Trust } from '../admission/index.ts'
+import { admissionVerdict, toValidatorResult, type GossipVerdict } from '../pubsub/index.ts'
 import { verifyEnvelope } from './package-signing.ts'
 import type { EnvelopeOf } from './model-store.ts'
-import type { Trust } from '../admission/trust.ts'
-import type { Host } from '../p2p/host.ts'
+import type { Host } from '../p2p/index.ts'
 import { randomBytes } from 'node:crypto'
 import type { PeerId } from '@libp2p/interface'
 import { BlockExchange } from './block-exchange.ts'
@@ -125,7 +124,7 @@ export class ModelService extends EventEmitter<ModelServiceEvents> {
     }, (err: Error) => {
       job.state = 'failed'
       // BKG's own refusals keep their code; anything else (ENOSPC, a stream reset) is pull_failed
-      job.error = { code: err instanceof ServiceError || err instanceof PackageError ? err.code : 'pull_failed', message: err.message }
+      job.error = { code: err instanceof BkgError ? err.code : 'pull_failed', message: err.message }
       this.deps.log.warn({ model: `${name}@${version ?? 'latest'}`, err: err.message }, 'pull failed')
     }).finally(() => {
       job.finishedAt = new Date().toISOString()

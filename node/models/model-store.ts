@@ -8,14 +8,13 @@ import semver from 'semver'
 import { z } from 'zod'
 import type { NodeCertificate } from '../../ca/index.ts'
 import { Envelope, Manifest, PackageError } from '../../protocols/model-package.ts'
-import { ServiceError } from '../errors.ts'
+import { BkgError } from '../../lib/bkg-error.ts'
 import { writeFileAtomic } from '../../lib/fs.ts'
 import { localPath, PUBLISH_STAGING_PREFIX, StagedFiles } from './staged-files.ts'
 import { openPackage } from './package-file.ts'
 import { verifyEnvelope, type VerifyOptions } from './package-signing.ts'
-import { readDag } from './verified-blockstore.ts'
+import { readDag, RAW } from '../dag/index.ts'
 import { assertDigestMatches, digestContent, packageFileBytes } from './content-digest.ts'
-import { RAW } from './dag-layout.ts'
 import { LeafIndex } from './leaf-index.ts'
 
 const RegistryEntry = z.object({
@@ -38,7 +37,7 @@ export interface StoredModel {
 }
 
 /** refusals of the store: model_not_found, file_not_found, model_exists */
-export class ModelStoreError extends ServiceError {}
+export class ModelStoreError extends BkgError {}
 
 export interface ModelStoreDeps {
   /** trust anchor and CRL of the node, read at each verification */

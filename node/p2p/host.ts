@@ -12,8 +12,7 @@ import { tcp } from '@libp2p/tcp'
 import type { AddressManager, NodeAddress } from '@libp2p/interface-internal'
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { DHT_PROTOCOL, PROTOCOL_PREFIX } from '../../protocols/ids.ts'
-import { admittingEncrypter, type AdmissionDeps } from '../admission/admitting-encrypter.ts'
-import { admissionGater } from '../admission/connection-gater.ts'
+import { admittingEncrypter, type AdmissionDeps, admissionGater } from '../admission/index.ts'
 import type { NodeConfig } from '../config/schema.ts'
 
 export interface HostServices {

@@ -1,8 +1,9 @@
 import type { Message } from '@libp2p/gossipsub'
 import { pubsubTopic, PUBSUB_TOPIC_PREFIX } from '../../protocols/ids.ts'
-import type { AdmittedPeers } from '../admission/admitted-peers.ts'
-import type { Host } from '../p2p/host.ts'
+import type { AdmittedPeers } from '../admission/index.ts'
+import type { Host } from '../p2p/index.ts'
 import { admissionVerdict, toValidatorResult } from './topic-validation.ts'
+import { BkgError } from '../../lib/bkg-error.ts'
 
 export interface PubsubMessage {
   topic: string
@@ -21,8 +22,10 @@ export interface PubsubDeps {
 
 export const TOPIC_NAME = /^[A-Za-z0-9][A-Za-z0-9._\-/]{0,127}$/
 
-export class TopicNameError extends Error {
-  readonly code = 'invalid_topic'
+export class TopicNameError extends BkgError {
+  constructor (message: string) {
+    super('invalid_topic', 400, message)
+  }
 }
 
 /**

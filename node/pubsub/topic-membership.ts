@@ -1,7 +1,7 @@
 import type { GossipSub } from '@libp2p/gossipsub'
 import type { PeerId } from '@libp2p/interface'
 import { namespaceOfTopic } from '../../protocols/ids.ts'
-import type { AdmittedPeers } from '../admission/admitted-peers.ts'
+import type { AdmittedPeers } from '../admission/index.ts'
 
 type MayJoin = (peer: string, topic: string) => boolean
 

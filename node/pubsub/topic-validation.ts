@@ -1,6 +1,6 @@
 import { TopicValidatorResult, type Message } from '@libp2p/gossipsub'
 import type { PeerId } from '@libp2p/interface'
-import type { AdmittedPeers } from '../admission/admitted-peers.ts'
+import type { AdmittedPeers } from '../admission/index.ts'
 
 export type GossipVerdict = 'accept' | 'reject' | 'ignore'
 

@@ -1,12 +1,12 @@
 import { createHash, randomBytes } from 'node:crypto'
 import type { Database, Tenant, Transaction } from '../db/database.ts'
-import { ServiceError } from '../errors.ts'
+import { BkgError } from '../../lib/bkg-error.ts'
 import type { BlobBackend, ByteRange, Locator } from './backends/blob-backend.ts'
 import { createChecksum, type Checksum, type ChecksumAlgorithm } from './checksums.ts'
 import { unstorableReason } from '../../protocols/untrusted-json.ts'
 
 /** Refusals named as S3 names them (`code`), with their HTTP status. */
-export class StorageError extends ServiceError {}
+export class StorageError extends BkgError {}
 
 /** Who acts and in which namespace: a tenant (token or S3 key) or the node admin (tenant null). */
 export interface StorageScope {

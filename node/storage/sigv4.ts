@@ -1,5 +1,5 @@
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto'
-import { ServiceError } from '../errors.ts'
+import { BkgError } from '../../lib/bkg-error.ts'
 
 /**
  * AWS Signature Version 4 as an S3-compatible endpoint checks it, so an unmodified S3 client
@@ -30,7 +30,7 @@ const AMZ_DATE = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/
 const HTTP_DATE = /^[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT$/
 
 /** A refusal carrying the error code and HTTP status S3 itself would answer with. */
-export class SigV4Error extends ServiceError {
+export class SigV4Error extends BkgError {
   constructor (code: string, status: number, message: string) {
     super(code, status, message)
     this.name = 'SigV4Error'

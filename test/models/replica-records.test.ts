@@ -1,6 +1,6 @@
 import { describe, expect, it, beforeAll, afterAll } from 'vitest'
 import { loadLibp2pKey } from '../../node/identity/data-dir.ts'
-import { isAcceptableOperation, signRecord } from '../../node/models/replica-records.ts'
+import { isAcceptableOperation, signRecord } from '../../node/replication/replica-records.ts'
 import { recordKey, type ReplicaRecord, type ReplicationJobRecord } from '../../protocols/replicas.ts'
 import type { PrivateKey } from '@libp2p/interface'
 import { tempDir } from '../helpers/mesh.ts'

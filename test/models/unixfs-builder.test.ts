@@ -3,7 +3,7 @@ import { MemoryBlockstore } from 'blockstore-core/memory'
 import { importBytes } from 'ipfs-unixfs-importer'
 import { CID } from 'multiformats/cid'
 import { describe, expect, it } from 'vitest'
-import { buildUnixfsFile } from '../../node/models/unixfs-builder.ts'
+import { buildUnixfsFile } from '../../node/dag/unixfs-builder.ts'
 import { referenceImporterOptions } from './helpers.ts'
 
 async function * pieces (bytes: Uint8Array, size: number): AsyncGenerator<Uint8Array> {
@@ -61,7 +61,7 @@ describe('buildUnixfsFile: the UnixFS profile of package content', () => {
 describe('fileNodeData: UnixFS file node data, encoded without the protobuf runtime', () => {
   it('equals ipfs-unixfs for ordinary sizes', async () => {
     const { UnixFS } = await import('ipfs-unixfs')
-    const { fileNodeData } = await import('../../node/models/unixfs-builder.ts')
+    const { fileNodeData } = await import('../../node/dag/unixfs-builder.ts')
     const sizes = [1n, 127n, 128n, 1048576n, 1073741824n]
     const reference = new UnixFS({ type: 'file' })
     for (const size of sizes) reference.addBlockSize(size)
@@ -70,7 +70,7 @@ describe('fileNodeData: UnixFS file node data, encoded without the protobuf runt
 
   it('writes sizes of 2-4 GiB in full (ipfs-unixfs leaves four bytes of them uninitialised)', async () => {
     const { UnixFS } = await import('ipfs-unixfs')
-    const { fileNodeData } = await import('../../node/models/unixfs-builder.ts')
+    const { fileNodeData } = await import('../../node/dag/unixfs-builder.ts')
     const data = fileNodeData(2n ** 31n, [2n ** 30n, 2n ** 30n])
     expect(Buffer.from(data).toString('hex')).toBe('0802' + '18' + '8080808008' + '20' + '8080808004' + '20' + '8080808004')
     const decoded = UnixFS.unmarshal(data)

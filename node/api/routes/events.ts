@@ -3,9 +3,8 @@ import { z } from 'zod'
 import { EventCursor, EventNamespace, EventPayload, EventType } from '../../../protocols/events.ts'
 import { whenExpired } from '../../auth/tokens.ts'
 import type { StoredEvent } from '../../events/event-store.ts'
-import { FilterError, parseFilter, type EventSelector } from '../../events/event-filter.ts'
+import { parseFilter, type EventSelector } from '../../events/event-filter.ts'
 import { EventSubscription } from '../../events/event-subscription.ts'
-import { ApiError } from '../errors.ts'
 import type { RouteDeps } from '../server.ts'
 
 const MAX_BATCH = 1000
@@ -50,12 +49,7 @@ function out (event: StoredEvent): z.infer<typeof EventOut> {
 
 export function selectorOf (query: { namespace: string, type?: string, filter?: string | string[] }): EventSelector {
   const texts = query.filter == null ? [] : Array.isArray(query.filter) ? query.filter : [query.filter]
-  try {
-    return { namespace: query.namespace, type: query.type, filters: texts.map(parseFilter) }
-  } catch (err) {
-    if (err instanceof FilterError) throw new ApiError(400, err.code, err.message)
-    throw err
-  }
+  return { namespace: query.namespace, type: query.type, filters: texts.map(parseFilter) }
 }
 
 export const eventRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node }) => {

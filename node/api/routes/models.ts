@@ -7,9 +7,9 @@ import { Readable } from 'node:stream'
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import { CID } from 'multiformats/cid'
 import { z } from 'zod'
-import { PackageError, totalSize } from '../../../protocols/model-package.ts'
-import type { StoredModel } from '../../models/model-store.ts'
-import { ApiError } from '../errors.ts'
+import { totalSize } from '../../../protocols/model-package.ts'
+import type { StoredModel } from '../../models/index.ts'
+import { BkgError } from '../../../lib/bkg-error.ts'
 import type { RouteDeps } from '../server.ts'
 import { msUntilExpiry } from '../../auth/tokens.ts'
 
@@ -34,8 +34,6 @@ const ModelSummary = z.object({
 const ModelParams = z.object({ name: z.string().max(64), version: z.string().max(64) })
 
 /** package refusals are the client's fault (400/409/422), never a server error */
-const PACKAGE_STATUS: Record<string, number> = { version_rollback: 409, content_mismatch: 422 }
-
 export const modelRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node }) => {
   app.addContentTypeParser('application/octet-stream', (_request, payload, done) => done(null, payload))
 
@@ -55,7 +53,7 @@ export const modelRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node 
       }
     }
   }, async (request, reply) => {
-    if (!(request.body instanceof Readable)) throw new ApiError(415, 'unsupported_media_type', 'send the .bkg package as application/octet-stream')
+    if (!(request.body instanceof Readable)) throw new BkgError('unsupported_media_type', 415, 'send the .bkg package as application/octet-stream')
     const incoming = join(node().paths.models, 'incoming')
     await mkdir(incoming, { recursive: true })
     const tmp = join(incoming, `${randomBytes(8).toString('hex')}.bkg`)
@@ -65,7 +63,7 @@ export const modelRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node 
       await pipeline(request.body, async function * (source: AsyncIterable<Buffer>) {
         for await (const chunk of source) {
           received += chunk.byteLength
-          if (received > MAX_PACKAGE_BYTES) throw new ApiError(413, 'body_too_large', `packages are limited to ${MAX_PACKAGE_BYTES} bytes`)
+          if (received > MAX_PACKAGE_BYTES) throw new BkgError('body_too_large', 413, `packages are limited to ${MAX_PACKAGE_BYTES} bytes`)
           yield chunk
         }
       }, createWriteStream(tmp, { flags: 'wx' }))
@@ -73,12 +71,8 @@ export const modelRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node 
       await rm(tmp, { force: true })
       throw err
     }
-    try {
-      const result = await node().models.publishFile(tmp)
-      return await reply.status(result.added ? 201 : 200).send({ ...summary(result.model), added: result.added, announced: result.announced, recipients: result.recipients })
-    } catch (err) {
-      throw toApiError(err)
-    }
+    const result = await node().models.publishFile(tmp)
+    return await reply.status(result.added ? 201 : 200).send({ ...summary(result.model), added: result.added, announced: result.announced, recipients: result.recipients })
   })
 
   app.get('/api/v1/models/:name/:version', {
@@ -86,7 +80,7 @@ export const modelRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node 
     schema: { summary: 'One held model with its signed manifest', tags: ['models'], params: ModelParams, response: { 200: ModelSummary } }
   }, async (request) => {
     const model = node().models.store.get(request.params.name, request.params.version)
-    if (model == null) throw new ApiError(404, 'model_not_found', `no model ${request.params.name}@${request.params.version} here`)
+    if (model == null) throw new BkgError('model_not_found', 404, `no model ${request.params.name}@${request.params.version} here`)
     return summary(model)
   })
 
@@ -94,22 +88,14 @@ export const modelRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node 
     config: { access: 'admin' },
     schema: { summary: 'Remove a held model and the blocks no other model needs', tags: ['models'], params: ModelParams, response: { 200: ModelSummary } }
   }, async (request) => {
-    try {
-      return summary(await node().models.remove(request.params.name, request.params.version))
-    } catch (err) {
-      throw toApiError(err)
-    }
+    return summary(await node().models.remove(request.params.name, request.params.version))
   })
 
   app.post('/api/v1/models/:name/:version/verify', {
     config: { access: 'admin' },
     schema: { summary: 'Re-read every file of a held model and check it against the signed manifest', tags: ['models'], params: ModelParams, response: { 200: ModelSummary } }
   }, async (request) => {
-    try {
-      return summary(await node().models.store.verify(request.params.name, request.params.version))
-    } catch (err) {
-      throw toApiError(err)
-    }
+    return summary(await node().models.store.verify(request.params.name, request.params.version))
   })
 
   app.get('/api/v1/models/catalog', {
@@ -172,7 +158,7 @@ export const modelRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node 
     }
   }, async (request) => {
     const job = await node().models.waitForJob(request.params.id, Math.min(request.query.wait ?? 0, msUntilExpiry(request.principal!)))
-    if (job == null) throw new ApiError(404, 'pull_not_found', `no pull ${request.params.id}`)
+    if (job == null) throw new BkgError('pull_not_found', 404, `no pull ${request.params.id}`)
     return { ...job }
   })
 
@@ -190,7 +176,7 @@ export const modelRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node 
     try {
       cid = CID.parse(request.params.cid)
     } catch {
-      throw new ApiError(400, 'invalid_cid', `"${request.params.cid.slice(0, 80)}" is not a CID`)
+      throw new BkgError('invalid_cid', 400, `"${request.params.cid.slice(0, 80)}" is not a CID`)
     }
     const found = new Map<string, string[]>()
     try {
@@ -213,29 +199,25 @@ export const modelRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node 
       params: ModelParams.extend({ '*': z.string().min(1).max(512) })
     }
   }, async (request, reply) => {
-    try {
-      const file = await node().models.store.openFile(request.params.name, request.params.version, request.params['*'])
-      // the first block is read (and CID-checked) before any header goes out, so a corrupt store
-      // answers 422 rather than a 200 that breaks off
-      const iterator = file.content[Symbol.asyncIterator]()
-      const first = await iterator.next()
-      async function * rest (): AsyncGenerator<Uint8Array> {
-        if (first.done !== true) yield first.value
-        while (true) {
-          const next = await iterator.next()
-          if (next.done === true) return
-          yield next.value
-        }
+    const file = await node().models.store.openFile(request.params.name, request.params.version, request.params['*'])
+    // the first block is read (and CID-checked) before any header goes out, so a corrupt store
+    // answers 422 rather than a 200 that breaks off
+    const iterator = file.content[Symbol.asyncIterator]()
+    const first = await iterator.next()
+    async function * rest (): AsyncGenerator<Uint8Array> {
+      if (first.done !== true) yield first.value
+      while (true) {
+        const next = await iterator.next()
+        if (next.done === true) return
+        yield next.value
       }
-      return await reply
-        .header('content-type', 'application/octet-stream')
-        .header('content-length', String(file.size))
-        .header('etag', `"sha256-${file.sha256}"`)
-        .header('x-content-sha256', file.sha256)
-        .send(Readable.from(rest()))
-    } catch (err) {
-      throw toApiError(err)
     }
+    return await reply
+      .header('content-type', 'application/octet-stream')
+      .header('content-length', String(file.size))
+      .header('etag', `"sha256-${file.sha256}"`)
+      .header('x-content-sha256', file.sha256)
+      .send(Readable.from(rest()))
   })
 }
 
@@ -253,9 +235,4 @@ function summary (model: StoredModel): z.infer<typeof ModelSummary> {
     location: model.location,
     files: manifest.files
   }
-}
-
-function toApiError (err: unknown): unknown {
-  if (err instanceof PackageError) return new ApiError(PACKAGE_STATUS[err.code] ?? 400, err.code, err.message)
-  return err
 }

@@ -4,7 +4,7 @@ import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import { z } from 'zod'
 import type { BkgNode } from '../../create-node.ts'
-import { ApiError } from '../errors.ts'
+import { BkgError } from '../../../lib/bkg-error.ts'
 import type { RouteDeps } from '../server.ts'
 
 const PeerSchema = z.object({
@@ -80,7 +80,7 @@ export const peerRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node }
   }, async (request) => {
     const peerId = parsePeerId(request.params.peerId)
     const closed = node().host.getConnections(peerId).length
-    if (closed === 0) throw new ApiError(404, 'not_connected', `no connection to ${request.params.peerId}`)
+    if (closed === 0) throw new BkgError('not_connected', 404, `no connection to ${request.params.peerId}`)
     await node().host.hangUp(peerId)
     return { peerId: peerId.toString(), closed }
   })
@@ -90,7 +90,7 @@ function parsePeerId (text: string): PeerId {
   try {
     return peerIdFromString(text)
   } catch {
-    throw new ApiError(400, 'invalid_peer_id', `"${text.slice(0, 80)}" is not a PeerId`)
+    throw new BkgError('invalid_peer_id', 400, `"${text.slice(0, 80)}" is not a PeerId`)
   }
 }
 
@@ -108,9 +108,9 @@ async function lookup (node: BkgNode, peerId: PeerId): Promise<{ peerId: string,
       }
     }
   } catch (err) {
-    throw new ApiError(404, 'peer_not_found', `the DHT does not know ${peerId.toString()}: ${(err as Error).message}`)
+    throw new BkgError('peer_not_found', 404, `the DHT does not know ${peerId.toString()}: ${(err as Error).message}`)
   }
-  throw new ApiError(404, 'peer_not_found', `the DHT does not know ${peerId.toString()}`)
+  throw new BkgError('peer_not_found', 404, `the DHT does not know ${peerId.toString()}`)
 }
 
 async function listPeers (node: BkgNode, withPing: boolean): Promise<Array<z.infer<typeof PeerSchema>>> {
@@ -149,16 +149,16 @@ async function dial (node: BkgNode, body: z.infer<typeof DialBody>): Promise<z.i
     try {
       target = multiaddr(body.addr)
     } catch {
-      throw new ApiError(400, 'invalid_multiaddr', `"${body.addr}" is not a multiaddr`)
+      throw new BkgError('invalid_multiaddr', 400, `"${body.addr}" is not a multiaddr`)
     }
     const embedded = target.getComponents().findLast((c) => c.name === 'p2p')?.value
-    if (peer != null && embedded != null && embedded !== peer) throw new ApiError(400, 'invalid_request', 'addr names a different peer than peerId')
+    if (peer != null && embedded != null && embedded !== peer) throw new BkgError('invalid_request', 400, 'addr names a different peer than peerId')
     peer ??= embedded
   }
   let peerId: PeerId | undefined
   if (peer != null) {
     peerId = parsePeerId(peer)
-    if (peerId.equals(node.host.peerId)) throw new ApiError(400, 'invalid_request', 'that is this node\'s own PeerId')
+    if (peerId.equals(node.host.peerId)) throw new BkgError('invalid_request', 400, 'that is this node\'s own PeerId')
   }
 
   let via: z.infer<typeof DialResult>['via'] = 'address'
@@ -175,7 +175,7 @@ async function dial (node: BkgNode, body: z.infer<typeof DialBody>): Promise<z.i
           const found = await node.host.peerRouting.findPeer(peerId, { signal: AbortSignal.timeout(15_000) })
           if (found.multiaddrs.length === 0) throw new Error('no addresses')
         } catch (err) {
-          throw new ApiError(404, 'peer_not_found', `no address for ${peer} in the peer store or the DHT (${(err as Error).message})`)
+          throw new BkgError('peer_not_found', 404, `no address for ${peer} in the peer store or the DHT (${(err as Error).message})`)
         }
       }
     }
@@ -186,8 +186,8 @@ async function dial (node: BkgNode, body: z.infer<typeof DialBody>): Promise<z.i
     connection = await node.host.dial(target ?? peerId!, { signal: AbortSignal.timeout(15_000) })
   } catch (err) {
     const refusal = node.peers.denial(peer ?? '')
-    if (refusal != null) throw new ApiError(403, 'peer_refused', `${peer} was refused admission: ${refusal.code}: ${refusal.message}`)
-    throw new ApiError(502, 'dial_failed', `could not connect: ${(err as Error).message}`)
+    if (refusal != null) throw new BkgError('peer_refused', 403, `${peer} was refused admission: ${refusal.code}: ${refusal.message}`)
+    throw new BkgError('dial_failed', 502, `could not connect: ${(err as Error).message}`)
   }
   const id = connection.remotePeer.toString()
   return {

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import { z } from 'zod'
-import { TOPIC_NAME, TopicNameError, type PubsubMessage } from '../../pubsub/pubsub-service.ts'
-import { ApiError } from '../errors.ts'
+import { TOPIC_NAME, type PubsubMessage } from '../../pubsub/index.ts'
+import { BkgError } from '../../../lib/bkg-error.ts'
 import type { RouteDeps } from '../server.ts'
 
 const TopicParams = z.object({ topic: z.string().regex(TOPIC_NAME, 'topic: 1-128 characters of A-Z a-z 0-9 . _ - /') })
@@ -33,16 +33,11 @@ export const pubsubRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node
     }
   }, async (request) => {
     const bytes = Buffer.from(request.body.data, request.body.encoding)
-    if (bytes.byteLength > MAX_MESSAGE_BYTES) throw new ApiError(413, 'body_too_large', `messages are limited to ${MAX_MESSAGE_BYTES} bytes`)
-    try {
-      const publishedAt = Date.now()
-      const { recipients } = await node().pubsub.publish(request.params.topic, bytes)
-      node().metrics.gossipMessages.inc({ direction: 'out', topic: 'bkg/pubsub' })
-      return { topic: request.params.topic, bytes: bytes.byteLength, recipients, publishedAt }
-    } catch (err) {
-      if (err instanceof TopicNameError) throw new ApiError(400, err.code, err.message)
-      throw err
-    }
+    if (bytes.byteLength > MAX_MESSAGE_BYTES) throw new BkgError('body_too_large', 413, `messages are limited to ${MAX_MESSAGE_BYTES} bytes`)
+    const publishedAt = Date.now()
+    const { recipients } = await node().pubsub.publish(request.params.topic, bytes)
+    node().metrics.gossipMessages.inc({ direction: 'out', topic: 'bkg/pubsub' })
+    return { topic: request.params.topic, bytes: bytes.byteLength, recipients, publishedAt }
   })
 
   app.get('/api/v1/pubsub/topics/:topic/messages', {

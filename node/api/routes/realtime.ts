@@ -2,7 +2,7 @@ import type { FastifyPluginAsync } from 'fastify'
 import type { WebSocket } from 'ws'
 import { verifyToken } from '../../auth/tokens.ts'
 import { RealtimeSession } from '../../events/realtime-session.ts'
-import { ApiError } from '../errors.ts'
+import { BkgError } from '../../../lib/bkg-error.ts'
 import type { RouteDeps } from '../server.ts'
 
 const PING_MS = 20_000
@@ -25,15 +25,15 @@ export const realtimeRoutes: FastifyPluginAsync<RouteDeps> = async (app, { node,
     schema: { summary: 'Realtime channels over WebSocket (see docs/api.md, "Realtime")', tags: ['events'], hide: true },
     // a plain GET (no Upgrade) is told what this endpoint is, as JSON like every other error
     handler: async () => {
-      throw new ApiError(426, 'upgrade_required', '/realtime is a WebSocket endpoint: connect with Upgrade: websocket')
+      throw new BkgError('upgrade_required', 426, '/realtime is a WebSocket endpoint: connect with Upgrade: websocket')
     },
     preValidation: async (request) => {
       const header = /^Bearer\s+(\S+)$/i.exec(request.headers.authorization ?? '')?.[1]
       const query = (request.query as Record<string, unknown>).token
       const token = header ?? (typeof query === 'string' ? query : undefined)
-      if (token == null) throw new ApiError(401, 'unauthorized', 'missing token: Authorization: Bearer <token> or ?token=<token>')
+      if (token == null) throw new BkgError('unauthorized', 401, 'missing token: Authorization: Bearer <token> or ?token=<token>')
       const principal = verifyToken(token, keys)
-      if (principal == null) throw new ApiError(401, 'unauthorized', 'invalid or expired token')
+      if (principal == null) throw new BkgError('unauthorized', 401, 'invalid or expired token')
       request.principal = principal
     },
     // a refused upgrade's socket is destroyed after the answer (@fastify/websocket): say so, or a

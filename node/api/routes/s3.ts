@@ -3,7 +3,7 @@ import { pipeline, Readable } from 'node:stream'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { XMLBuilder, XMLParser } from 'fast-xml-parser'
 import type { Principal } from '../../auth/tokens.ts'
-import { ServiceError } from '../../errors.ts'
+import { BkgError } from '../../../lib/bkg-error.ts'
 import { AwsChunkedDecoder, awsChunkedOptions, isAwsChunkedPayload } from '../../storage/aws-chunked.ts'
 import { CHECKSUM_ALGORITHMS, checksumAlgorithmOf, checksumHeaderName, type ChecksumAlgorithm } from '../../storage/checksums.ts'
 import type { ObjectMeta, PutOptions, StorageScope } from '../../storage/object-store.ts'
@@ -56,7 +56,7 @@ function metadataOf (headers: FastifyRequest['headers']): Record<string, string>
     metadata[name.slice('x-amz-meta-'.length)] = value
     bytes += name.length + value.length
   }
-  if (bytes > 2048) throw new ServiceError('MetadataTooLarge', 400, 'user metadata is limited to 2 KB')
+  if (bytes > 2048) throw new BkgError('MetadataTooLarge', 400, 'user metadata is limited to 2 KB')
   return metadata
 }
 
@@ -132,7 +132,7 @@ function rangeOf (value: string | undefined, size: number): { start: number, end
     start = Number(match[1])
     end = match[2] === '' ? size - 1 : Math.min(Number(match[2]), size - 1)
   }
-  if (start >= size || start > end) throw new ServiceError('InvalidRange', 416, 'the requested range is not satisfiable')
+  if (start >= size || start > end) throw new BkgError('InvalidRange', 416, 'the requested range is not satisfiable')
   return { start, end }
 }
 
@@ -147,13 +147,13 @@ async function readXml (request: FastifyRequest): Promise<any> {
   let bytes = 0
   for await (const chunk of (request.body ?? []) as AsyncIterable<Buffer>) {
     bytes += chunk.byteLength
-    if (bytes > MAX_XML_BYTES) throw new ServiceError('MaxMessageLengthExceeded', 400, 'the XML request body is too large')
+    if (bytes > MAX_XML_BYTES) throw new BkgError('MaxMessageLengthExceeded', 400, 'the XML request body is too large')
     parts.push(chunk)
   }
   try {
     return (await xmlCodec()).parser.parse(Buffer.concat(parts).toString('utf8'))
   } catch {
-    throw new ServiceError('MalformedXML', 400, 'the XML you provided was not well-formed')
+    throw new BkgError('MalformedXML', 400, 'the XML you provided was not well-formed')
   }
 }
 
@@ -173,7 +173,7 @@ export async function s3Routes (app: FastifyInstance, { node }: RouteDeps): Prom
   app.addHook('preValidation', async (request) => {
     // S3 defines every query parameter once: a repeated one would reach the handlers as an array
     for (const [name, value] of Object.entries(request.query as Record<string, unknown>)) {
-      if (Array.isArray(value)) throw new ServiceError('InvalidArgument', 400, `query parameter ${name} is given more than once`)
+      if (Array.isArray(value)) throw new BkgError('InvalidArgument', 400, `query parameter ${name} is given more than once`)
     }
     const [path, query = ''] = request.url.split(/\?(.*)/s)
     const storage = node().storage
@@ -193,7 +193,7 @@ export async function s3Routes (app: FastifyInstance, { node }: RouteDeps): Prom
     request.principal = principal!
   })
   app.setErrorHandler(async (err: Error & { code?: string, status?: number, statusCode?: number }, request, reply) => {
-    if (err instanceof ServiceError) return await sendS3Error(request, reply, err.code, err.status, err.message)
+    if (err instanceof BkgError) return await sendS3Error(request, reply, err.code, err.status, err.message)
     if ((err.statusCode ?? 500) < 500) return await sendS3Error(request, reply, 'InvalidRequest', err.statusCode!, err.message)
     request.log.error({ err }, 's3 request failed')
     return await sendS3Error(request, reply, 'InternalError', 500, 'internal error; see the node log')
@@ -212,7 +212,7 @@ export async function s3Routes (app: FastifyInstance, { node }: RouteDeps): Prom
     try {
       return decodeURIComponent(path.slice(path.indexOf(prefix) + prefix.length))
     } catch {
-      throw new ServiceError('InvalidURI', 400, 'the object key is not valid percent-encoded UTF-8')
+      throw new BkgError('InvalidURI', 400, 'the object key is not valid percent-encoded UTF-8')
     }
   }
   type BucketRequest = FastifyRequest<{ Params: { bucket: string }, Querystring: Record<string, string> }>
@@ -238,13 +238,13 @@ export async function s3Routes (app: FastifyInstance, { node }: RouteDeps): Prom
   }
   const listObjects = async (request: BucketRequest, reply: FastifyReply): Promise<FastifyReply> => {
     const q = request.query
-    if (q['list-type'] !== '2') throw new ServiceError('NotImplemented', 501, 'only ListObjectsV2 (list-type=2) is supported')
+    if (q['list-type'] !== '2') throw new BkgError('NotImplemented', 501, 'only ListObjectsV2 (list-type=2) is supported')
     const maxKeys = q['max-keys'] == null ? 1000 : Number(q['max-keys'])
-    if (!Number.isInteger(maxKeys) || maxKeys < 0) throw new ServiceError('InvalidArgument', 400, 'max-keys must be a non-negative integer')
+    if (!Number.isInteger(maxKeys) || maxKeys < 0) throw new BkgError('InvalidArgument', 400, 'max-keys must be a non-negative integer')
     let after = q['start-after']
     if (q['continuation-token'] != null) {
       after = Buffer.from(q['continuation-token'], 'base64url').toString('utf8')
-      if (after === '') throw new ServiceError('InvalidArgument', 400, 'the continuation token is not valid')
+      if (after === '') throw new BkgError('InvalidArgument', 400, 'the continuation token is not valid')
     }
     const prefix = q.prefix ?? ''
     const urlEncode = q['encoding-type'] === 'url'
@@ -277,7 +277,7 @@ export async function s3Routes (app: FastifyInstance, { node }: RouteDeps): Prom
 
   app.put('/:bucket/*', { config, schema: { hide: true } }, async (request: BucketRequest, reply) => {
     if (keyOf(request) === '') return await createBucket(request, reply)
-    if (request.headers['x-amz-copy-source'] != null) throw new ServiceError('NotImplemented', 501, 'CopyObject is not supported')
+    if (request.headers['x-amz-copy-source'] != null) throw new BkgError('NotImplemented', 501, 'CopyObject is not supported')
     const key = keyOf(request)
     const { body, options } = putInput(request)
     const q = request.query
@@ -324,10 +324,10 @@ export async function s3Routes (app: FastifyInstance, { node }: RouteDeps): Prom
       const document = await readXml(request)
       const parts = (document?.CompleteMultipartUpload?.Part ?? []) as Array<{ PartNumber?: string, ETag?: string }>
       const list = parts.map((part) => ({ partNumber: Number(part.PartNumber), etag: String(part.ETag ?? '') }))
-      if (list.some((part) => !Number.isInteger(part.partNumber))) throw new ServiceError('MalformedXML', 400, 'every Part needs a PartNumber')
+      if (list.some((part) => !Number.isInteger(part.partNumber))) throw new BkgError('MalformedXML', 400, 'every Part needs a PartNumber')
       const object = await objects().completeUpload(scope(request), request.params.bucket, key, q.uploadId, list)
       return reply.type('application/xml').send(await xml('CompleteMultipartUploadResult', { Location: `/s3/${request.params.bucket}/${encodeURIComponent(key)}`, Bucket: request.params.bucket, Key: key, ETag: `"${object.etag}"` }))
     }
-    throw new ServiceError('NotImplemented', 501, 'POST on an object supports ?uploads and ?uploadId only')
+    throw new BkgError('NotImplemented', 501, 'POST on an object supports ?uploads and ?uploadId only')
   })
 }

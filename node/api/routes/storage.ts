@@ -5,7 +5,7 @@ import { z } from 'zod'
 import { NAMESPACE_PATTERN } from '../../../ca/roles.ts'
 import { TOKEN_ROLES } from '../../auth/tokens.ts'
 import type { ObjectMeta, StorageScope } from '../../storage/object-store.ts'
-import { ApiError } from '../errors.ts'
+import { BkgError } from '../../../lib/bkg-error.ts'
 import type { RouteDeps } from '../server.ts'
 
 const Namespace = z.string().regex(NAMESPACE_PATTERN, 'namespace: 1-63 of a-z 0-9 . _ -')
@@ -14,10 +14,10 @@ const Namespace = z.string().regex(NAMESPACE_PATTERN, 'namespace: 1-63 of a-z 0-
 function scopeOf (request: FastifyRequest, namespace: string | undefined): StorageScope {
   const principal = request.principal!
   if (principal.kind === 'node-admin') {
-    if (namespace == null) throw new ApiError(400, 'invalid_request', 'the node admin token must name a namespace (?namespace=NS)')
+    if (namespace == null) throw new BkgError('invalid_request', 400, 'the node admin token must name a namespace (?namespace=NS)')
     return { tenant: null, namespace }
   }
-  if (namespace != null && namespace !== principal.namespace) throw new ApiError(403, 'forbidden', `this token is for namespace ${principal.namespace}, not ${namespace}`)
+  if (namespace != null && namespace !== principal.namespace) throw new BkgError('forbidden', 403, `this token is for namespace ${principal.namespace}, not ${namespace}`)
   return { tenant: { role: principal.role, namespace: principal.namespace }, namespace: principal.namespace }
 }
 
@@ -90,9 +90,9 @@ export const storageRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, deps)
     type ObjectRequest = FastifyRequest<{ Params: { bucket: string, '*': string }, Querystring: { namespace?: string } }>
     const target = (request: ObjectRequest): { scope: StorageScope, bucket: string, key: string } => {
       const namespace = request.query.namespace
-      if (namespace != null && !NAMESPACE_PATTERN.test(namespace)) throw new ApiError(400, 'invalid_request', 'namespace: 1-63 of a-z 0-9 . _ -')
+      if (namespace != null && !NAMESPACE_PATTERN.test(namespace)) throw new BkgError('invalid_request', 400, 'namespace: 1-63 of a-z 0-9 . _ -')
       const key = request.params['*']
-      if (key === '') throw new ApiError(400, 'invalid_request', 'the path needs an object key: /api/v1/storage/objects/<bucket>/<key>')
+      if (key === '') throw new BkgError('invalid_request', 400, 'the path needs an object key: /api/v1/storage/objects/<bucket>/<key>')
       return { scope: scopeOf(request, namespace), bucket: request.params.bucket, key }
     }
     const schema = { tags: ['storage'], hide: false }

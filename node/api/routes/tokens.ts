@@ -1,7 +1,6 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import { z } from 'zod'
-import { createNamespaceToken, parseDuration, TOKEN_ROLES, TokenError } from '../../auth/tokens.ts'
-import { ApiError } from '../errors.ts'
+import { createNamespaceToken, parseDuration, TOKEN_ROLES } from '../../auth/tokens.ts'
 import type { RouteDeps } from '../server.ts'
 
 export const tokenRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { keys }) => {
@@ -20,21 +19,16 @@ export const tokenRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { keys 
       }
     }
   }, async (request) => {
-    try {
-      const { token, principal } = createNamespaceToken(keys.secret, {
-        namespace: request.body.namespace,
-        role: request.body.role,
-        ttlMs: parseDuration(request.body.ttl)
-      })
-      return {
-        token,
-        namespace: principal.namespace,
-        role: principal.role,
-        expiresAt: principal.expiresAt == null ? null : new Date(principal.expiresAt).toISOString()
-      }
-    } catch (err) {
-      if (err instanceof TokenError) throw new ApiError(400, 'invalid_request', err.message)
-      throw err
+    const { token, principal } = createNamespaceToken(keys.secret, {
+      namespace: request.body.namespace,
+      role: request.body.role,
+      ttlMs: parseDuration(request.body.ttl)
+    })
+    return {
+      token,
+      namespace: principal.namespace,
+      role: principal.role,
+      expiresAt: principal.expiresAt == null ? null : new Date(principal.expiresAt).toISOString()
     }
   })
 }

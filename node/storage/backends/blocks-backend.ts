@@ -1,8 +1,6 @@
 import { FsBlockstore } from 'blockstore-fs'
 import { CID } from 'multiformats/cid'
-import { layoutOf, RAW } from '../../models/dag-layout.ts'
-import { buildUnixfsFile } from '../../models/unixfs-builder.ts'
-import { assertBlockMatches } from '../../models/verified-blockstore.ts'
+import { layoutOf, RAW, buildUnixfsFile, assertBlockMatches } from '../../dag/index.ts'
 import type { BlobBackend, ByteRange, Locator } from './blob-backend.ts'
 
 const CHUNK_BYTES = 1024 * 1024

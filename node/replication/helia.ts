@@ -3,7 +3,7 @@ import * as dagCbor from '@ipld/dag-cbor'
 import type { Blockstore } from 'interface-blockstore'
 import type { Datastore } from 'interface-datastore'
 import type { BlockCodec } from 'multiformats/codecs/interface'
-import type { Host } from '../p2p/host.ts'
+import type { Host } from '../p2p/index.ts'
 
 /** A Helia node over this node's own libp2p host (Helia's facade is typed without libp2p). */
 export type BkgHelia = HeliaInterface & { libp2p: Host }

@@ -6,14 +6,12 @@ import type { Logger } from 'pino'
 import semver from 'semver'
 import { isOrbitdbTopic } from '../../protocols/ids.ts'
 import type { ReplicationJobRecord } from '../../protocols/replicas.ts'
-import type { AdmittedPeers } from '../admission/admitted-peers.ts'
-import type { Trust } from '../admission/trust.ts'
-import { ServiceError } from '../errors.ts'
-import type { Host } from '../p2p/host.ts'
+import type { AdmittedPeers, Trust } from '../admission/index.ts'
+import { BkgError } from '../../lib/bkg-error.ts'
+import type { Host } from '../p2p/index.ts'
 import { bkgBlockBroker } from './block-broker.ts'
 import { createBkgHelia, type BkgHelia } from './helia.ts'
-import type { ModelService } from './model-service.ts'
-import type { StoredModel } from './model-store.ts'
+import type { ModelService, StoredModel } from '../models/index.ts'
 import type { ReplicaLog } from './replica-log.ts'
 
 export interface ReplicationDeps {
@@ -50,7 +48,7 @@ export interface ReplicationJob {
   updatedAt: string
 }
 
-export class ReplicationError extends ServiceError {}
+export class ReplicationError extends BkgError {}
 
 const RECONCILE_INTERVAL_MS = 5_000
 const RETRY_AFTER_FAILURE_MS = 10_000

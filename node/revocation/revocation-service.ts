@@ -3,11 +3,10 @@ import type { PeerId } from '@libp2p/interface'
 import type { Logger } from 'pino'
 import type { ParsedCrl } from '../../ca/index.ts'
 import { CRL_TOPIC } from '../../protocols/ids.ts'
-import { ServiceError } from '../errors.ts'
-import type { Host } from '../p2p/host.ts'
-import { admissionVerdict, toValidatorResult, type GossipVerdict } from '../pubsub/topic-validation.ts'
-import type { AdmittedPeers } from './admitted-peers.ts'
-import type { CrlOffer, Trust } from './trust.ts'
+import { BkgError } from '../../lib/bkg-error.ts'
+import type { Host } from '../p2p/index.ts'
+import { admissionVerdict, toValidatorResult, type GossipVerdict } from '../pubsub/index.ts'
+import type { AdmittedPeers, CrlOffer, Trust } from '../admission/index.ts'
 
 export interface RevocationInit {
   /** how often admitted peers' certificates are re-checked (expiry while connected) */
@@ -22,7 +21,7 @@ export interface RevocationDeps {
 }
 
 /** a CRL the operator handed in was refused: forbidden, crl_stale, crl_untrusted */
-export class CrlRejectedError extends ServiceError {}
+export class CrlRejectedError extends BkgError {}
 
 const REVOKED = 'cert_revoked'
 /** A revoked peer stays out until a newer CRL no longer lists it. */

@@ -1,9 +1,9 @@
 import type { BlockBroker, BlockRetrievalOptions } from '@helia/interface'
 import type { PeerId } from '@libp2p/interface'
 import type { CID } from 'multiformats/cid'
-import type { AdmittedPeers } from '../admission/admitted-peers.ts'
-import type { Host } from '../p2p/host.ts'
-import { findProviderIds, requestBlocks } from './block-requests.ts'
+import type { AdmittedPeers } from '../admission/index.ts'
+import type { Host } from '../p2p/index.ts'
+import { findProviderIds, requestBlocks } from '../models/index.ts'
 
 export interface BkgBlockBrokerDeps {
   host: Host

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto'
 import * as dagPb from '@ipld/dag-pb'
 import type { CID } from 'multiformats/cid'
 import { PackageError } from '../../protocols/model-package.ts'
-import { DAG_PB, RAW, SHA2_256 } from './dag-layout.ts'
+import { DAG_PB, RAW, SHA2_256 } from './layout.ts'
 
 /** Throws unless the block's bytes (whole or as received chunks) hash to its CID. */
 export function assertBlockMatches (cid: CID, block: Uint8Array | Iterable<Uint8Array>): void {

@@ -4,7 +4,7 @@ import { CID } from 'multiformats/cid'
 import { Uint8ArrayList } from 'uint8arraylist'
 import * as Digest from 'multiformats/hashes/digest'
 import { UNIXFS_MAX_CHILDREN } from '../../protocols/model-package.ts'
-import { DAG_PB, RAW, SHA2_256 } from './dag-layout.ts'
+import { DAG_PB, RAW, SHA2_256 } from './layout.ts'
 
 /** a built block: its CID, the file bytes under it, and its DAG size (the parent link's Tsize) */
 interface Built {

@@ -1,4 +1,4 @@
-import type { Host } from '../p2p/host.ts'
+import type { Host } from '../p2p/index.ts'
 import { isOrbitdbTopic, ORBITDB_PROTOCOL_PREFIX, ORBITDB_TOPIC_PREFIX } from '../../protocols/ids.ts'
 
 type Listener = (event: { detail: any }) => void

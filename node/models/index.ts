@@ -1,0 +1,27 @@
+/**
+ * Models: the verified store of model packages (inner DAG nodes in blockstore-fs, leaves read
+ * from the plain model files, a registry of signed manifests), the block exchange that serves
+ * blocks and envelopes to peers, the puller that fetches a model envelope first and then its
+ * blocks from many providers, and the catalog of manifests gossiped on `bkg/models/1`.
+ * See docs/model-format.md.
+ *
+ * This file is the folder's entry point for the node's other folders. (The CLI's package tools,
+ * `bkg model pack/verify`, still import pack.ts, package-file.ts and package-signing.ts
+ * directly, so that a CLI command does not load the model service and libp2p with them.)
+ *
+ * @example
+ * import { ModelService, type StoredModel } from './models/index.ts'
+ *
+ * const models = new ModelService(paths.models, { host, trust, peers, log, penalize })
+ * await models.start()
+ * const { model } = await models.publishFile('llama-1.0.0.bkg')   // verified, provided, announced
+ * models.on('added', (model: StoredModel) => { ... })
+ * models.store.list()
+ *
+ * // fetching single blocks from peers over /bkg/blocks/1.0.0 (used by replication's Helia)
+ * const providers = await findProviderIds(host, cid, { max: 8, signal })
+ * for await (const frame of requestBlocks(host, providers[0], [cid], signal)) { ... }
+ */
+export { findProviderIds, requestBlocks } from './block-requests.ts'
+export { ModelService, type ModelServiceEvents } from './model-service.ts'
+export type { StoredModel } from './model-store.ts'

@@ -1,0 +1,26 @@
+/**
+ * Gossip topics: the API's pubsub service (`bkg/pubsub/1/<name>` topics for clients), the guard
+ * that keeps peers out of namespace topics their certificate does not list, and the admission
+ * check every gossip topic of the node applies before its own validation (`admissionVerdict`).
+ *
+ * This file is the folder's only entry point for other folders.
+ *
+ * @example
+ * import { admissionVerdict, toValidatorResult, type GossipVerdict } from '../pubsub/index.ts'
+ *
+ * // a service's topic validator: admission first, then its own checks
+ * host.services.pubsub.topicValidators.set(TOPIC, async (source, message) => {
+ *   const verdict: GossipVerdict = admissionVerdict(peers, source, message) === 'accept' ? await check(message) : 'reject'
+ *   return toValidatorResult[verdict]
+ * })
+ *
+ * const pubsub = new PubsubService({ host, peers })
+ * const unsubscribe = pubsub.subscribe('chat', (message) => console.log(message.from, message.data))
+ * await pubsub.publish('chat', new TextEncoder().encode('hello'))
+ */
+export {
+  assertTopicName, PubsubService, TOPIC_NAME, TopicNameError,
+  type PubsubDeps, type PubsubListener, type PubsubMessage
+} from './pubsub-service.ts'
+export { guardNamespaceTopics } from './topic-membership.ts'
+export { admissionVerdict, toValidatorResult, type GossipVerdict } from './topic-validation.ts'
