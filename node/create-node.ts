@@ -14,17 +14,18 @@ import type { CentralChanges } from './db/central-changes.ts'
 import type { CentralSync } from './db/central-sync.ts'
 import { Database, defaultTemplateDir } from './db/database.ts'
 import { PsqlAccess } from './db/psql-access.ts'
-import { EventService } from './events/event-service.ts'
-import { RoomHub } from './events/room-hub.ts'
-import { StorageService } from './storage/storage-service.ts'
+import { EventService } from './events/index.ts'
+import { RoomHub } from './events/index.ts'
+import { StorageService } from './storage/index.ts'
 import { dataDirPaths, loadLibp2pKey, loadOrCreateSecret, type DataDirPaths } from './identity/data-dir.ts'
 import { DataDirLock } from './identity/data-dir-lock.ts'
 import { writeFileAtomic } from '../lib/fs.ts'
-import { NodeMetrics, topicFamily } from './metrics/node-metrics.ts'
+import { NodeMetrics, topicFamily } from './metrics/index.ts'
 import { ModelService } from './models/index.ts'
 import { ReplicationService } from './replication/index.ts'
 import { Bootstrapper, createHost, routingTableSize, type Host, reachabilityOf, type ReachabilityReport } from './p2p/index.ts'
 import { PubsubService, guardNamespaceTopics } from './pubsub/index.ts'
+import { peerDirectory } from './peers/index.ts'
 import { VERSION } from './version.ts'
 import { BkgError } from '../lib/bkg-error.ts'
 
@@ -90,7 +91,8 @@ export class BkgNode {
   readonly psql: PsqlAccess | null
   private centralChanges: CentralChanges | null = null
   private psqlCommand: string | null = null
-  readonly api: ApiServer
+  /** set by createNode once the node exists (the API serves the node's own status) */
+  api!: ApiServer
   private readonly bootstrapper: Bootstrapper
   private apiUrl?: string
   /** the data dir's lock, held from createNode until stop */
@@ -114,8 +116,7 @@ export class BkgNode {
     storage: StorageService,
     centralSync: CentralSync | null,
     psql: PsqlAccess | null,
-    bootstrapper: Bootstrapper,
-    api: ApiServer
+    bootstrapper: Bootstrapper
   }) {
     this.paths = parts.paths
     this.config = parts.config
@@ -135,7 +136,6 @@ export class BkgNode {
     this.centralSync = parts.centralSync
     this.psql = parts.psql
     this.bootstrapper = parts.bootstrapper
-    this.api = parts.api
   }
 
   get peerId (): string {
@@ -386,14 +386,26 @@ async function assembleNode (init: NodeInit): Promise<BkgNode> {
     storage,
     centralSync,
     psql,
-    bootstrapper,
-    api: await createApiServer({
-      log: log.child({ service: 'api' }),
-      keys: { adminToken, secret: tokenSecret },
-      rateLimitPerMinute: config.http.rateLimit,
-      tls: apiTls == null ? null : { server: apiTls, adminCheck: apiTransport.adminMtls ? (request) => requireAdminClientCertificate(request, trust) : null },
-      node: () => node
-    })
+    bootstrapper
+  })
+  // the node tells its own status: the API is built once the node exists
+  node.api = await createApiServer({
+    log: log.child({ service: 'api' }),
+    keys: { adminToken, secret: tokenSecret },
+    rateLimitPerMinute: config.http.rateLimit,
+    tls: apiTls == null ? null : { server: apiTls, adminCheck: apiTransport.adminMtls ? (request) => requireAdminClientCertificate(request, trust) : null },
+    services: {
+      status: node,
+      metrics,
+      peers: peerDirectory()({ host, peers }),
+      pubsub,
+      revocation,
+      models,
+      replication,
+      events,
+      rooms,
+      storage
+    }
   })
   return node
 }

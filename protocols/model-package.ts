@@ -117,7 +117,7 @@ export type Envelope = Omit<z.infer<typeof Envelope>, 'manifest'> & { manifest: 
  * file of one chunk is that raw leaf. It equals ipfs-unixfs-importer's `cidVersion: 1,
  * rawLeaves: true, reduceSingleLeafToSelf: true, layout: balanced({ maxChildrenPerNode: 1024 }),
  * chunker: fixedSize({ chunkSize })`, except that the importer encodes the root of a 2-4 GiB
- * file wrongly (node/models/unixfs-builder.ts builds it right).
+ * file wrongly (node/dag/unixfs-builder.ts builds it right).
  */
 export const UNIXFS_MAX_CHILDREN = 1024
 

@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import { verifyToken, type Principal } from '../auth/tokens.ts'
+import { verifyToken, type Principal } from '../auth/index.ts'
 import { BkgError } from '../../lib/bkg-error.ts'
 
 /** Who may call a route: anyone, any valid token, or the node's admin. */
@@ -15,8 +15,14 @@ declare module 'fastify' {
   }
 }
 
+/** the node's admin token, and the secret namespace tokens are signed with */
+export interface ApiKeys {
+  adminToken: string
+  secret: string
+}
+
 export interface AuthOptions {
-  keys: { adminToken: string, secret: string }
+  keys: ApiKeys
   /** an extra check for admin routes after the token (`--api-admin-mtls`: the client certificate); throws BkgError */
   adminCheck?: ((request: FastifyRequest) => void) | null
 }

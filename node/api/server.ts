@@ -4,12 +4,20 @@ import websocket from '@fastify/websocket'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod'
 import type { Logger } from 'pino'
-import type { BkgNode } from '../create-node.ts'
 import { MAX_REALTIME_FRAME_BYTES } from '../../protocols/realtime.ts'
 import { describeJsonError, parseUntrustedJson, unstorableReason, UntrustedJsonError } from '../../protocols/untrusted-json.ts'
 import { VERSION } from '../version.ts'
-import { verifyToken } from '../auth/tokens.ts'
-import { authPlugin } from './auth.ts'
+import { verifyToken } from '../auth/index.ts'
+import type { EventService, RoomHub } from '../events/index.ts'
+import type { NodeMetrics } from '../metrics/index.ts'
+import type { ModelService } from '../models/index.ts'
+import type { PeerDirectory } from '../peers/index.ts'
+import type { PubsubService } from '../pubsub/index.ts'
+import type { ReplicationService } from '../replication/index.ts'
+import type { RevocationService } from '../revocation/index.ts'
+import type { StorageService } from '../storage/index.ts'
+import { authPlugin, type ApiKeys } from './auth.ts'
+import { nodeRoutes, type NodeStatus } from './routes/node.ts'
 import { splitHostPort, type ApiTlsOptions } from './tls.ts'
 import { clientErrorHandler, errorBody, installErrorHandlers, isS3Path, routerRefusal } from './errors.ts'
 import { BkgError } from '../../lib/bkg-error.ts'
@@ -18,12 +26,11 @@ import { eventRoutes } from './routes/events.ts'
 import { healthRoutes } from './routes/health.ts'
 import { metricsRoutes } from './routes/metrics.ts'
 import { modelRoutes } from './routes/models.ts'
-import { nodeRoutes } from './routes/node.ts'
 import { peerRoutes } from './routes/peers.ts'
 import { pubsubRoutes } from './routes/pubsub.ts'
 import { realtimeRoutes } from './routes/realtime.ts'
 import { replicationRoutes } from './routes/replication.ts'
-import { s3Routes, sendS3Error } from './routes/s3.ts'
+import { s3Routes, sendS3Error } from './s3/plugin.ts'
 import { storageRoutes } from './routes/storage.ts'
 import { tokenRoutes } from './routes/tokens.ts'
 
@@ -31,10 +38,23 @@ export interface ApiServerInit {
   log: Logger
   /** serve HTTPS (node/api/tls.ts); `adminCheck` runs on admin routes after their token check */
   tls?: { server: ApiTlsOptions, adminCheck: ((request: FastifyRequest) => void) | null } | null
-  keys: { adminToken: string, secret: string }
+  keys: ApiKeys
   rateLimitPerMinute: number
-  /** resolved lazily: the node and its API are created together */
-  node: () => BkgNode
+  services: ApiServices
+}
+
+/** The services the API serves; each route plugin is given only those it uses. */
+export interface ApiServices {
+  status: NodeStatus
+  metrics: NodeMetrics
+  peers: PeerDirectory
+  pubsub: PubsubService
+  revocation: RevocationService
+  models: ModelService
+  replication: ReplicationService
+  events: EventService
+  rooms: RoomHub
+  storage: StorageService
 }
 
 export interface ApiServer {
@@ -44,17 +64,12 @@ export interface ApiServer {
   close: () => Promise<void>
 }
 
-export interface RouteDeps {
-  node: () => BkgNode
-  keys: { adminToken: string, secret: string }
-}
-
 /**
  * Whose budget a request spends: a valid bearer token's own (so callers with tokens are not
  * starved by anonymous traffic from their address), else the client address. Forged or expired
  * tokens count against the address, as failed logins should.
  */
-function rateLimitKey (request: FastifyRequest, keys: { adminToken: string, secret: string }): string {
+function rateLimitKey (request: FastifyRequest, keys: ApiKeys): string {
   const header = request.headers.authorization
   const query = (request.query as Record<string, unknown> | undefined)?.token
   const token = (header != null ? /^Bearer\s+(\S+)$/i.exec(header)?.[1] : undefined) ?? (typeof query === 'string' ? query : undefined)
@@ -131,25 +146,24 @@ export async function createApiServer (init: ApiServerInit): Promise<ApiServer> 
   installUntrustedInputGuards(app)
   await app.register(websocket, { options: { maxPayload: MAX_REALTIME_FRAME_BYTES } })
 
-  const metrics = () => init.node().metrics
+  const { services, keys } = init
   app.addHook('onResponse', async (request, reply) => {
-    metrics().httpRequests.inc({ method: request.method, route: request.routeOptions.url ?? 'unmatched', status: String(reply.statusCode) })
+    services.metrics.httpRequests.inc({ method: request.method, route: request.routeOptions.url ?? 'unmatched', status: String(reply.statusCode) })
   })
 
-  const deps: RouteDeps = { node: init.node, keys: init.keys }
-  await app.register(healthRoutes, deps)
-  await app.register(nodeRoutes, deps)
-  await app.register(peerRoutes, deps)
-  await app.register(pubsubRoutes, deps)
-  await app.register(tokenRoutes, deps)
-  await app.register(crlRoutes, deps)
-  await app.register(modelRoutes, deps)
-  await app.register(replicationRoutes, deps)
-  await app.register(eventRoutes, deps)
-  await app.register(realtimeRoutes, deps)
-  await app.register(storageRoutes, deps)
-  await app.register(s3Routes, { ...deps, prefix: '/s3' })
-  await app.register(metricsRoutes, deps)
+  await app.register(healthRoutes, { status: services.status })
+  await app.register(nodeRoutes, { status: services.status })
+  await app.register(peerRoutes, { peers: services.peers })
+  await app.register(pubsubRoutes, { pubsub: services.pubsub, metrics: services.metrics })
+  await app.register(tokenRoutes, { keys })
+  await app.register(crlRoutes, { revocation: services.revocation })
+  await app.register(modelRoutes, { models: services.models })
+  await app.register(replicationRoutes, { replication: services.replication })
+  await app.register(eventRoutes, { events: services.events })
+  await app.register(realtimeRoutes, { events: services.events, rooms: services.rooms, keys })
+  await app.register(storageRoutes, { storage: services.storage })
+  await app.register(s3Routes, { storage: services.storage, prefix: '/s3' })
+  await app.register(metricsRoutes, { metrics: services.metrics })
   app.get('/api/v1/openapi.json', { config: { access: 'public' }, schema: { hide: true } }, async () => app.swagger())
 
   return {

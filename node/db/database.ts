@@ -5,7 +5,7 @@ import { homedir } from 'node:os'
 import { dirname, join } from 'node:path'
 import type { PGlite, Transaction } from '@electric-sql/pglite'
 import type { Logger } from 'pino'
-import type { TokenRole } from '../auth/tokens.ts'
+import type { TokenRole } from '../auth/index.ts'
 import { writeFileAtomic } from '../../lib/fs.ts'
 import { MIGRATIONS } from './migrations.ts'
 

@@ -1,4 +1,4 @@
-import { msUntilExpiry, type Principal } from '../auth/tokens.ts'
+import { msUntilExpiry, type Principal } from '../auth/index.ts'
 import { matches, type EventSelector } from './event-filter.ts'
 import type { EventService } from './event-service.ts'
 import type { StoredEvent } from './event-store.ts'

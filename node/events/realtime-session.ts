@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { ClientMessage, MAX_REALTIME_FRAME_BYTES, parseChannel } from '../../protocols/realtime.ts'
 import { describeJsonError, parseUntrustedJson, UntrustedJsonError } from '../../protocols/untrusted-json.ts'
-import { whenExpired, type Principal } from '../auth/tokens.ts'
+import { whenExpired, type Principal } from '../auth/index.ts'
 import { BkgError } from '../../lib/bkg-error.ts'
 import { parseFilter } from './event-filter.ts'
 import type { EventService } from './event-service.ts'

@@ -1,5 +1,8 @@
 import { EventEmitter } from 'node:events'
-import { rm } from 'node:fs/promises'
+import { createWriteStream } from 'node:fs'
+import { mkdir, rm } from 'node:fs/promises'
+import { join } from 'node:path'
+import { pipeline } from 'node:stream/promises'
 import { CID } from 'multiformats/cid'
 import type { Logger } from 'pino'
 import type { Message } from '@libp2p/gossipsub'
@@ -52,6 +55,8 @@ export interface PublishResult {
 }
 
 const PROVIDE_TIMEOUT_MS = 10_000
+/** a provider lookup answers with what it found by then */
+const PROVIDER_LOOKUP_TIMEOUT_MS = 10_000
 
 /**
  * Models on this node: the verified store, provider records in the DHT for every file held and the
@@ -65,6 +70,8 @@ export interface ModelServiceEvents {
 
 export class ModelService extends EventEmitter<ModelServiceEvents> {
   readonly store: ModelStore
+  /** `<data>/models`: the store, and `incoming/` for uploads being received */
+  private readonly dir: string
   private readonly deps: ModelServiceDeps
   private readonly exchange: BlockExchange
   private readonly puller: Puller
@@ -84,6 +91,7 @@ export class ModelService extends EventEmitter<ModelServiceEvents> {
 
   constructor (dir: string, deps: ModelServiceDeps) {
     super()
+    this.dir = dir
     this.deps = deps
     const trust = (): { caPem: string, crl: Trust['crl'] } => ({ caPem: deps.trust.caPem, crl: deps.trust.crl })
     this.store = new ModelStore(dir, { trust })
@@ -203,6 +211,64 @@ export class ModelService extends EventEmitter<ModelServiceEvents> {
     pubsub.topicValidators.delete(MODELS_TOPIC)
     await this.exchange.stop()
     await this.store.stop()
+  }
+
+  /** the models this node holds */
+  list (): StoredModel[] {
+    return this.store.list()
+  }
+
+  get (name: string, version: string): StoredModel | undefined {
+    return this.store.get(name, version)
+  }
+
+  /** Re-reads every file of a held model and checks it against the signed manifest. */
+  async verify (name: string, version: string): Promise<StoredModel> {
+    return await this.store.verify(name, version)
+  }
+
+  /** A held file, every block checked against its CID as it is read. */
+  async openFile (name: string, version: string, path: string): ReturnType<ModelStore['openFile']> {
+    return await this.store.openFile(name, version, path)
+  }
+
+  /**
+   * Receives a package as a byte stream (at most `maxBytes`) into the models dir, then publishes
+   * it as publishFile does; the partial file goes with a failed upload.
+   */
+  async publishUpload (body: AsyncIterable<Uint8Array>, maxBytes: number): Promise<PublishResult> {
+    const incoming = join(this.dir, 'incoming')
+    await mkdir(incoming, { recursive: true })
+    const tmp = join(incoming, `${randomBytes(8).toString('hex')}.bkg`)
+    try {
+      let received = 0
+      await pipeline(body, async function * (source: AsyncIterable<Uint8Array>) {
+        for await (const chunk of source) {
+          received += chunk.byteLength
+          if (received > maxBytes) throw new BkgError('body_too_large', 413, `packages are limited to ${maxBytes} bytes`)
+          yield chunk
+        }
+      }, createWriteStream(tmp, { flags: 'wx' }))
+    } catch (err) {
+      await rm(tmp, { force: true })
+      throw err
+    }
+    return await this.publishFile(tmp)
+  }
+
+  /** Peers that announced a CID in the DHT (as `routing findprovs`): what a lookup found within its time. */
+  async findProviders (cid: CID, max: number, timeoutMs = PROVIDER_LOOKUP_TIMEOUT_MS): Promise<Array<{ peerId: string, addrs: string[] }>> {
+    const found = new Map<string, string[]>()
+    try {
+      for await (const provider of this.deps.host.contentRouting.findProviders(cid, { signal: AbortSignal.timeout(timeoutMs) })) {
+        found.set(provider.id.toString(), provider.multiaddrs.map(String))
+        if (found.size >= max) break
+      }
+    } catch (err) {
+      // a lookup that ran out of time or peers answers with what it found
+      if (found.size === 0) this.deps.log.debug({ err }, 'provider lookup ended without results')
+    }
+    return [...found].map(([peerId, addrs]) => ({ peerId, addrs }))
   }
 
   /** Adds a verified package (a temp file that is removed afterwards), announces and gossips it. */

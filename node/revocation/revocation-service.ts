@@ -60,6 +60,12 @@ export class RevocationService {
    * Adopts a CRL handed to this node by its operator and spreads it. Only a node whose own
    * certificate carries the `admin` role spreads CRLs; the CA signature is what every node checks.
    */
+  /** The newest CA-signed CRL this node honours: its number, the revoked serials, the PEM. */
+  current (): { number: string | null, revoked: string[], pem: string | null } {
+    const crl = this.deps.trust.crl
+    return { number: crl?.number.toString() ?? null, revoked: crl == null ? [] : [...crl.revoked.keys()], pem: crl?.pem ?? null }
+  }
+
   async publish (pem: string): Promise<{ number: string, revoked: number, dropped: string[], recipients: number }> {
     if (!this.deps.trust.own.roles.includes('admin')) {
       throw new CrlRejectedError('forbidden', 403, 'this node\'s certificate lacks the admin role: publish the CRL through an admin node')

@@ -8,7 +8,7 @@ import { DiskBackend } from './backends/disk-backend.ts'
 import type { S3Backend } from './backends/s3-backend.ts'
 import { createS3Credentials, resolveAccessKey, type S3Credentials } from './credentials.ts'
 import { ObjectStore } from './object-store.ts'
-import type { TokenRole, Principal } from '../auth/tokens.ts'
+import type { TokenRole, Principal } from '../auth/index.ts'
 
 export interface StorageServiceDeps {
   /** `<data>/storage` */

@@ -12,7 +12,8 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import fc from 'fast-check'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { formatAmzDate, signRequest } from '../../node/storage/sigv4.ts'
+import { formatAmzDate } from '../../node/api/s3/sigv4.ts'
+import { signRequest } from '../helpers/sigv4-client.ts'
 import { runBkgSync } from '../helpers/cli.ts'
 import {
   contractProblem, deepJson, describeCase, errorCodeOf, fuzzScale, fuzzSeed, hostileJsonValue, hostileString, onlyFilter,

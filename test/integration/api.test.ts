@@ -1,6 +1,6 @@
 import { readFile, writeFile } from 'node:fs/promises'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createNamespaceToken, verifyToken } from '../../node/auth/tokens.ts'
+import { createNamespaceToken, verifyToken } from '../../node/auth/index.ts'
 import { tempDir, TestMesh, type TestNode } from '../helpers/mesh.ts'
 
 /** A request with exactly the headers given (the mesh helper always sends `Bearer`). */

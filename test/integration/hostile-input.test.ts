@@ -1,6 +1,7 @@
 import { writeFile } from 'node:fs/promises'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { formatAmzDate, signRequest } from '../../node/storage/sigv4.ts'
+import { formatAmzDate } from '../../node/api/s3/sigv4.ts'
+import { signRequest } from '../helpers/sigv4-client.ts'
 import { createToken } from '../helpers/events.ts'
 import { tempDir, TestMesh, waitFor, type TestNode } from '../helpers/mesh.ts'
 import { connectRealtime } from '../helpers/realtime.ts'

@@ -5,14 +5,15 @@ import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { AKID, params, SECRET, sigv4Error } from './aws-examples.ts'
 import {
-  AwsChunkedDecoder, AwsChunkedParser, awsChunkedOptions, decodeAwsChunked, encodeAwsChunked, MAX_CHUNK_BYTES,
+  AwsChunkedDecoder, AwsChunkedParser, awsChunkedOptions, decodeAwsChunked, MAX_CHUNK_BYTES,
   type AwsChunkedOptions, type ChunkSigning
-} from '../../node/storage/aws-chunked.ts'
+} from '../../node/api/s3/aws-chunked.ts'
+import { encodeAwsChunked } from '../helpers/aws-chunked-encoder.ts'
 import { checksumAlgorithmOf, createChecksum, crc32c } from '../../node/storage/checksums.ts'
 import {
   deriveSigningKey, SigV4Error, STREAMING_SIGNED, STREAMING_SIGNED_TRAILER, STREAMING_UNSIGNED_TRAILER, verifyRequest,
   type VerifiedRequest
-} from '../../node/storage/sigv4.ts'
+} from '../../node/api/s3/sigv4.ts'
 
 // The chunked upload example of the AWS S3 documentation ("Signature Calculations for the Authorization
 // Header: Transferring Payload in Multiple Chunks"): 65536 + 1024 bytes of 'a', signed.

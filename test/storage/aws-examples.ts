@@ -1,5 +1,5 @@
 import { expect } from 'vitest'
-import { SigV4Error } from '../../node/storage/sigv4.ts'
+import { SigV4Error } from '../../node/api/s3/sigv4.ts'
 import fc from 'fast-check'
 
 /** Replay a failure with BKG_FUZZ_SEED=<seed printed by fast-check>; BKG_FUZZ_RUNS scales the effort. */

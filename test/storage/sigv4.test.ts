@@ -4,10 +4,11 @@ import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { AKID, params, SECRET, sigv4Error } from './aws-examples.ts'
 import {
-  deriveSigningKey, EMPTY_SHA256, formatAmzDate, parseAuthorization, presignQuery, signRequest, SigV4Error,
+  deriveSigningKey, EMPTY_SHA256, formatAmzDate, parseAuthorization, SigV4Error,
   STREAMING_SIGNED, STREAMING_UNSIGNED_TRAILER, uriEncode, verifyRequest, type RequestHeaders, type VerifiedRequest,
   type VerifyRequestInput
-} from '../../node/storage/sigv4.ts'
+} from '../../node/api/s3/sigv4.ts'
+import { presignQuery, signRequest } from '../helpers/sigv4-client.ts'
 
 // The credentials and time of the S3 examples in the AWS documentation
 // ("Signature Calculations for the Authorization Header" and "Authenticating Requests: Using Query Parameters").

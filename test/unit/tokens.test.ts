@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { createNamespaceToken, parseDuration, TokenError, verifyToken } from '../../node/auth/tokens.ts'
+import { createNamespaceToken, parseDuration, TokenError, verifyToken } from '../../node/auth/index.ts'
 
 const keys = { adminToken: 'admin-token-value-0123456789', secret: 'secret-one' }
 const NOW = Date.UTC(2030, 0, 1)

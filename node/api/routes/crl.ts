@@ -1,8 +1,8 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import { z } from 'zod'
-import type { RouteDeps } from '../server.ts'
+import type { RevocationService } from '../../revocation/index.ts'
 
-export const crlRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node }) => {
+export const crlRoutes: FastifyPluginAsyncZod<{ revocation: RevocationService }> = async (app, { revocation }) => {
   app.get('/api/v1/admin/crl', {
     config: { access: 'token' },
     schema: {
@@ -10,10 +10,7 @@ export const crlRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node })
       tags: ['admission'],
       response: { 200: z.object({ number: z.string().nullable(), revoked: z.array(z.string()), pem: z.string().nullable() }) }
     }
-  }, async () => {
-    const crl = node().trust.crl
-    return { number: crl?.number.toString() ?? null, revoked: crl == null ? [] : [...crl.revoked.keys()], pem: crl?.pem ?? null }
-  })
+  }, async () => revocation.current())
 
   app.post('/api/v1/admin/crl', {
     config: { access: 'admin' },
@@ -25,5 +22,5 @@ export const crlRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node })
         200: z.object({ number: z.string(), revoked: z.number(), dropped: z.array(z.string()), recipients: z.number() })
       }
     }
-  }, async (request) => await node().revocation.publish(request.body.pem))
+  }, async (request) => await revocation.publish(request.body.pem))
 }

@@ -1,11 +1,8 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import { z } from 'zod'
 import { EventCursor, EventNamespace, EventPayload, EventType } from '../../../protocols/events.ts'
-import { whenExpired } from '../../auth/tokens.ts'
-import type { StoredEvent } from '../../events/event-store.ts'
-import { parseFilter, type EventSelector } from '../../events/event-filter.ts'
-import { EventSubscription } from '../../events/event-subscription.ts'
-import type { RouteDeps } from '../server.ts'
+import { whenExpired } from '../../auth/index.ts'
+import { EventSubscription, parseFilter, type EventSelector, type EventService, type StoredEvent } from '../../events/index.ts'
 
 const MAX_BATCH = 1000
 /** a subscriber further behind than this is told it lagged and disconnected, not buffered forever */
@@ -52,7 +49,7 @@ export function selectorOf (query: { namespace: string, type?: string, filter?: 
   return { namespace: query.namespace, type: query.type, filters: texts.map(parseFilter) }
 }
 
-export const eventRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node }) => {
+export const eventRoutes: FastifyPluginAsyncZod<{ events: EventService }> = async (app, { events }) => {
   app.post('/api/v1/events', {
     config: { access: 'token' },
     schema: {
@@ -65,7 +62,7 @@ export const eventRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node 
   }, async (request, reply) => {
     const body = request.body
     const batch = 'events' in body
-    const stored = await node().events.publish(request.principal!, 'events' in body ? body.events : [body])
+    const stored = await events.publish(request.principal!, 'events' in body ? body.events : [body])
     return reply.status(201).send(batch ? { events: stored.map(out) } : out(stored[0]))
   })
 
@@ -79,8 +76,8 @@ export const eventRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node 
       response: { 200: z.object({ events: z.array(EventOut), next: z.string().nullable() }) }
     }
   }, async (request) => {
-    const events = await node().events.list(request.principal!, request.query)
-    return { events: events.map(out), next: events.length === request.query.limit ? String(events.at(-1)!.localId) : null }
+    const page = await events.list(request.principal!, request.query)
+    return { events: page.map(out), next: page.length === request.query.limit ? String(page.at(-1)!.localId) : null }
   })
 
   app.get('/api/v1/events/stream', {
@@ -97,7 +94,7 @@ export const eventRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node 
     const raw = reply.raw
     let closed = false
     const subscription = new EventSubscription({
-      events: node().events,
+      events,
       principal: () => principal,
       selector: selectorOf(request.query),
       after: typeof lastEventId === 'string' && /^\d+$/.test(lastEventId) ? lastEventId : request.query.after,

@@ -1,8 +1,8 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import { z } from 'zod'
-import type { RouteDeps } from '../server.ts'
+import type { NodeStatus } from './node.ts'
 
-export const healthRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node }) => {
+export const healthRoutes: FastifyPluginAsyncZod<{ status: Pick<NodeStatus, 'peerId'> }> = async (app, { status }) => {
   app.get('/api/v1/health', {
     config: { access: 'public' },
     schema: {
@@ -11,5 +11,5 @@ export const healthRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node
       security: [],
       response: { 200: z.object({ status: z.literal('ok'), peerId: z.string() }) }
     }
-  }, async () => ({ status: 'ok' as const, peerId: node().peerId }))
+  }, async () => ({ status: 'ok' as const, peerId: status.peerId }))
 }

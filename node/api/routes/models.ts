@@ -1,17 +1,11 @@
-import { createWriteStream } from 'node:fs'
-import { mkdir, rm } from 'node:fs/promises'
-import { join } from 'node:path'
-import { randomBytes } from 'node:crypto'
-import { pipeline } from 'node:stream/promises'
 import { Readable } from 'node:stream'
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import { CID } from 'multiformats/cid'
 import { z } from 'zod'
 import { totalSize } from '../../../protocols/model-package.ts'
-import type { StoredModel } from '../../models/index.ts'
 import { BkgError } from '../../../lib/bkg-error.ts'
-import type { RouteDeps } from '../server.ts'
-import { msUntilExpiry } from '../../auth/tokens.ts'
+import type { ModelService, StoredModel } from '../../models/index.ts'
+import { msUntilExpiry } from '../../auth/index.ts'
 
 /** the largest package a node accepts over HTTP */
 const MAX_PACKAGE_BYTES = 256 * 1024 ** 3
@@ -34,13 +28,13 @@ const ModelSummary = z.object({
 const ModelParams = z.object({ name: z.string().max(64), version: z.string().max(64) })
 
 /** package refusals are the client's fault (400/409/422), never a server error */
-export const modelRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node }) => {
+export const modelRoutes: FastifyPluginAsyncZod<{ models: ModelService }> = async (app, { models }) => {
   app.addContentTypeParser('application/octet-stream', (_request, payload, done) => done(null, payload))
 
   app.get('/api/v1/models', {
     config: { access: 'token' },
     schema: { summary: 'Models held by this node', tags: ['models'], response: { 200: z.array(ModelSummary) } }
-  }, async () => node().models.store.list().map(summary))
+  }, async () => models.list().map(summary))
 
   app.post('/api/v1/models', {
     config: { access: 'admin' },
@@ -54,24 +48,8 @@ export const modelRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node 
     }
   }, async (request, reply) => {
     if (!(request.body instanceof Readable)) throw new BkgError('unsupported_media_type', 415, 'send the .bkg package as application/octet-stream')
-    const incoming = join(node().paths.models, 'incoming')
-    await mkdir(incoming, { recursive: true })
-    const tmp = join(incoming, `${randomBytes(8).toString('hex')}.bkg`)
-    try {
-      // a custom content-type parser bypasses Fastify's bodyLimit: count here
-      let received = 0
-      await pipeline(request.body, async function * (source: AsyncIterable<Buffer>) {
-        for await (const chunk of source) {
-          received += chunk.byteLength
-          if (received > MAX_PACKAGE_BYTES) throw new BkgError('body_too_large', 413, `packages are limited to ${MAX_PACKAGE_BYTES} bytes`)
-          yield chunk
-        }
-      }, createWriteStream(tmp, { flags: 'wx' }))
-    } catch (err) {
-      await rm(tmp, { force: true })
-      throw err
-    }
-    const result = await node().models.publishFile(tmp)
+    // a custom content-type parser bypasses Fastify's bodyLimit: the service counts
+    const result = await models.publishUpload(request.body, MAX_PACKAGE_BYTES)
     return await reply.status(result.added ? 201 : 200).send({ ...summary(result.model), added: result.added, announced: result.announced, recipients: result.recipients })
   })
 
@@ -79,7 +57,7 @@ export const modelRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node 
     config: { access: 'token' },
     schema: { summary: 'One held model with its signed manifest', tags: ['models'], params: ModelParams, response: { 200: ModelSummary } }
   }, async (request) => {
-    const model = node().models.store.get(request.params.name, request.params.version)
+    const model = models.get(request.params.name, request.params.version)
     if (model == null) throw new BkgError('model_not_found', 404, `no model ${request.params.name}@${request.params.version} here`)
     return summary(model)
   })
@@ -88,14 +66,14 @@ export const modelRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node 
     config: { access: 'admin' },
     schema: { summary: 'Remove a held model and the blocks no other model needs', tags: ['models'], params: ModelParams, response: { 200: ModelSummary } }
   }, async (request) => {
-    return summary(await node().models.remove(request.params.name, request.params.version))
+    return summary(await models.remove(request.params.name, request.params.version))
   })
 
   app.post('/api/v1/models/:name/:version/verify', {
     config: { access: 'admin' },
     schema: { summary: 'Re-read every file of a held model and check it against the signed manifest', tags: ['models'], params: ModelParams, response: { 200: ModelSummary } }
   }, async (request) => {
-    return summary(await node().models.store.verify(request.params.name, request.params.version))
+    return summary(await models.verify(request.params.name, request.params.version))
   })
 
   app.get('/api/v1/models/catalog', {
@@ -105,7 +83,7 @@ export const modelRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node 
       tags: ['models'],
       response: { 200: z.array(z.object({ name: z.string(), version: z.string(), publisher: z.string(), origin: z.string(), totalSize: z.number(), seenAt: z.string() })) }
     }
-  }, async () => node().models.catalogEntries().map((entry) => ({
+  }, async () => models.catalogEntries().map((entry) => ({
     name: entry.envelope.manifest.name,
     version: entry.envelope.manifest.version,
     publisher: entry.envelope.manifest.publisher.name,
@@ -139,13 +117,13 @@ export const modelRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node 
       response: { 202: PullJob }
     }
   }, async (request, reply) => {
-    return await reply.status(202).send({ ...node().models.startPull(request.body.name, request.body.version ?? null) })
+    return await reply.status(202).send({ ...models.startPull(request.body.name, request.body.version ?? null) })
   })
 
   app.get('/api/v1/models/pulls', {
     config: { access: 'token' },
     schema: { summary: 'Pull jobs since the node started: every running one and the newest 256 finished ones', tags: ['models'], response: { 200: z.array(PullJob) } }
-  }, async () => node().models.listJobs().map((job) => ({ ...job })))
+  }, async () => models.listJobs().map((job) => ({ ...job })))
 
   app.get('/api/v1/models/pulls/:id', {
     config: { access: 'token' },
@@ -157,7 +135,7 @@ export const modelRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node 
       response: { 200: PullJob }
     }
   }, async (request) => {
-    const job = await node().models.waitForJob(request.params.id, Math.min(request.query.wait ?? 0, msUntilExpiry(request.principal!)))
+    const job = await models.waitForJob(request.params.id, Math.min(request.query.wait ?? 0, msUntilExpiry(request.principal!)))
     if (job == null) throw new BkgError('pull_not_found', 404, `no pull ${request.params.id}`)
     return { ...job }
   })
@@ -178,17 +156,7 @@ export const modelRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node 
     } catch {
       throw new BkgError('invalid_cid', 400, `"${request.params.cid.slice(0, 80)}" is not a CID`)
     }
-    const found = new Map<string, string[]>()
-    try {
-      for await (const provider of node().host.contentRouting.findProviders(cid, { signal: AbortSignal.timeout(10_000) })) {
-        found.set(provider.id.toString(), provider.multiaddrs.map(String))
-        if (found.size >= request.query.max) break
-      }
-    } catch (err) {
-      // a lookup that ran out of time or peers returns what it found
-      if (found.size === 0) request.log.debug({ err }, 'provider lookup ended without results')
-    }
-    return [...found].map(([peerId, addrs]) => ({ peerId, addrs }))
+    return await models.findProviders(cid, request.query.max)
   })
 
   app.get('/api/v1/models/:name/:version/files/*', {
@@ -199,7 +167,7 @@ export const modelRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node 
       params: ModelParams.extend({ '*': z.string().min(1).max(512) })
     }
   }, async (request, reply) => {
-    const file = await node().models.store.openFile(request.params.name, request.params.version, request.params['*'])
+    const file = await models.openFile(request.params.name, request.params.version, request.params['*'])
     // the first block is read (and CID-checked) before any header goes out, so a corrupt store
     // answers 422 rather than a 200 that breaks off
     const iterator = file.content[Symbol.asyncIterator]()

@@ -1,6 +1,5 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import { z } from 'zod'
-import type { RouteDeps } from '../server.ts'
 
 export const NodeInfoSchema = z.object({
   peerId: z.string(),
@@ -13,7 +12,14 @@ export const NodeInfoSchema = z.object({
   version: z.string()
 })
 
-export const nodeRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node }) => {
+/** What the node tells about itself; the composition root provides it. */
+export interface NodeStatus {
+  readonly peerId: string
+  info: () => z.infer<typeof NodeInfoSchema>
+  databaseStatus: () => object
+}
+
+export const nodeRoutes: FastifyPluginAsyncZod<{ status: NodeStatus }> = async (app, { status }) => {
   app.get('/api/v1/node', {
     config: { access: 'token' },
     schema: {
@@ -21,7 +27,7 @@ export const nodeRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node }
       tags: ['node'],
       response: { 200: NodeInfoSchema }
     }
-  }, async () => node().info())
+  }, async () => status.info())
 
   app.get('/api/v1/admin/db', {
     config: { access: 'admin' },
@@ -29,5 +35,5 @@ export const nodeRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node }
       summary: 'The embedded database: open or not, central sync (state, cursor, rows synced, last error), change stream, psql command',
       tags: ['node']
     }
-  }, async () => node().databaseStatus())
+  }, async () => status.databaseStatus())
 }

@@ -1,15 +1,15 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import { z } from 'zod'
-import { TOPIC_NAME, type PubsubMessage } from '../../pubsub/index.ts'
+import { TOPIC_NAME, type PubsubMessage, type PubsubService } from '../../pubsub/index.ts'
 import { BkgError } from '../../../lib/bkg-error.ts'
-import type { RouteDeps } from '../server.ts'
+import type { NodeMetrics } from '../../metrics/index.ts'
 
 const TopicParams = z.object({ topic: z.string().regex(TOPIC_NAME, 'topic: 1-128 characters of A-Z a-z 0-9 . _ - /') })
 const MAX_MESSAGE_BYTES = 256 * 1024
 /** a subscriber further behind than this is told it lagged and disconnected, not buffered forever */
 const MAX_BUFFERED_BYTES = 4 * 1024 * 1024
 
-export const pubsubRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node }) => {
+export const pubsubRoutes: FastifyPluginAsyncZod<{ pubsub: PubsubService, metrics: NodeMetrics }> = async (app, { pubsub, metrics }) => {
   app.get('/api/v1/pubsub/topics', {
     config: { access: 'admin' },
     schema: {
@@ -17,7 +17,7 @@ export const pubsubRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node
       tags: ['pubsub'],
       response: { 200: z.array(z.object({ topic: z.string(), listeners: z.number(), peers: z.number() })) }
     }
-  }, async () => node().pubsub.topics())
+  }, async () => pubsub.topics())
 
   app.post('/api/v1/pubsub/topics/:topic/messages', {
     config: { access: 'admin' },
@@ -35,8 +35,8 @@ export const pubsubRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node
     const bytes = Buffer.from(request.body.data, request.body.encoding)
     if (bytes.byteLength > MAX_MESSAGE_BYTES) throw new BkgError('body_too_large', 413, `messages are limited to ${MAX_MESSAGE_BYTES} bytes`)
     const publishedAt = Date.now()
-    const { recipients } = await node().pubsub.publish(request.params.topic, bytes)
-    node().metrics.gossipMessages.inc({ direction: 'out', topic: 'bkg/pubsub' })
+    const { recipients } = await pubsub.publish(request.params.topic, bytes)
+    metrics.gossipMessages.inc({ direction: 'out', topic: 'bkg/pubsub' })
     return { topic: request.params.topic, bytes: bytes.byteLength, recipients, publishedAt }
   })
 
@@ -66,7 +66,7 @@ export const pubsubRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node
         stop()
       }
     }
-    const stop = node().pubsub.subscribe(request.params.topic, (message: PubsubMessage) => {
+    const stop = pubsub.subscribe(request.params.topic, (message: PubsubMessage) => {
       send('message', {
         topic: message.topic,
         from: message.from,

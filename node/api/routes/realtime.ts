@@ -1,9 +1,9 @@
 import type { FastifyPluginAsync } from 'fastify'
 import type { WebSocket } from 'ws'
-import { verifyToken } from '../../auth/tokens.ts'
-import { RealtimeSession } from '../../events/realtime-session.ts'
+import { verifyToken } from '../../auth/index.ts'
+import { RealtimeSession, type EventService, type RoomHub } from '../../events/index.ts'
 import { BkgError } from '../../../lib/bkg-error.ts'
-import type { RouteDeps } from '../server.ts'
+import type { ApiKeys } from '../auth.ts'
 
 const PING_MS = 20_000
 /** a client that answered no ping and sent nothing for this long is gone */
@@ -17,7 +17,7 @@ const STALL_MS = 60_000
  * comes in the `Authorization` header or, for browsers (whose WebSocket cannot set headers), as
  * `?token=`; it is checked before the upgrade, so a refusal is a plain 401 JSON response.
  */
-export const realtimeRoutes: FastifyPluginAsync<RouteDeps> = async (app, { node, keys }) => {
+export const realtimeRoutes: FastifyPluginAsync<{ events: EventService, rooms: RoomHub, keys: ApiKeys }> = async (app, { events, rooms, keys }) => {
   app.route({
     method: 'GET',
     url: '/realtime',
@@ -45,8 +45,8 @@ export const realtimeRoutes: FastifyPluginAsync<RouteDeps> = async (app, { node,
     wsHandler: (socket: WebSocket, request) => {
       let lastHeard = Date.now()
       const session = new RealtimeSession({
-        events: node().events,
-        rooms: node().rooms,
+        events,
+        rooms,
         verifyToken: (token) => verifyToken(token, keys)
       }, {
         send: (message) => { if (socket.readyState === socket.OPEN) socket.send(JSON.stringify(message)) },

@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import { z } from 'zod'
 import { NAMESPACE_PATTERN } from '../../../ca/roles.ts'
 import { MAX_REPLICAS } from '../../../protocols/replicas.ts'
-import type { RouteDeps } from '../server.ts'
+import type { ReplicationService } from '../../replication/index.ts'
 
 const Job = z.object({
   id: z.string(),
@@ -21,7 +21,7 @@ const Job = z.object({
 const Holder = z.object({ peerId: z.string(), live: z.boolean(), since: z.string() })
 const JobParams = z.object({ id: z.string().max(64) })
 
-export const replicationRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { node }) => {
+export const replicationRoutes: FastifyPluginAsyncZod<{ replication: ReplicationService }> = async (app, { replication }) => {
   app.post('/api/v1/replication', {
     config: { access: 'admin' },
     schema: {
@@ -35,22 +35,22 @@ export const replicationRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, {
       }).strict(),
       response: { 201: Job }
     }
-  }, async (request, reply) => await reply.status(201).send(await node().replication.createJob(request.body)))
+  }, async (request, reply) => await reply.status(201).send(await replication.createJob(request.body)))
 
   app.get('/api/v1/replication', {
     config: { access: 'token' },
     schema: { summary: 'Replication jobs of the mesh and their state as this node sees it', tags: ['replication'], response: { 200: z.array(Job) } }
-  }, async () => await node().replication.jobs())
+  }, async () => await replication.jobs())
 
   app.get('/api/v1/replication/:id', {
     config: { access: 'token' },
     schema: { summary: 'One replication job: live verified holders, eligible nodes, done or not', tags: ['replication'], params: JobParams, response: { 200: Job } }
-  }, async (request) => await node().replication.job(request.params.id))
+  }, async (request) => await replication.job(request.params.id))
 
   app.delete('/api/v1/replication/:id', {
     config: { access: 'admin' },
     schema: { summary: 'Cancel a job (on the node that created it); replicas already made stay', tags: ['replication'], params: JobParams, response: { 200: Job } }
-  }, async (request) => await node().replication.cancelJob(request.params.id))
+  }, async (request) => await replication.cancelJob(request.params.id))
 
   app.get('/api/v1/replicas', {
     config: { access: 'token' },
@@ -59,5 +59,5 @@ export const replicationRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, {
       tags: ['replication'],
       response: { 200: z.array(z.object({ name: z.string(), version: z.string(), holders: z.array(Holder) })) }
     }
-  }, async () => await node().replication.replicaTable())
+  }, async () => await replication.replicaTable())
 }

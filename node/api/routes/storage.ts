@@ -3,10 +3,9 @@ import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import { z } from 'zod'
 import { NAMESPACE_PATTERN } from '../../../ca/roles.ts'
-import { TOKEN_ROLES } from '../../auth/tokens.ts'
-import type { ObjectMeta, StorageScope } from '../../storage/object-store.ts'
+import { TOKEN_ROLES } from '../../auth/index.ts'
+import type { ObjectMeta, StorageScope, StorageService } from '../../storage/index.ts'
 import { BkgError } from '../../../lib/bkg-error.ts'
-import type { RouteDeps } from '../server.ts'
 
 const Namespace = z.string().regex(NAMESPACE_PATTERN, 'namespace: 1-63 of a-z 0-9 . _ -')
 
@@ -27,9 +26,8 @@ function out (object: ObjectMeta): ObjectMeta {
 }
 
 /** `/api/v1/storage`: buckets and objects with bearer tokens, JSON metadata, raw object bodies. */
-export const storageRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, deps) => {
-  const { node } = deps
-  const objects = () => node().storage.objects
+export const storageRoutes: FastifyPluginAsyncZod<{ storage: StorageService }> = async (app, { storage }) => {
+  const objects = () => storage.objects
   const token = { access: 'token' as const }
 
   app.post('/api/v1/storage/credentials', {
@@ -40,7 +38,7 @@ export const storageRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, deps)
       body: z.object({ namespace: Namespace, role: z.enum(TOKEN_ROLES).default('writer') }).strict(),
       response: { 200: z.object({ accessKeyId: z.string(), secretAccessKey: z.string() }) }
     }
-  }, async (request) => node().storage.credentials(request.body.namespace, request.body.role))
+  }, async (request) => storage.credentials(request.body.namespace, request.body.role))
 
   app.get('/api/v1/storage/buckets', {
     config: token,

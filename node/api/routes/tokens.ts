@@ -1,9 +1,9 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import { z } from 'zod'
-import { createNamespaceToken, parseDuration, TOKEN_ROLES } from '../../auth/tokens.ts'
-import type { RouteDeps } from '../server.ts'
+import { createNamespaceToken, parseDuration, TOKEN_ROLES } from '../../auth/index.ts'
+import type { ApiKeys } from '../auth.ts'
 
-export const tokenRoutes: FastifyPluginAsyncZod<RouteDeps> = async (app, { keys }) => {
+export const tokenRoutes: FastifyPluginAsyncZod<{ keys: ApiKeys }> = async (app, { keys }) => {
   app.post('/api/v1/tokens', {
     config: { access: 'admin' },
     schema: {

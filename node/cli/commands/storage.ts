@@ -1,6 +1,6 @@
 import type { Command } from 'commander'
 import { NAMESPACE_PATTERN } from '../../../ca/roles.ts'
-import { TOKEN_ROLES, type TokenRole } from '../../auth/tokens.ts'
+import { TOKEN_ROLES, type TokenRole } from '../../auth/index.ts'
 import { dataDirPaths, defaultDataDir, loadSecret } from '../../identity/data-dir.ts'
 import { createS3Credentials } from '../../storage/credentials.ts'
 import { CliError } from '../errors.ts'

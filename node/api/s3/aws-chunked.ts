@@ -308,39 +308,6 @@ export async function * decodeAwsChunked (source: AsyncIterable<Uint8Array>, par
   parser.end()
 }
 
-export interface EncodeAwsChunkedOptions {
-  /** sign each chunk (STREAMING-AWS4-HMAC-SHA256-PAYLOAD, or -TRAILER with trailers) */
-  signing?: ChunkSigning
-  trailers?: ReadonlyArray<readonly [string, string]>
-}
-
-/** Encodes a body the way a client does; for tests and tools, a server only decodes. */
-export function encodeAwsChunked (chunks: readonly Uint8Array[], options: EncodeAwsChunkedOptions = {}): Buffer {
-  const parts: Buffer[] = []
-  let previous = options.signing?.seedSignature ?? ''
-  for (const data of [...chunks.filter((chunk) => chunk.length > 0), new Uint8Array(0)]) {
-    let header = data.length.toString(16)
-    if (options.signing !== undefined) {
-      const dataHash = createHash('sha256').update(data).digest('hex')
-      const toSign = ['AWS4-HMAC-SHA256-PAYLOAD', options.signing.amzDate, options.signing.scope, previous, EMPTY_SHA256, dataHash].join('\n')
-      previous = createHmac('sha256', options.signing.signingKey).update(toSign).digest('hex')
-      header += `;chunk-signature=${previous}`
-    }
-    parts.push(Buffer.from(`${header}\r\n`, 'latin1'))
-    if (data.length > 0) parts.push(Buffer.from(data), Buffer.from('\r\n'))
-  }
-  const trailers = options.trailers ?? []
-  for (const [name, value] of trailers) parts.push(Buffer.from(`${name}:${value}\r\n`, 'latin1'))
-  if (options.signing !== undefined && trailers.length > 0) {
-    const canonical = trailers.map(([name, value]) => `${name}:${value}\n`).join('')
-    const toSign = ['AWS4-HMAC-SHA256-TRAILER', options.signing.amzDate, options.signing.scope, previous,
-      createHash('sha256').update(canonical, 'latin1').digest('hex')].join('\n')
-    parts.push(Buffer.from(`x-amz-trailer-signature:${createHmac('sha256', options.signing.signingKey).update(toSign).digest('hex')}\r\n`))
-  }
-  parts.push(Buffer.from('\r\n'))
-  return Buffer.concat(parts)
-}
-
 function sameSignature (key: Uint8Array, toSign: string, given: string): boolean {
   const expected = createHmac('sha256', key).update(toSign, 'utf8').digest()
   return timingSafeEqual(expected, Buffer.from(given, 'hex'))

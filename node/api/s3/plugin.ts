@@ -1,42 +1,21 @@
 import { randomBytes } from 'node:crypto'
 import { pipeline, Readable } from 'node:stream'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import type { XMLBuilder, XMLParser } from 'fast-xml-parser'
-import type { Principal } from '../../auth/tokens.ts'
+import type { Principal } from '../../auth/index.ts'
 import { BkgError } from '../../../lib/bkg-error.ts'
-import { AwsChunkedDecoder, awsChunkedOptions, isAwsChunkedPayload } from '../../storage/aws-chunked.ts'
-import { CHECKSUM_ALGORITHMS, checksumAlgorithmOf, checksumHeaderName, type ChecksumAlgorithm } from '../../storage/checksums.ts'
-import type { ObjectMeta, PutOptions, StorageScope } from '../../storage/object-store.ts'
-import { verifyRequest, type VerifiedRequest } from '../../storage/sigv4.ts'
-import type { RouteDeps } from '../server.ts'
-
-const XMLNS = 'http://s3.amazonaws.com/doc/2006-03-01/'
-const MAX_XML_BYTES = 1024 * 1024
-let codec: Promise<{ builder: XMLBuilder, parser: XMLParser }> | undefined
-
-/** The XML codec, loaded on the first S3 request: a node nobody talks S3 to does not carry it (2.5 MiB). */
-async function xmlCodec (): Promise<{ builder: XMLBuilder, parser: XMLParser }> {
-  codec ??= import('fast-xml-parser').then(({ XMLBuilder, XMLParser }) => ({
-    builder: new XMLBuilder({ ignoreAttributes: false, suppressEmptyNode: false }),
-    parser: new XMLParser({ ignoreAttributes: true, parseTagValue: false, isArray: (name) => name === 'Part' })
-  }))
-  return await codec
-}
+import { AwsChunkedDecoder, awsChunkedOptions, isAwsChunkedPayload } from './aws-chunked.ts'
+import {
+  CHECKSUM_ALGORITHMS, checksumAlgorithmOf, checksumHeaderName,
+  type ChecksumAlgorithm, type ObjectMeta, type PutOptions, type StorageScope
+} from '../../storage/index.ts'
+import { verifyRequest, type VerifiedRequest } from './sigv4.ts'
+import { readXml, xml, xmlDocument } from './xml.ts'
+import type { StorageService } from '../../storage/index.ts'
 
 declare module 'fastify' {
   interface FastifyRequest {
     s3auth?: VerifiedRequest
   }
-}
-
-/** An XML document: the declaration and `body` (one root element). */
-async function xmlDocument (body: Record<string, unknown>): Promise<string> {
-  return '<?xml version="1.0" encoding="UTF-8"?>\n' + (await xmlCodec()).builder.build(body)
-}
-
-/** A response document in S3's namespace. */
-async function xml (root: string, body: Record<string, unknown>): Promise<string> {
-  return await xmlDocument({ [root]: { '@_xmlns': XMLNS, ...body } })
 }
 
 /** An S3 error document (HEAD: only the x-amz-error-code header). */
@@ -142,28 +121,13 @@ async function drain (request: FastifyRequest): Promise<void> {
   for await (const _ of request.body as Readable) { /* dropped */ }
 }
 
-async function readXml (request: FastifyRequest): Promise<any> {
-  const parts: Buffer[] = []
-  let bytes = 0
-  for await (const chunk of (request.body ?? []) as AsyncIterable<Buffer>) {
-    bytes += chunk.byteLength
-    if (bytes > MAX_XML_BYTES) throw new BkgError('MaxMessageLengthExceeded', 400, 'the XML request body is too large')
-    parts.push(chunk)
-  }
-  try {
-    return (await xmlCodec()).parser.parse(Buffer.concat(parts).toString('utf8'))
-  } catch {
-    throw new BkgError('MalformedXML', 400, 'the XML you provided was not well-formed')
-  }
-}
-
 /**
  * The S3-compatible subset, registered under the prefix `/s3` (path-style: `/s3/<bucket>/<key>`), for the official AWS SDK
  * unchanged: SigV4 (header or presigned URL), aws-chunked bodies, checksum headers and trailers,
  * buckets, objects, ListObjectsV2 and multipart uploads. The access key names the namespace;
  * every request runs as that namespace's tenant role, so RLS applies as for tokens.
  */
-export async function s3Routes (app: FastifyInstance, { node }: RouteDeps): Promise<void> {
+export async function s3Routes (app: FastifyInstance, { storage }: { storage: StorageService }): Promise<void> {
   // bodies are passed on as streams whatever their type, never parsed or buffered
   app.removeAllContentTypeParsers()
   app.addContentTypeParser('*', (_request, payload, done) => done(null, payload))
@@ -176,7 +140,6 @@ export async function s3Routes (app: FastifyInstance, { node }: RouteDeps): Prom
       if (Array.isArray(value)) throw new BkgError('InvalidArgument', 400, `query parameter ${name} is given more than once`)
     }
     const [path, query = ''] = request.url.split(/\?(.*)/s)
-    const storage = node().storage
     let principal: Principal | undefined
     request.s3auth = verifyRequest({
       method: request.method,
@@ -204,7 +167,7 @@ export async function s3Routes (app: FastifyInstance, { node }: RouteDeps): Prom
     const principal = request.principal!
     return { tenant: { role: principal.role, namespace: principal.namespace }, namespace: principal.namespace }
   }
-  const objects = () => node().storage.objects
+  const objects = () => storage.objects
   const config = { access: 'public' as const }
   const keyOf = (request: FastifyRequest<{ Params: { bucket: string } }>): string => {
     const path = request.url.split('?')[0]

@@ -1,5 +1,5 @@
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto'
-import { BkgError } from '../../lib/bkg-error.ts'
+import { BkgError } from '../../../lib/bkg-error.ts'
 
 /**
  * AWS Signature Version 4 as an S3-compatible endpoint checks it, so an unmodified S3 client
@@ -20,8 +20,9 @@ export const MAX_PRESIGNED_EXPIRES = 604_800
 /** S3's tolerance between the signed request time and its own clock */
 export const MAX_CLOCK_SKEW_MS = 15 * 60 * 1000
 
-const SERVICE = 's3'
-const TERMINATOR = 'aws4_request'
+/** the service and terminator of an S3 credential scope (`<date>/<region>/s3/aws4_request`) */
+export const SERVICE = 's3'
+export const TERMINATOR = 'aws4_request'
 const PAYLOAD_MODES = new Set([UNSIGNED_PAYLOAD, STREAMING_SIGNED, STREAMING_SIGNED_TRAILER, STREAMING_UNSIGNED_TRAILER])
 const HEX_SHA256 = /^[0-9a-fA-F]{64}$/
 const SIGNATURE = /^[0-9a-f]{64}$/
@@ -287,7 +288,7 @@ function malformedQuery (message: string): SigV4Error {
 
 // ------------------------------------------------------------------ canonical request
 
-function canonicalRequest (
+export function canonicalRequest (
   method: string, path: string, query: string, headers: RequestHeaders, signedHeaders: string[], payloadHash: string
 ): string {
   // own properties only: a signed header named `constructor` must not reach Object.prototype
@@ -302,7 +303,7 @@ function canonicalHeaderValue (value: string | string[] | undefined): string {
   return values.map((v) => v.trim().replace(/\s+/g, ' ')).join(',')
 }
 
-function stringToSign (amzDate: string, scope: string, canonical: string): string {
+export function stringToSign (amzDate: string, scope: string, canonical: string): string {
   return [ALGORITHM, amzDate, scope, sha256Hex(canonical)].join('\n')
 }
 
@@ -323,7 +324,7 @@ function hasQueryParam (query: string, name: string): boolean {
   return queryParams(query).some(([key]) => key === name)
 }
 
-function canonicalQuery (query: string, exclude?: string): string {
+export function canonicalQuery (query: string, exclude?: string): string {
   const encoded = queryParams(query)
     .filter(([name]) => name !== exclude)
     .map(([name, value]): [string, string] => [uriEncode(name), uriEncode(value)])
@@ -362,68 +363,4 @@ function hmac (key: string | Buffer, data: string): Buffer {
 
 function sha256Hex (data: string): string {
   return createHash('sha256').update(data, 'utf8').digest('hex')
-}
-
-// ------------------------------------------------------------------ client side (tests, tools)
-
-export interface SignRequestInput {
-  method: string
-  /** the path exactly as it will be sent, already percent-encoded */
-  path: string
-  /** the query string as it will be sent, without `?` */
-  query: string
-  /** must include `host`; header auth also needs `x-amz-date` (formatAmzDate(date)) and `x-amz-content-sha256` */
-  headers: Record<string, string | string[]>
-  payloadHash: string
-  accessKeyId: string
-  secret: string
-  region: string
-  date: Date
-  /** defaults to every header given */
-  signedHeaders?: string[]
-  /** defaults to `s3`; other services only for checking against generic SigV4 vectors */
-  service?: string
-}
-
-/** Signs as a client would and returns the `Authorization` header value. */
-export function signRequest (input: SignRequestInput): string {
-  const { scope, signedHeaders, signature } = clientSignature(input, input.query, input.payloadHash)
-  return `${ALGORITHM} Credential=${input.accessKeyId}/${scope}, SignedHeaders=${signedHeaders.join(';')}, Signature=${signature}`
-}
-
-export interface PresignInput extends Omit<SignRequestInput, 'payloadHash'> {
-  expiresSeconds: number
-}
-
-/** Returns the full query string of a presigned URL: the given query plus the `X-Amz-*` parameters. */
-export function presignQuery (input: PresignInput): string {
-  const service = input.service ?? SERVICE
-  const signedHeaders = clientSignedHeaders(input)
-  const auth = [
-    ['X-Amz-Algorithm', ALGORITHM],
-    ['X-Amz-Credential', `${input.accessKeyId}/${formatAmzDate(input.date).slice(0, 8)}/${input.region}/${service}/${TERMINATOR}`],
-    ['X-Amz-Date', formatAmzDate(input.date)],
-    ['X-Amz-Expires', String(input.expiresSeconds)],
-    ['X-Amz-SignedHeaders', signedHeaders.join(';')]
-  ].map(([name, value]) => `${name}=${uriEncode(value)}`).join('&')
-  const query = input.query === '' ? auth : `${input.query}&${auth}`
-  const { signature } = clientSignature(input, query, UNSIGNED_PAYLOAD)
-  return `${query}&X-Amz-Signature=${signature}`
-}
-
-function clientSignedHeaders (input: SignRequestInput | PresignInput): string[] {
-  return input.signedHeaders ?? Object.keys(input.headers).map((name) => name.toLowerCase()).sort()
-}
-
-function clientSignature (input: SignRequestInput | PresignInput, query: string, payloadHash: string): { scope: string, signedHeaders: string[], signature: string } {
-  const service = input.service ?? SERVICE
-  const amzDate = formatAmzDate(input.date)
-  const date = amzDate.slice(0, 8)
-  const scope = `${date}/${input.region}/${service}/${TERMINATOR}`
-  const headers: RequestHeaders = {}
-  for (const [name, value] of Object.entries(input.headers)) headers[name.toLowerCase()] = value
-  const signedHeaders = clientSignedHeaders(input)
-  const canonical = canonicalRequest(input.method, input.path, canonicalQuery(query), headers, signedHeaders, payloadHash)
-  const signature = hmac(deriveSigningKey(input.secret, date, input.region, service), stringToSign(amzDate, scope, canonical)).toString('hex')
-  return { scope, signedHeaders, signature }
 }
