@@ -6,7 +6,7 @@ import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import type { Logger } from 'pino'
 import { readBootstrapList } from '../bootstrap/list.ts'
 import { AdmittedPeers, Trust } from './admission/index.ts'
-import { RevocationService } from './revocation/index.ts'
+import { revocationService, type RevocationService } from './revocation/index.ts'
 import { createApiServer, type ApiServer } from './api/server.ts'
 import { decideApiTransport, loadApiTlsOptions, requireAdminClientCertificate } from './api/tls.ts'
 import type { NodeConfig } from './config/schema.ts'
@@ -15,7 +15,7 @@ import type { CentralSync } from './db/central-sync.ts'
 import { Database, defaultTemplateDir } from './db/database.ts'
 import { PsqlAccess } from './db/psql-access.ts'
 import { EventService } from './events/index.ts'
-import { RoomHub } from './events/index.ts'
+import { roomHub, type RoomHub } from './events/index.ts'
 import { StorageService } from './storage/index.ts'
 import { dataDirPaths, loadLibp2pKey, loadOrCreateSecret, type DataDirPaths } from './identity/data-dir.ts'
 import { DataDirLock } from './identity/data-dir-lock.ts'
@@ -24,7 +24,7 @@ import { NodeMetrics, topicFamily } from './metrics/index.ts'
 import { ModelService } from './models/index.ts'
 import { ReplicationService } from './replication/index.ts'
 import { Bootstrapper, createHost, routingTableSize, type Host, reachabilityOf, type ReachabilityReport } from './p2p/index.ts'
-import { PubsubService, guardNamespaceTopics } from './pubsub/index.ts'
+import { pubsubService, type PubsubService, guardNamespaceTopics } from './pubsub/index.ts'
 import { peerDirectory } from './peers/index.ts'
 import { VERSION } from './version.ts'
 import { BkgError } from '../lib/bkg-error.ts'
@@ -337,8 +337,8 @@ async function assembleNode (init: NodeInit): Promise<BkgNode> {
   guardNamespaceTopics(host.services.pubsub, peers)
   host.services.pubsub.addEventListener('message', (event) => metrics.gossipMessages.inc({ direction: 'in', topic: topicFamily(event.detail.topic) }))
 
-  revocation = new RevocationService({ recheckIntervalMs: config.admission.recheckIntervalMs }, { host, trust, peers, log: log.child({ service: 'revocation' }) })
-  const pubsub = new PubsubService({ host, peers })
+  revocation = revocationService({ recheckIntervalMs: config.admission.recheckIntervalMs })({ pubsub: host.services.pubsub, trust, peers, hangUp: async (peer) => { await host.hangUp(peer) }, log: log.child({ service: 'revocation' }) })
+  const pubsub = pubsubService()({ pubsub: host.services.pubsub, peers })
   const models = new ModelService(paths.models, {
     host,
     trust,
@@ -354,7 +354,7 @@ async function assembleNode (init: NodeInit): Promise<BkgNode> {
 
   const db = new Database({ dir: paths.database, templateDir: defaultTemplateDir(), log: log.child({ service: 'db' }) })
   const events = new EventService({ host, trust, peers, privateKey, db, log: log.child({ service: 'events' }) })
-  const rooms = new RoomHub({ host, peers, namespaces: new Set(trust.own.namespaces), log: log.child({ service: 'rooms' }) })
+  const rooms = roomHub()({ pubsub: host.services.pubsub, peers, namespaces: new Set(trust.own.namespaces), log: log.child({ service: 'rooms' }) })
 
   const bootstrapAddrs: Multiaddr[] = [
     ...config.bootstrap.map((addr) => multiaddr(addr)),

@@ -1,12 +1,12 @@
-import { TopicValidatorResult, type Message } from '@libp2p/gossipsub'
+import { TopicValidatorResult, type GossipSub, type Message } from '@libp2p/gossipsub'
 import type { PeerId } from '@libp2p/interface'
 import type { Logger } from 'pino'
 import { broadcastTopic } from '../../protocols/ids.ts'
-import { PRESENCE_REFRESH_MS, PRESENCE_TTL_MS, RoomGossip, type Json } from '../../protocols/realtime.ts'
+import { RoomGossip, type Json } from '../../protocols/realtime.ts'
 import type { AdmittedPeers } from '../admission/index.ts'
-import type { Host } from '../p2p/index.ts'
 import { admissionVerdict } from '../pubsub/index.ts'
 import { parseUntrustedJson } from '../../protocols/untrusted-json.ts'
+import { MAX_ROOMS, ROOM_PRESENCE_TTL_MS, ROOM_REFRESH_INTERVAL_MS } from './constants.ts'
 
 export type PresenceState = Record<string, Json[]>
 
@@ -27,15 +27,24 @@ interface Room {
   merged: PresenceState
 }
 
-export interface RoomHubDeps {
-  host: Host
-  peers: AdmittedPeers
-  namespaces: ReadonlySet<string>
-  log: Logger
+export interface RoomHubInit {
+  /** rooms tracked at once (remote presence included); beyond it, new rooms are not tracked */
+  maxRooms?: number
+  /** how long another node's presence counts without a refresh */
+  presenceTtlMs?: number
+  /** how often this node re-sends its presence and expires nodes that went quiet */
+  refreshIntervalMs?: number
 }
 
-/** rooms tracked at once (remote presence included); beyond it, new rooms are not tracked */
-const MAX_ROOMS = 10_000
+export interface RoomHubComponents {
+  /** the gossipsub service: messages, the broadcast topics' validators and subscriptions, publishing */
+  pubsub: Pick<GossipSub, 'addEventListener' | 'removeEventListener' | 'topicValidators' | 'subscribe' | 'unsubscribe' | 'publish'>
+  /** the admission check and the namespaces of neighbours' certificates */
+  peers: Pick<AdmittedPeers, 'get' | 'isAdmitted' | 'denial'>
+  /** the namespaces this node's certificate lists: the only ones it gossips in */
+  namespaces: ReadonlySet<string>
+  log: Pick<Logger, 'debug'>
+}
 
 /**
  * Broadcast and presence rooms shared by every node of a namespace: a message sent on one node
@@ -44,7 +53,10 @@ const MAX_ROOMS = 10_000
  * so drops out of everyone's presence after 45 s.
  */
 export class RoomHub {
-  private readonly deps: RoomHubDeps
+  private readonly components: RoomHubComponents
+  private readonly maxRooms: number
+  private readonly presenceTtlMs: number
+  private readonly refreshIntervalMs: number
   private readonly rooms = new Map<string, Room>()
   private timer: NodeJS.Timeout | undefined
   private readonly onMessage = (event: CustomEvent<Message>): void => {
@@ -60,26 +72,29 @@ export class RoomHub {
     this.receive(gossip, message.from.toString())
   }
 
-  constructor (deps: RoomHubDeps) {
-    this.deps = deps
+  constructor (components: RoomHubComponents, init: RoomHubInit = {}) {
+    this.components = components
+    this.maxRooms = init.maxRooms ?? MAX_ROOMS
+    this.presenceTtlMs = init.presenceTtlMs ?? ROOM_PRESENCE_TTL_MS
+    this.refreshIntervalMs = init.refreshIntervalMs ?? ROOM_REFRESH_INTERVAL_MS
   }
 
   start (): void {
-    const { pubsub } = this.deps.host.services
+    const { pubsub, namespaces } = this.components
     pubsub.addEventListener('message', this.onMessage)
-    for (const namespace of this.deps.namespaces) {
+    for (const namespace of namespaces) {
       pubsub.topicValidators.set(broadcastTopic(namespace), (source, message) => this.validate(namespace, source, message))
       pubsub.subscribe(broadcastTopic(namespace))
     }
-    this.timer = setInterval(() => { this.refresh() }, Math.min(PRESENCE_REFRESH_MS, 5000))
+    this.timer = setInterval(() => { this.refresh() }, this.refreshIntervalMs)
     this.timer.unref()
   }
 
   stop (): void {
     clearInterval(this.timer)
-    const { pubsub } = this.deps.host.services
+    const { pubsub, namespaces } = this.components
     pubsub.removeEventListener('message', this.onMessage)
-    for (const namespace of this.deps.namespaces) {
+    for (const namespace of namespaces) {
       pubsub.unsubscribe(broadcastTopic(namespace))
       pubsub.topicValidators.delete(broadcastTopic(namespace))
     }
@@ -114,10 +129,11 @@ export class RoomHub {
   }
 
   private validate (namespace: string, source: PeerId, message: Message): TopicValidatorResult {
-    if (admissionVerdict(this.deps.peers, source, message) !== 'accept' || message.type !== 'signed') return TopicValidatorResult.Reject
+    const { peers } = this.components
+    if (admissionVerdict(peers, source, message) !== 'accept' || message.type !== 'signed') return TopicValidatorResult.Reject
     // the origin's certificate is checked where it is known (a neighbour); otherwise the
     // relaying neighbour, itself certified for the namespace, checked it one hop earlier
-    const origin = this.deps.peers.get(message.from)
+    const origin = peers.get(message.from)
     if (origin != null && !origin.namespaces.includes(namespace)) return TopicValidatorResult.Reject
     return TopicValidatorResult.Accept
   }
@@ -131,7 +147,7 @@ export class RoomHub {
     const room = this.room(gossip.namespace, gossip.room, !empty)
     if (room == null) return
     if (empty) room.remote.delete(from)
-    else room.remote.set(from, { state: gossip.state, expires: Date.now() + PRESENCE_TTL_MS })
+    else room.remote.set(from, { state: gossip.state, expires: Date.now() + this.presenceTtlMs })
     this.remerge(room)
     this.dropIfIdle(gossip.namespace, gossip.room, room)
   }
@@ -195,7 +211,7 @@ export class RoomHub {
   private room (namespace: string, name: string, create: boolean): Room | undefined {
     const id = `${namespace}\u0000${name}`
     let room = this.rooms.get(id)
-    if (room == null && create && this.rooms.size < MAX_ROOMS) {
+    if (room == null && create && this.rooms.size < this.maxRooms) {
       room = { listeners: new Set(), local: new Map(), remote: new Map(), merged: {} }
       this.rooms.set(id, room)
     }
@@ -207,10 +223,16 @@ export class RoomHub {
   }
 
   private gossip (message: RoomGossip): void {
-    if (!this.deps.namespaces.has(message.namespace)) return
+    const { pubsub, namespaces, log } = this.components
+    if (!namespaces.has(message.namespace)) return
     const data = new TextEncoder().encode(JSON.stringify(message))
-    void this.deps.host.services.pubsub.publish(broadcastTopic(message.namespace), data).catch((err: Error) => {
-      this.deps.log.debug({ err: err.message }, 'room gossip not sent')
+    // a room with no other node subscribed (NoPeersSubscribedToTopic) is the usual reason: nothing is lost
+    void pubsub.publish(broadcastTopic(message.namespace), data).catch((err: unknown) => {
+      log.debug({ err }, 'room gossip not sent')
     })
   }
+}
+
+export function roomHub (init: RoomHubInit = {}): (components: RoomHubComponents) => RoomHub {
+  return (components) => new RoomHub(components, init)
 }

@@ -6,7 +6,7 @@
  * This file is the folder's only entry point for other folders.
  *
  * @example
- * import { admissionVerdict, toValidatorResult, type GossipVerdict } from '../pubsub/index.ts'
+ * import { admissionVerdict, pubsubService, toValidatorResult, type GossipVerdict } from '../pubsub/index.ts'
  *
  * // a service's topic validator: admission first, then its own checks
  * host.services.pubsub.topicValidators.set(TOPIC, async (source, message) => {
@@ -14,13 +14,15 @@
  *   return toValidatorResult[verdict]
  * })
  *
- * const pubsub = new PubsubService({ host, peers })
+ * const pubsub = pubsubService()({ pubsub: host.services.pubsub, peers })
+ * pubsub.start()
  * const unsubscribe = pubsub.subscribe('chat', (message) => console.log(message.from, message.data))
  * await pubsub.publish('chat', new TextEncoder().encode('hello'))
  */
 export {
-  assertTopicName, PubsubService, TOPIC_NAME, TopicNameError,
-  type PubsubDeps, type PubsubListener, type PubsubMessage
+  assertTopicName, pubsubService, PubsubService, TopicNameError,
+  type PubsubComponents, type PubsubInit, type PubsubListener, type PubsubMessage
 } from './pubsub-service.ts'
+export { TOPIC_NAME } from './constants.ts'
 export { guardNamespaceTopics } from './topic-membership.ts'
-export { admissionVerdict, toValidatorResult, type GossipVerdict } from './topic-validation.ts'
+export { admissionVerdict, toValidatorResult, type AdmissionCheck, type GossipVerdict } from './topic-validation.ts'

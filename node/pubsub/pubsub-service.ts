@@ -1,9 +1,8 @@
-import type { Message } from '@libp2p/gossipsub'
+import type { GossipSub, Message } from '@libp2p/gossipsub'
 import { pubsubTopic, PUBSUB_TOPIC_PREFIX } from '../../protocols/ids.ts'
-import type { AdmittedPeers } from '../admission/index.ts'
-import type { Host } from '../p2p/index.ts'
-import { admissionVerdict, toValidatorResult } from './topic-validation.ts'
 import { BkgError } from '../../lib/bkg-error.ts'
+import { TOPIC_NAME } from './constants.ts'
+import { admissionVerdict, toValidatorResult, type AdmissionCheck } from './topic-validation.ts'
 
 export interface PubsubMessage {
   topic: string
@@ -15,12 +14,15 @@ export interface PubsubMessage {
 
 export type PubsubListener = (message: PubsubMessage) => void
 
-export interface PubsubDeps {
-  host: Host
-  peers: AdmittedPeers
-}
+/** The service has no tuning options yet; the shape is there for the next one. */
+export type PubsubInit = Record<string, never>
 
-export const TOPIC_NAME = /^[A-Za-z0-9][A-Za-z0-9._\-/]{0,127}$/
+export interface PubsubComponents {
+  /** the gossipsub service: messages, topic validators, (un)subscribing, publishing, subscriber counts */
+  pubsub: Pick<GossipSub, 'addEventListener' | 'removeEventListener' | 'topicValidators' | 'subscribe' | 'unsubscribe' | 'publish' | 'getSubscribers'>
+  /** the admission check every topic's validator applies */
+  peers: AdmissionCheck
+}
 
 export class TopicNameError extends BkgError {
   constructor (message: string) {
@@ -33,7 +35,7 @@ export class TopicNameError extends BkgError {
  * PUBSUB_TOPIC_PREFIX, subscribed while at least one local listener wants them.
  */
 export class PubsubService {
-  private readonly deps: PubsubDeps
+  private readonly components: PubsubComponents
   private readonly listeners = new Map<string, Set<PubsubListener>>()
   private readonly onMessage = (event: CustomEvent<Message>): void => {
     const message = event.detail
@@ -51,17 +53,16 @@ export class PubsubService {
     for (const listener of listeners) listener(delivered)
   }
 
-  constructor (deps: PubsubDeps) {
-    this.deps = deps
+  constructor (components: PubsubComponents, _init: PubsubInit = {}) {
+    this.components = components
   }
 
   start (): void {
-    this.deps.host.services.pubsub.addEventListener('message', this.onMessage)
+    this.components.pubsub.addEventListener('message', this.onMessage)
   }
 
   stop (): void {
-    const { pubsub } = this.deps.host.services
-    pubsub.removeEventListener('message', this.onMessage)
+    this.components.pubsub.removeEventListener('message', this.onMessage)
     for (const name of this.listeners.keys()) this.leave(name)
     this.listeners.clear()
   }
@@ -73,8 +74,8 @@ export class PubsubService {
     if (set == null) {
       set = new Set()
       this.listeners.set(name, set)
-      const { pubsub } = this.deps.host.services
-      pubsub.topicValidators.set(pubsubTopic(name), (source, message) => toValidatorResult[admissionVerdict(this.deps.peers, source, message)])
+      const { pubsub, peers } = this.components
+      pubsub.topicValidators.set(pubsubTopic(name), (source, message) => toValidatorResult[admissionVerdict(peers, source, message)])
       pubsub.subscribe(pubsubTopic(name))
     }
     set.add(listener)
@@ -91,12 +92,12 @@ export class PubsubService {
 
   async publish (name: string, data: Uint8Array): Promise<{ recipients: number }> {
     assertTopicName(name)
-    const result = await this.deps.host.services.pubsub.publish(pubsubTopic(name), data)
+    const result = await this.components.pubsub.publish(pubsubTopic(name), data)
     return { recipients: result.recipients.length }
   }
 
   topics (): Array<{ topic: string, listeners: number, peers: number }> {
-    const { pubsub } = this.deps.host.services
+    const { pubsub } = this.components
     return [...this.listeners].map(([name, set]) => ({
       topic: name,
       listeners: set.size,
@@ -105,10 +106,14 @@ export class PubsubService {
   }
 
   private leave (name: string): void {
-    const { pubsub } = this.deps.host.services
+    const { pubsub } = this.components
     pubsub.unsubscribe(pubsubTopic(name))
     pubsub.topicValidators.delete(pubsubTopic(name))
   }
+}
+
+export function pubsubService (init: PubsubInit = {}): (components: PubsubComponents) => PubsubService {
+  return (components) => new PubsubService(components, init)
 }
 
 export function assertTopicName (name: string): void {

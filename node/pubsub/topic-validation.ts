@@ -4,6 +4,9 @@ import type { AdmittedPeers } from '../admission/index.ts'
 
 export type GossipVerdict = 'accept' | 'reject' | 'ignore'
 
+/** What the admission check reads of the admitted peers. */
+export type AdmissionCheck = Pick<AdmittedPeers, 'isAdmitted' | 'denial'>
+
 export const toValidatorResult: Record<GossipVerdict, TopicValidatorResult> = {
   accept: TopicValidatorResult.Accept,
   reject: TopicValidatorResult.Reject,
@@ -16,7 +19,7 @@ export const toValidatorResult: Record<GossipVerdict, TopicValidatorResult> = {
  * not our neighbour is accepted on the word of the admitted neighbour that validated it: gossip
  * only travels over admitted connections.
  */
-export function admissionVerdict (peers: AdmittedPeers, propagationSource: PeerId, message: Message): GossipVerdict {
+export function admissionVerdict (peers: AdmissionCheck, propagationSource: PeerId, message: Message): GossipVerdict {
   if (message.type !== 'signed') return 'reject'
   if (!peers.isAdmitted(propagationSource)) return 'reject'
   if (peers.denial(message.from) != null) return 'reject'

@@ -6,11 +6,16 @@
  * This file is the folder's only entry point for other folders.
  *
  * @example
- * import { RevocationService } from './revocation/index.ts'
+ * import { revocationService } from './revocation/index.ts'
  *
- * const revocation = new RevocationService({ recheckIntervalMs: 60_000 }, { host, trust, peers, log })
+ * const revocation = revocationService({ recheckIntervalMs: 60_000 })({
+ *   pubsub: host.services.pubsub, trust, peers, hangUp: async (peer) => { await host.hangUp(peer) }, log
+ * })
  * revocation.start()                                          // validates and follows CRL gossip
  * const { number, dropped } = await revocation.publish(pem)   // an admin node adopts and spreads a CRL
  * revocation.stop()
  */
-export { CrlRejectedError, RevocationService, type RevocationDeps, type RevocationInit } from './revocation-service.ts'
+export {
+  CrlRejectedError, revocationService, RevocationService,
+  type RevocationComponents, type RevocationInit
+} from './revocation-service.ts'
