@@ -7,6 +7,8 @@
  * const started = await startAll([['db', db], ['events', events]])   // events may use db in start()
  * const failures = await stopAll(started)                          // events stops first, then db
  */
+import { BkgError } from './bkg-error.ts'
+
 export interface Startable {
   beforeStart?: () => void | Promise<void>
   start: () => void | Promise<void>
@@ -64,7 +66,7 @@ export async function stopAll (services: Named<Startable>): Promise<LifecycleErr
   const reversed = [...services].reverse()
   const attempt = async (name: string, phase: string, fn: (() => void | Promise<void>) | undefined): Promise<void> => {
     try {
-      await run(name, phase, fn)
+      await run(name, phase, fn, false)
     } catch (err) {
       failures.push(err as LifecycleError)
     }
@@ -75,11 +77,13 @@ export async function stopAll (services: Named<Startable>): Promise<LifecycleErr
   return failures
 }
 
-async function run (name: string, phase: string, fn: (() => void | Promise<void>) | undefined): Promise<void> {
+async function run (name: string, phase: string, fn: (() => void | Promise<void>) | undefined, starting = true): Promise<void> {
   if (fn == null) return
   try {
     await fn()
   } catch (err) {
-    throw err instanceof LifecycleError ? err : new LifecycleError(name, phase, err)
+    // a BkgError already says what to do (a busy port, a missing certificate): it goes on as it is
+    if (err instanceof LifecycleError || (err instanceof BkgError && starting)) throw err
+    throw new LifecycleError(name, phase, err)
   }
 }

@@ -5,29 +5,31 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import type { Logger } from 'pino'
 import { readBootstrapList } from '../bootstrap/list.ts'
+import { writeFileAtomic } from '../lib/fs.ts'
+import { startAll, stopAll, type Named, type Startable } from '../lib/startable.ts'
 import { AdmittedPeers, Trust } from './admission/index.ts'
-import { revocationService, type RevocationService } from './revocation/index.ts'
-import { createApiServer, type ApiServer } from './api/server.ts'
+import { createApiServer, type ApiServer, type ApiServices } from './api/server.ts'
 import { decideApiTransport, loadApiTlsOptions, requireAdminClientCertificate } from './api/tls.ts'
 import type { NodeConfig } from './config/schema.ts'
 import type { CentralChanges } from './db/central-changes.ts'
 import type { CentralSync } from './db/central-sync.ts'
 import { Database, defaultTemplateDir } from './db/database.ts'
 import { PsqlAccess } from './db/psql-access.ts'
-import { EventService } from './events/index.ts'
-import { roomHub, type RoomHub } from './events/index.ts'
-import { StorageService } from './storage/index.ts'
-import { dataDirPaths, loadLibp2pKey, loadOrCreateSecret, type DataDirPaths } from './identity/data-dir.ts'
+import { EventService, roomHub } from './events/index.ts'
 import { DataDirLock } from './identity/data-dir-lock.ts'
-import { writeFileAtomic } from '../lib/fs.ts'
+import { dataDirPaths, loadLibp2pKey, loadOrCreateSecret, type DataDirPaths } from './identity/data-dir.ts'
+import { describeListenFailure, NodeIdentityError } from './listen-errors.ts'
 import { NodeMetrics, topicFamily } from './metrics/index.ts'
 import { ModelService } from './models/index.ts'
-import { ReplicationService } from './replication/index.ts'
-import { Bootstrapper, createHost, routingTableSize, type Host, reachabilityOf, type ReachabilityReport } from './p2p/index.ts'
-import { pubsubService, type PubsubService, guardNamespaceTopics } from './pubsub/index.ts'
+import { Bootstrapper, createHost, reachabilityOf, routingTableSize, type Host, type ReachabilityReport } from './p2p/index.ts'
 import { peerDirectory } from './peers/index.ts'
+import { guardNamespaceTopics, pubsubService } from './pubsub/index.ts'
+import { ReplicationService } from './replication/index.ts'
+import { revocationService, type RevocationService } from './revocation/index.ts'
+import { StorageService } from './storage/index.ts'
 import { VERSION } from './version.ts'
-import { BkgError } from '../lib/bkg-error.ts'
+
+export { AddressInUseError, ListenError, NodeIdentityError } from './listen-errors.ts'
 
 export interface NodeInit {
   dataDir: string
@@ -46,96 +48,55 @@ export interface NodeInfo {
   version: string
 }
 
-export class NodeIdentityError extends BkgError {
-  constructor (message: string) {
-    super('identity_mismatch', 500, message)
-  }
-}
-
-/** A listen or API address another process holds: an operator's choice to fix, not a crash. */
-export class AddressInUseError extends BkgError {
-  constructor (message: string, options?: ErrorOptions) {
-    super('address_in_use', 500, message, options)
-  }
-}
-
-/** Any other address the node cannot listen on (not local, no permission, unsupported). */
-export class ListenError extends BkgError {
-  constructor (message: string, options?: ErrorOptions) {
-    super('listen_failed', 500, message, options)
-  }
+/** The parts of a node other code reaches: its services by name, and what it is built on. */
+export interface NodeParts {
+  paths: DataDirPaths
+  config: NodeConfig
+  log: Logger
+  trust: Trust
+  host: Host
+  db: Database
+  services: ApiServices
+  centralSync: CentralSync | null
+  /** every part in start order, as `startAll` takes it (stop runs in reverse) */
+  lifecycle: Named<unknown>
+  lock: DataDirLock
 }
 
 /**
- * One BKG node: the composition root that wires trust, admission, the libp2p host, revocation,
- * pub/sub, models, events and their database, bootstrap and the HTTP API together, and starts and stops them in order.
+ * One BKG node, built by createNode: it starts its parts in the order of its lifecycle table and
+ * stops them in reverse (every part, even when one fails), and tells its own status.
  */
 export class BkgNode {
   readonly paths: DataDirPaths
   readonly config: NodeConfig
   readonly log: Logger
   readonly trust: Trust
-  readonly peers: AdmittedPeers
-  readonly metrics: NodeMetrics
   readonly host: Host
-  readonly revocation: RevocationService
-  readonly pubsub: PubsubService
-  readonly models: ModelService
-  readonly replication: ReplicationService
-  readonly db: Database
-  readonly events: EventService
-  readonly rooms: RoomHub
-  readonly storage: StorageService
-  /** copies events to the central PostgreSQL (`--sync`), when configured */
-  readonly centralSync: CentralSync | null
-  readonly psql: PsqlAccess | null
-  private centralChanges: CentralChanges | null = null
-  private psqlCommand: string | null = null
-  /** set by createNode once the node exists (the API serves the node's own status) */
-  api!: ApiServer
-  private readonly bootstrapper: Bootstrapper
-  private apiUrl?: string
-  /** the data dir's lock, held from createNode until stop */
-  lock: DataDirLock | null = null
+  readonly services: ApiServices
+  private readonly db: Database
+  private readonly centralSync: CentralSync | null
+  private readonly lifecycle: Named<unknown>
+  private readonly lock: DataDirLock
+  private started: Named<Startable> = []
+  /** set by the api part when it listens */
+  apiUrl?: string
+  /** set by the psql part when it serves */
+  psqlCommand: string | null = null
+  /** set by the central part once the change stream runs */
+  centralChanges: CentralChanges | null = null
 
-  constructor (parts: {
-    paths: DataDirPaths,
-    config: NodeConfig,
-    log: Logger,
-    trust: Trust,
-    peers: AdmittedPeers,
-    metrics: NodeMetrics,
-    host: Host,
-    revocation: RevocationService,
-    pubsub: PubsubService,
-    models: ModelService,
-    replication: ReplicationService,
-    db: Database,
-    events: EventService,
-    rooms: RoomHub,
-    storage: StorageService,
-    centralSync: CentralSync | null,
-    psql: PsqlAccess | null,
-    bootstrapper: Bootstrapper
-  }) {
+  constructor (parts: NodeParts) {
     this.paths = parts.paths
     this.config = parts.config
     this.log = parts.log
     this.trust = parts.trust
-    this.peers = parts.peers
-    this.metrics = parts.metrics
     this.host = parts.host
-    this.revocation = parts.revocation
-    this.pubsub = parts.pubsub
-    this.models = parts.models
-    this.replication = parts.replication
     this.db = parts.db
-    this.events = parts.events
-    this.rooms = parts.rooms
-    this.storage = parts.storage
+    this.services = parts.services
     this.centralSync = parts.centralSync
-    this.psql = parts.psql
-    this.bootstrapper = parts.bootstrapper
+    this.lifecycle = parts.lifecycle
+    this.lock = parts.lock
   }
 
   get peerId (): string {
@@ -154,90 +115,26 @@ export class BkgNode {
 
   async start (): Promise<void> {
     try {
-      await this.host.start()
+      this.started = await startAll(this.lifecycle)
     } catch (err) {
-      throw describeListenFailure(err, '--listen')
+      // startAll stopped what had started: a node that did not come up holds nothing
+      await this.lock.release()
+      throw err
     }
-    this.revocation.start()
-    this.pubsub.start()
-    await this.models.start()
-    await this.events.start()
-    this.rooms.start()
-    await this.storage.start()
-    if (this.psql != null) {
-      this.psqlCommand = (await this.psql.start()).command
-      this.log.info({ command: this.psqlCommand }, 'psql access to the embedded database')
-    }
-    try {
-      this.apiUrl = await this.api.listen(this.config.api)
-    } catch (err) {
-      throw describeListenFailure(err, '--api', this.config.api)
-    }
-    await writeFileAtomic(this.paths.apiAddress, JSON.stringify({ url: this.apiUrl, pid: process.pid, peerId: this.peerId }) + '\n')
-    // joining happens in the background: the API answers (health, reachability) while dials run
-    void this.bootstrapper.start().catch((err: Error) => this.log.error({ err }, 'bootstrap failed'))
-    // the replica log (OrbitDB) opens after joining has begun (and only once needed): admission does not wait for it
-    void this.replication.start().catch(() => {})
-    if (this.centralSync != null) this.startCentralSync(this.centralSync)
     this.log.info({ peerId: this.peerId, api: this.apiUrl, addrs: this.host.getMultiaddrs().map(String) }, 'node started')
   }
 
   async stop (): Promise<void> {
-    await this.bootstrapper.stop().catch((err: Error) => this.log.warn({ err }, 'could not save the peer cache'))
-    await this.removeApiAddress()
-    await this.api.close()
-    await this.replication.stop()
-    this.rooms.stop()
-    await this.centralChanges?.close()
-    await this.centralSync?.stop()
-    await this.psql?.stop()
-    await this.events.stop()
-    await this.storage.stop()
-    await this.db.close()
-    await this.models.stop()
-    this.pubsub.stop()
-    this.revocation.stop()
-    await this.host.stop()
-    await this.lock?.release()
+    const failures = await stopAll(this.started)
+    for (const failure of failures) this.log.error({ err: failure.cause, service: failure.service }, failure.message)
+    this.started = []
+    await this.lock.release()
     this.log.info('node stopped')
-  }
-
-  /** Only the address this node wrote: never a file another process put there. */
-  private async removeApiAddress (): Promise<void> {
-    try {
-      const written = JSON.parse(await readFile(this.paths.apiAddress, 'utf8')) as { pid?: number }
-      if (written.pid !== process.pid || this.apiUrl == null) return
-    } catch {
-      return
-    }
-    await rm(this.paths.apiAddress, { force: true })
   }
 
   /** What the embedded database is doing: open or not, central sync, change stream, psql. */
   databaseStatus (): { open: boolean, sync: ReturnType<CentralSync['status']> | null, changes: ReturnType<CentralChanges['status']> | null, psql: string | null } {
     return { open: this.db.isOpen, sync: this.centralSync?.status() ?? null, changes: this.centralChanges?.status() ?? null, psql: this.psqlCommand }
-  }
-
-  /** The sync needs the database open; stored events wake it, and (if asked) central inserts flow back in. */
-  private startCentralSync (sync: CentralSync): void {
-    this.events.on('stored', () => sync.notify())
-    void this.events.ready().then(async () => {
-      sync.start()
-      if (this.config.sync.changes && this.config.sync.url != null) {
-        const { subscribeCentralChanges } = await import('./db/central-changes.ts')
-        this.centralChanges = subscribeCentralChanges({
-          url: this.config.sync.url,
-          // one slot per node, named from its PeerId (slot names: a-z 0-9 _)
-          slot: `bkg_${createHash('sha256').update(this.peerId).digest('hex').slice(0, 40)}`,
-          skipSyncedBy: this.peerId,
-          log: this.log.child({ service: 'central-changes' }),
-          onEvent: async (event) => {
-            const { syncedBy: _by, syncedAt: _at, ...signed } = event
-            await this.events.acceptRemote([signed], async (peer) => await sync.certificateOf(peer))
-          }
-        })
-      }
-    }, (err: unknown) => this.log.error({ err }, 'the event database did not open: no central sync'))
   }
 
   info (): NodeInfo {
@@ -263,40 +160,18 @@ export class BkgNode {
 export async function createNode (init: NodeInit): Promise<BkgNode> {
   const lock = await DataDirLock.acquire(dataDirPaths(init.dataDir))
   try {
-    const node = await assembleNode(init)
-    node.lock = lock
-    return node
+    return await assembleNode(init, lock)
   } catch (err) {
     await lock.release()
     throw err
   }
 }
 
-/**
- * One line an operator can act on for a listen failure. libp2p's own error lists every address
- * with a stack and advice about its fault tolerance setting; Fastify's is a bare EADDRINUSE.
- */
-function describeListenFailure (err: unknown, flag: '--listen' | '--api', apiAddress?: string): unknown {
-  if (!(err instanceof Error)) return err
-  const failures: Array<{ addr: string, reason: string }> = []
-  if (err.name === 'UnsupportedListenAddressesError') {
-    for (const match of err.message.matchAll(/^\s+(\/\S+): (?:\w*Error: )?(.+)$/gm)) failures.push({ addr: match[1], reason: match[2] })
-  } else if (flag === '--api' && typeof (err as NodeJS.ErrnoException).code === 'string') {
-    failures.push({ addr: apiAddress ?? '?', reason: `${(err as NodeJS.ErrnoException).code}: ${err.message}` })
-  }
-  if (failures.length === 0) return err
-  const what = flag === '--listen' ? 'listen address' : 'API address'
-  const busy = failures.filter((failure) => /EADDRINUSE/.test(failure.reason))
-  if (busy.length > 0) {
-    return new AddressInUseError(`${what} ${busy.map((failure) => failure.addr).join(', ')} is in use by another process: stop it, or choose another port with ${flag}`)
-  }
-  const first = failures[0]
-  return new ListenError(`cannot listen on ${what} ${first.addr}: ${first.reason.replace(/^listen \w+: /, '')}; check ${flag}`)
-}
-
-async function assembleNode (init: NodeInit): Promise<BkgNode> {
+/** The composition root: every service built with what it uses, then the lifecycle table. */
+async function assembleNode (init: NodeInit, lock: DataDirLock): Promise<BkgNode> {
   const { config, log } = init
   const paths = dataDirPaths(init.dataDir)
+  const child = (service: string): Logger => log.child({ service })
   // refused before anything opens: an API that would go out unencrypted is a setting to fix
   const apiTransport = decideApiTransport(config.api, config.apiTls)
   const privateKey = await loadLibp2pKey(paths)
@@ -311,101 +186,181 @@ async function assembleNode (init: NodeInit): Promise<BkgNode> {
   }
 
   const peers = new AdmittedPeers()
-  // eslint-disable-next-line prefer-const -- read by the metrics closures made before the host exists
-  let host: Host | undefined
+  // admission, metrics and revocation refer to each other: the host is built with callbacks that
+  // find the services made after it
+  const late: { host?: Host, revocation?: RevocationService } = {}
   const metrics = new NodeMetrics({
-    connectedPeers: () => host?.getPeers().length ?? 0,
+    connectedPeers: () => late.host?.getPeers().length ?? 0,
     admittedPeers: () => peers.size,
-    dhtRoutingTableSize: () => host == null ? 0 : routingTableSize(host)
+    dhtRoutingTableSize: () => late.host == null ? 0 : routingTableSize(late.host)
   })
-  // eslint-disable-next-line prefer-const -- read by the admission callback made before the service exists
-  let revocation: RevocationService | undefined
-  const relayServer = config.relay.server === 'auto' ? trust.own.roles.includes('relay') : config.relay.server
-  host = await createHost({
+  const host = late.host = await createHost({
     privateKey,
     config,
-    relayServer,
+    relayServer: config.relay.server === 'auto' ? trust.own.roles.includes('relay') : config.relay.server,
     admission: {
       trust,
       peers,
-      log: log.child({ service: 'admission' }),
+      log: child('admission'),
       onOutcome: (result, code) => metrics.admissions.inc({ result, code }),
-      onCrlAdopted: (crl) => { void revocation?.enforce(crl) }
+      onCrlAdopted: (crl) => {
+        late.revocation?.enforce(crl).catch((err: unknown) => log.error({ err }, 'dropping the peers a CRL revokes failed'))
+      }
     }
   })
   host.addEventListener('peer:disconnect', (event) => peers.remove(event.detail))
   guardNamespaceTopics(host.services.pubsub, peers)
   host.services.pubsub.addEventListener('message', (event) => metrics.gossipMessages.inc({ direction: 'in', topic: topicFamily(event.detail.topic) }))
 
-  revocation = revocationService({ recheckIntervalMs: config.admission.recheckIntervalMs })({ pubsub: host.services.pubsub, trust, peers, hangUp: async (peer) => { await host.hangUp(peer) }, log: log.child({ service: 'revocation' }) })
+  const revocation = late.revocation = revocationService({ recheckIntervalMs: config.admission.recheckIntervalMs })({ pubsub: host.services.pubsub, trust, peers, hangUp: async (peer) => { await host.hangUp(peer) }, log: child('revocation') })
   const pubsub = pubsubService()({ pubsub: host.services.pubsub, peers })
   const models = new ModelService(paths.models, {
     host,
     trust,
-    log: log.child({ service: 'models' }),
+    log: child('models'),
     peers,
     penalize: (peer, reason) => {
       peers.deny(peer, { code: 'bad_blocks', message: reason }, config.admission.rejectCooldownMs * 10)
-      void host.hangUp(peer).catch(() => {})
+      host.hangUp(peer).catch((err: unknown) => log.debug({ err, peer: peer.toString() }, 'hanging up on a penalized peer failed'))
     }
   })
-
-  const replication = new ReplicationService(paths.models, { host, peers, trust, models, privateKey, log: log.child({ service: 'replication' }) })
-
-  const db = new Database({ dir: paths.database, templateDir: defaultTemplateDir(), log: log.child({ service: 'db' }) })
-  const events = new EventService({ host, trust, peers, privateKey, db, log: log.child({ service: 'events' }) })
-  const rooms = roomHub()({ pubsub: host.services.pubsub, peers, namespaces: new Set(trust.own.namespaces), log: log.child({ service: 'rooms' }) })
-
+  const replication = new ReplicationService(paths.models, { host, peers, trust, models, privateKey, log: child('replication') })
+  const db = new Database({ dir: paths.database, templateDir: defaultTemplateDir(), log: child('db') })
+  const events = new EventService({ host, trust, peers, privateKey, db, log: child('events') })
+  const rooms = roomHub()({ pubsub: host.services.pubsub, peers, namespaces: new Set(trust.own.namespaces), log: child('rooms') })
+  const [adminToken, tokenSecret] = await Promise.all([loadOrCreateSecret(paths.apiToken), loadOrCreateSecret(paths.tokenSecret)])
+  const storage = await StorageService.create({ dir: paths.storage, config: config.storage, db, secret: tokenSecret, log: child('storage') })
+  // pg is loaded only for a node that syncs
+  const centralSync = config.sync.url != null
+    ? new (await import('./db/central-sync.ts')).CentralSync({ url: config.sync.url, nodeId: selfId, certificatePem: trust.own.pem, db, log: child('central-sync') })
+    : null
+  const psql = config.psql ? new PsqlAccess({ db, socketDir: join(paths.dir, 'psql'), log: child('psql') }) : null
   const bootstrapAddrs: Multiaddr[] = [
     ...config.bootstrap.map((addr) => multiaddr(addr)),
     ...(config.bootstrapFile != null ? await readBootstrapList(config.bootstrapFile, true) : []),
     ...await readBootstrapList(paths.bootstrapList, false)
   ]
-  const bootstrapper = new Bootstrapper({ addrs: bootstrapAddrs, peerCachePath: paths.peerCache }, { host, log: log.child({ service: 'bootstrap' }) })
+  const bootstrapper = new Bootstrapper({ addrs: bootstrapAddrs, peerCachePath: paths.peerCache }, { host, log: child('bootstrap') })
 
-  const [adminToken, tokenSecret] = await Promise.all([loadOrCreateSecret(paths.apiToken), loadOrCreateSecret(paths.tokenSecret)])
-  // pg is loaded only for a node that syncs
-  const centralSync = config.sync.url != null ? new (await import('./db/central-sync.ts')).CentralSync({ url: config.sync.url, nodeId: selfId, certificatePem: trust.own.pem, db, log: log.child({ service: 'central-sync' }) }) : null
-  const psql = config.psql ? new PsqlAccess({ db, socketDir: join(paths.dir, 'psql'), log: log.child({ service: 'psql' }) }) : null
-  const storage = await StorageService.create({ dir: paths.storage, config: config.storage, db, secret: tokenSecret, log: log.child({ service: 'storage' }) })
-  const node: BkgNode = new BkgNode({
-    paths,
-    config,
-    log,
-    trust,
-    peers,
+  const services: ApiServices = {
+    status: { get peerId () { return node.peerId }, info: () => node.info(), databaseStatus: () => node.databaseStatus() },
     metrics,
-    host,
-    revocation,
+    peers: peerDirectory()({ host, peers }),
     pubsub,
+    revocation,
     models,
     replication,
-    db,
     events,
     rooms,
-    storage,
-    centralSync,
-    psql,
-    bootstrapper
-  })
-  // the node tells its own status: the API is built once the node exists
-  node.api = await createApiServer({
-    log: log.child({ service: 'api' }),
+    storage
+  }
+  const api = await createApiServer({
+    log: child('api'),
     keys: { adminToken, secret: tokenSecret },
     rateLimitPerMinute: config.http.rateLimit,
     tls: apiTls == null ? null : { server: apiTls, adminCheck: apiTransport.adminMtls ? (request) => requireAdminClientCertificate(request, trust) : null },
-    services: {
-      status: node,
-      metrics,
-      peers: peerDirectory()({ host, peers }),
-      pubsub,
-      revocation,
-      models,
-      replication,
-      events,
-      rooms,
-      storage
-    }
+    services
   })
+
+  // the lifecycle table: parts start in this order and stop in reverse
+  const lifecycle: Named<unknown> = [
+    ['host', hostPart(host)],
+    ['db', { start () {}, stop: async () => { await db.close() } }],
+    ['revocation', revocation],
+    ['pubsub', pubsub],
+    ['models', models],
+    ['events', events],
+    ['rooms', rooms],
+    ['storage', storage],
+    ['central-sync', centralSync == null ? null : centralPart(centralSync, { events, config, peerId: selfId, log, onChanges: (changes) => { node.centralChanges = changes } })],
+    ['psql', psql == null ? null : { start: async () => { node.psqlCommand = (await psql.start()).command; log.info({ command: node.psqlCommand }, 'psql access to the embedded database') }, stop: async () => { await psql.stop() } }],
+    // the replica log (OrbitDB) opens after the node is up and only once needed: admission never waits for it
+    ['replication', { start () {}, afterStart: () => { replication.start().catch((err: unknown) => log.error({ err }, 'the replica log did not start')) }, stop: async () => { await replication.stop() } }],
+    ['api', apiPart(api, { paths, config, peerId: selfId, onListening: (url) => { node.apiUrl = url } })],
+    // joining happens in the background: the API answers (health, reachability) while dials run
+    ['bootstrap', { start () {}, afterStart: () => { bootstrapper.start().catch((err: unknown) => log.error({ err }, 'bootstrap failed')) }, stop: async () => { await bootstrapper.stop().catch((err: unknown) => log.warn({ err }, 'could not save the peer cache')) } }]
+  ]
+  const node: BkgNode = new BkgNode({ paths, config, log, trust, host, db, services, centralSync, lifecycle, lock })
   return node
+}
+
+/** The libp2p host, with listen failures told as one line. */
+function hostPart (host: Host): Startable {
+  return {
+    start: async () => {
+      try {
+        await host.start()
+      } catch (err) {
+        throw describeListenFailure(err, '--listen')
+      }
+    },
+    stop: async () => { await host.stop() }
+  }
+}
+
+/** The HTTP API: listens, then writes the data dir's api.json, which only this node removes again. */
+function apiPart (api: ApiServer, init: { paths: DataDirPaths, config: NodeConfig, peerId: string, onListening: (url: string) => void }): Startable {
+  let url: string | undefined
+  return {
+    start: async () => {
+      try {
+        url = await api.listen(init.config.api)
+      } catch (err) {
+        throw describeListenFailure(err, '--api', init.config.api)
+      }
+      init.onListening(url)
+      // the CLI finds the node by this file (and pins its TLS certificate to the PeerId)
+      await writeFileAtomic(init.paths.apiAddress, JSON.stringify({ url, pid: process.pid, peerId: init.peerId }) + '\n')
+    },
+    stop: async () => {
+      if (url != null && await writtenByThisProcess(init.paths.apiAddress)) await rm(init.paths.apiAddress, { force: true })
+      await api.close()
+    }
+  }
+}
+
+/** Only the address this node wrote: never a file another process put there. */
+async function writtenByThisProcess (path: string): Promise<boolean> {
+  try {
+    return (JSON.parse(await readFile(path, 'utf8')) as { pid?: number }).pid === process.pid
+  } catch {
+    // no file, or not ours to read: nothing of this node's to remove
+    return false
+  }
+}
+
+/**
+ * Central sync (`--sync`): stored events wake it once the database is open, and with
+ * `--sync-changes` central inserts flow back in through the change stream.
+ */
+function centralPart (sync: CentralSync, init: { events: EventService, config: NodeConfig, peerId: string, log: Logger, onChanges: (changes: CentralChanges) => void }): Startable {
+  const { events, config, log } = init
+  let changes: CentralChanges | null = null
+  return {
+    start () {},
+    afterStart: () => {
+      events.on('stored', () => sync.notify())
+      events.ready().then(async () => {
+        sync.start()
+        if (!config.sync.changes || config.sync.url == null) return
+        const { subscribeCentralChanges } = await import('./db/central-changes.ts')
+        changes = subscribeCentralChanges({
+          url: config.sync.url,
+          // one slot per node, named from its PeerId (slot names: a-z 0-9 _)
+          slot: `bkg_${createHash('sha256').update(init.peerId).digest('hex').slice(0, 40)}`,
+          skipSyncedBy: init.peerId,
+          log: log.child({ service: 'central-changes' }),
+          onEvent: async (event) => {
+            const { syncedBy: _by, syncedAt: _at, ...signed } = event
+            await events.acceptRemote([signed], async (peer) => await sync.certificateOf(peer))
+          }
+        })
+        init.onChanges(changes)
+      }).catch((err: unknown) => log.error({ err }, 'the event database did not open: no central sync'))
+    },
+    stop: async () => {
+      await changes?.close()
+      await sync.stop()
+    }
+  }
 }

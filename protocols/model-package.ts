@@ -71,10 +71,15 @@ export const PackageFile = z.object({
 }).strict()
 export type PackageFile = z.infer<typeof PackageFile>
 
+/** a model's name: what manifests, replica records and the API accept */
+export const ModelName = z.string().regex(NAME, 'lowercase letters, digits, . _ -, at most 64')
+/** a model's version: a semantic version */
+export const ModelVersion = z.string().max(64).refine((v) => semver.valid(v) === v, 'a semantic version, e.g. 1.2.0')
+
 export const Manifest = z.object({
   format: z.literal(MANIFEST_FORMAT),
-  name: z.string().regex(NAME, 'lowercase letters, digits, . _ -, at most 64'),
-  version: z.string().max(64).refine((v) => semver.valid(v) === v, 'a semantic version, e.g. 1.2.0'),
+  name: ModelName,
+  version: ModelVersion,
   architecture: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/),
   licence: z.string().max(512).regex(SPDX, 'an SPDX licence identifier or expression'),
   createdAt: z.iso.datetime(),

@@ -28,7 +28,8 @@ export function installErrorHandlers (app: FastifyInstance): void {
     const code = fastifyCode === 'FST_ERR_CTP_INVALID_MEDIA_TYPE'
       ? 'unsupported_media_type'
       : fastifyCode === 'FST_ERR_CTP_BODY_TOO_LARGE' ? 'body_too_large' : STATUS_CODES[status] ?? 'bad_request'
-    return reply.status(status).send(errorBody(code, err.message))
+    const message = code === 'body_too_large' ? `the request body is larger than ${request.routeOptions.bodyLimit ?? 'the limit'} bytes` : err.message
+    return reply.status(status).send(errorBody(code, message))
   })
   app.setNotFoundHandler((request, reply) => {
     // auth (preParsing) lets not-found requests through, so an unknown path is a 404 with or without a token

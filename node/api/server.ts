@@ -144,7 +144,17 @@ export async function createApiServer (init: ApiServerInit): Promise<ApiServer> 
   })
   await app.register(authPlugin, { keys: init.keys, adminCheck: init.tls?.adminCheck })
   installUntrustedInputGuards(app)
-  await app.register(websocket, { options: { maxPayload: MAX_REALTIME_FRAME_BYTES } })
+  // JSON routes take JSON: a text/plain body is a 415 like any other type, not a string that fails validation
+  app.removeContentTypeParser('text/plain')
+  await app.register(websocket, {
+    options: { maxPayload: MAX_REALTIME_FRAME_BYTES },
+    // a socket error is the client's (a frame over the limit, a broken connection): ws closes it;
+    // logged at debug so that any token holder cannot fill the error log
+    errorHandler: (err, socket, request) => {
+      request.log.debug({ err }, 'realtime socket error')
+      socket.terminate()
+    }
+  })
 
   const { services, keys } = init
   app.addHook('onResponse', async (request, reply) => {

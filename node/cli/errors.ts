@@ -30,6 +30,10 @@ export const EXIT = {
 /** Expected conditions, by the `code` their errors carry. */
 const EXIT_BY_CODE: Record<string, number> = {
   config_invalid: EXIT.usage,
+  // option values the CA refuses as written
+  invalid_san: EXIT.usage,
+  invalid_role: EXIT.usage,
+  invalid_namespace: EXIT.usage,
   identity_missing: EXIT.notSetUp,
   identity_mismatch: EXIT.notSetUp,
   data_dir_locked: EXIT.dataDirInUse,

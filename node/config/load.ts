@@ -1,5 +1,4 @@
 import { readFile } from 'node:fs/promises'
-import { z } from 'zod'
 import { NodeConfig, type NodeConfigInput } from './schema.ts'
 import { BkgError } from '../../lib/bkg-error.ts'
 
@@ -75,11 +74,18 @@ export function resolveConfig (...sources: Array<Record<string, unknown>>): Node
   }
   const parsed = NodeConfig.safeParse(merged satisfies NodeConfigInput | Record<string, unknown>)
   if (!parsed.success) {
-    throw new ConfigError(`invalid configuration:\n${z.prettifyError(parsed.error)}`)
+    // one line, as every CLI failure: `bkg: invalid configuration: expected HOST:PORT … (at api); …`
+    throw new ConfigError(`invalid configuration: ${parsed.error.issues.map((issue) => `${issue.message} (at ${fieldPath(issue.path)})`).join('; ')}`)
   }
   return parsed.data
 }
 
 function isPlainObject (value: unknown): value is Record<string, unknown> {
   return value != null && typeof value === 'object' && !Array.isArray(value)
+}
+
+/** `listen[0]`, `http.rateLimit`: where a setting is, as a config file names it */
+function fieldPath (path: PropertyKey[]): string {
+  if (path.length === 0) return 'the top level'
+  return path.map((key, i) => typeof key === 'number' ? `[${key}]` : `${i === 0 ? '' : '.'}${String(key)}`).join('')
 }

@@ -110,7 +110,7 @@ export class EventService extends EventEmitter<EventServiceEvents> {
     }
     await this.sync.stop()
     await this.flushing
-    await this.publishing.catch(() => {})
+    await this.publishing
   }
 
   /** Namespaces this node's certificate lists: the only ones it stores and gossips. */
@@ -165,6 +165,7 @@ export class EventService extends EventEmitter<EventServiceEvents> {
       this.ownSeq = seq
       return stored
     })
+    // the caller awaits run and gets its error; the chain only has to stay usable for the next publish
     this.publishing = run.catch(() => {})
     const stored = await run
     for (const event of stored) this.emit('stored', event)
@@ -186,8 +187,10 @@ export class EventService extends EventEmitter<EventServiceEvents> {
       let bytes = 0
       const flush = async (): Promise<void> => {
         if (batch.length === 0) return
-        // peers that miss it (none subscribed yet, a partition) get it through catch-up
-        await pubsub.publish(eventsTopic(namespace), new TextEncoder().encode(`{"v":1,"events":[${batch.join(',')}]}`)).catch(() => {})
+        // peers that miss it (none subscribed yet, a partition) get it through catch-up; the events are stored either way
+        await pubsub.publish(eventsTopic(namespace), new TextEncoder().encode(`{"v":1,"events":[${batch.join(',')}]}`)).catch((err: unknown) => {
+          this.deps.log.warn({ err, namespace, events: batch.length }, 'gossiping new events failed: peers get them only through catch-up')
+        })
         batch = []
         bytes = 0
       }
@@ -230,7 +233,10 @@ export class EventService extends EventEmitter<EventServiceEvents> {
       if (!this.namespaces.has(event.namespace)) continue
       let check = await this.verify(event)
       if (check === 'unknown_origin' && certificateOf != null) {
-        const pem = await certificateOf(event.origin).catch(() => null)
+        const pem = await certificateOf(event.origin).catch((err: unknown) => {
+          this.deps.log.warn({ err, origin: event.origin }, 'could not look up an origin\'s certificate: its event is skipped here (catch-up from peers still brings it)')
+          return null
+        })
         if (pem != null) this.learnCertificate(event.origin, pem)
         check = await this.verify(event)
       }
@@ -247,7 +253,7 @@ export class EventService extends EventEmitter<EventServiceEvents> {
     let afterLocalId: number | undefined
     if (query.after != null) {
       const cursor = EventCursor.safeParse(query.after)
-      if (!cursor.success) throw new BkgError('invalid_cursor', 400, `cursor ${query.after.slice(0, 64)}: ${cursor.error.issues[0]?.message ?? 'invalid'}`)
+      if (!cursor.success) throw new BkgError('invalid_request', 400, `cursor ${query.after.slice(0, 64)}: ${cursor.error.issues[0]?.message ?? 'invalid'}`)
       afterLocalId = /^\d+$/.test(query.after) ? Number(query.after) : await this.store.localIdOf(tenant, query.after) ?? undefined
       if (afterLocalId == null) throw new BkgError('unknown_cursor', 400, `no event ${query.after} in namespace ${query.namespace} that this token may see`)
     }
@@ -302,6 +308,7 @@ export class EventService extends EventEmitter<EventServiceEvents> {
       const key = peerIdFromString(event.origin).publicKey
       if (key == null || !await key.verify(bytes, Buffer.from(event.sig, 'base64'))) return 'bad'
     } catch {
+      // an origin that is no PeerId or a signature that does not parse: the sender's fault, refused like a bad signature
       return 'bad'
     }
     return 'ok'
@@ -329,6 +336,7 @@ export class EventService extends EventEmitter<EventServiceEvents> {
       return
     }
     this.queue.push({ event, from })
+    // flush logs its own failures and never rejects, so the chain needs no catch
     this.flushing ??= this.flush().finally(() => { this.flushing = null })
   }
 

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { ClientMessage, MAX_REALTIME_FRAME_BYTES, parseChannel } from '../../protocols/realtime.ts'
 import { describeJsonError, parseUntrustedJson, UntrustedJsonError } from '../../protocols/untrusted-json.ts'
-import { whenExpired, type Principal } from '../auth/index.ts'
+import { msUntilExpiry, whenExpired, type Principal } from '../auth/index.ts'
 import { BkgError } from '../../lib/bkg-error.ts'
 import { parseFilter } from './event-filter.ts'
 import type { EventService } from './event-service.ts'
@@ -25,6 +25,8 @@ export interface RealtimeSessionDeps {
 }
 
 const MAX_CHANNELS = 100
+/** a frame's `ref`, when its text cannot be parsed (refs are 1-64 characters; see protocols/realtime.ts) */
+const REF_IN_TEXT = /"ref"\s*:\s*"([A-Za-z0-9._:-]{1,64})"/
 /** broadcast and presence messages a client may send per second (a burst of as many is allowed) */
 export const MESSAGES_PER_SECOND = 500
 /** a client further behind than this is told it lagged and disconnected, never buffered without bound */
@@ -68,7 +70,9 @@ export class RealtimeSession {
       raw = parseUntrustedJson(text, { maxBytes: MAX_REALTIME_FRAME_BYTES })
     } catch (err) {
       const reason = err instanceof UntrustedJsonError ? describeJsonError(err, 'frame') : 'frames are JSON objects'
-      this.send({ type: 'error', error: { code: 'invalid_message', message: reason } })
+      // a refused frame still answers its ref (found in the text: it could not be parsed), so a client waiting on it hears back
+      const ref = REF_IN_TEXT.exec(text)?.[1]
+      this.send({ type: ref != null ? 'reply' : 'error', ref, status: 'error', error: { code: 'invalid_message', message: reason } })
       return
     }
     const parsed = ClientMessage.safeParse(raw)
@@ -99,6 +103,10 @@ export class RealtimeSession {
   }
 
   private async dispatch (message: ClientMessage): Promise<object | undefined> {
+    // an expired token may only be replaced (or the connection kept alive and channels left): nothing new for it
+    if (msUntilExpiry(this.principal) === 0 && message.type !== 'access_token' && message.type !== 'heartbeat' && message.type !== 'leave') {
+      throw new BkgError('token_expired', 401, 'the token expired: send access_token with a fresh token first')
+    }
     switch (message.type) {
       case 'heartbeat':
         return undefined

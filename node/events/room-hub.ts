@@ -7,6 +7,7 @@ import type { AdmittedPeers } from '../admission/index.ts'
 import { admissionVerdict } from '../pubsub/index.ts'
 import { parseUntrustedJson } from '../../protocols/untrusted-json.ts'
 import { MAX_ROOMS, ROOM_PRESENCE_TTL_MS, ROOM_REFRESH_INTERVAL_MS } from './constants.ts'
+import { BkgError } from '../../lib/bkg-error.ts'
 
 export type PresenceState = Record<string, Json[]>
 
@@ -102,7 +103,8 @@ export class RoomHub {
 
   /** Joins a room; returns the current presence and a function that leaves it. */
   join (namespace: string, room: string, listener: RoomListener): { presence: PresenceState, leave: () => void } {
-    const state = this.room(namespace, room, true)!
+    const state = this.room(namespace, room, true)
+    if (state == null) throw new BkgError('too_many_rooms', 429, `this node tracks at most ${this.maxRooms} rooms; leave some or try another node`)
     state.listeners.add(listener)
     return {
       presence: state.merged,

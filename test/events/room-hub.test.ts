@@ -189,6 +189,8 @@ describe('RoomHub', () => {
   it('tracks no more rooms than init.maxRooms', () => {
     const small = roomHub({ maxRooms: 1 })({ pubsub: gossip.as(), peers, namespaces: new Set(['lab']), log: { debug () {} } })
     small.join('lab', 'first', listener('a'))
+    // a join past the limit is refused as a 429, not a crash
+    expect(() => small.join('lab', 'second', listener('b'))).toThrow(expect.objectContaining({ code: 'too_many_rooms', status: 429 }))
     small.track('lab', 'second', 'a', 'alice', { x: 1 })
     expect(gossip.published).toEqual([])
     small.track('lab', 'first', 'a', 'alice', { x: 1 })

@@ -60,7 +60,8 @@ describe('hostile input from token holders', () => {
       socket.send(`{"type":"broadcast","ref":"b1","channel":"room:lab:x","event":"e","payload":${nested(5000)}}`)
       const errors = await waitFor('two error replies', async () => replies.length >= 2 ? replies : undefined, 10_000)
       expect(errors[0]).toMatchObject({ type: 'error', error: { code: 'invalid_message', message: expect.stringMatching(/nested deeper than 64 levels/) } })
-      expect(errors[1]).toMatchObject({ type: 'error', error: { code: 'invalid_message' } })
+      // the broadcast had a ref: its refusal is a reply to it
+      expect(errors[1]).toMatchObject({ type: 'reply', ref: 'b1', status: 'error', error: { code: 'invalid_message' } })
       socket.close()
       await expectAlive()
       // the first connection still works
@@ -174,6 +175,42 @@ describe('hostile input from token holders', () => {
     expect(published.body.payload).toBeNull()
     const listed = await raw('GET', `/api/v1/events?namespace=lab&after=${published.body.localId - 1}&limit=1`, undefined, reader)
     expect(listed.body.events[0]).toMatchObject({ id: published.body.id, payload: null })
+  })
+
+  it('an expired token on an open realtime connection gets nothing new: no joins, broadcasts or presence', async () => {
+    const shortLived = createToken(node, 'lab', 'writer', '2s')
+    const client = await connectRealtime(node.url, shortLived)
+    try {
+      await client.next('token_expired', (m) => m.type === 'token_expired', 10_000)
+      for (const message of [{ type: 'join', channel: 'room:lab:late' }, { type: 'join', channel: 'events:lab' }]) {
+        expect(await client.request(message)).toMatchObject({ status: 'error', error: { code: 'token_expired' } })
+      }
+      expect(await client.request({ type: 'broadcast', channel: 'room:lab:late', event: 'e', payload: {} })).toMatchObject({ status: 'error', error: { code: 'token_expired' } })
+      // a fresh token brings the connection back
+      expect((await client.request({ type: 'access_token', token: writer })).status).toBe('ok')
+      expect((await client.request({ type: 'join', channel: 'room:lab:late' })).status).toBe('ok')
+    } finally {
+      client.close()
+    }
+  })
+
+  it('a refused frame still answers its ref', async () => {
+    const client = await connectRealtime(node.url, reader)
+    try {
+      client.send({ type: 'join', ref: 'j2', channel: 'events:lab\u0000' })
+      const reply = await client.next('reply j2', (m) => m.ref === 'j2')
+      expect(reply).toMatchObject({ type: 'reply', status: 'error', error: { code: 'invalid_message', message: expect.stringMatching(/NUL/) } })
+    } finally {
+      client.close()
+    }
+  })
+
+  it('a replication job for a name or version no model can have is a 400, not a 500', async () => {
+    for (const body of [{ name: 'X_Y', version: '1.0.0', namespace: 'lab', replicas: 1 }, { name: 'ok', version: 'dr|oe', namespace: 'lab', replicas: 1 }]) {
+      const response = await node.api('POST', '/api/v1/replication', body)
+      expect(response.status, JSON.stringify(body)).toBe(400)
+      expect(response.body.error.code).toBe('invalid_request')
+    }
   })
 
   it('anonymous floods leave health and token holders their own budgets', async () => {

@@ -49,3 +49,12 @@ describe('startAll / stopAll', () => {
     expect(failures.map((f) => [f.service, f.message])).toEqual([['b', 'b: stop failed: b will not stop']])
   })
 })
+
+describe('startAll with a refusal BKG names', () => {
+  it('passes a BkgError on unchanged (its message already says what to do)', async () => {
+    const { BkgError } = await import('../../lib/bkg-error.ts')
+    const refusal = new BkgError('address_in_use', 500, 'API address 127.0.0.1:7070 is in use')
+    const failure = await startAll([['api', { start () { throw refusal }, stop () {} }]]).catch((err: unknown) => err)
+    expect(failure).toBe(refusal)
+  })
+})

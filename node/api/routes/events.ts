@@ -97,7 +97,8 @@ export const eventRoutes: FastifyPluginAsyncZod<{ events: EventService }> = asyn
       events,
       principal: () => principal,
       selector: selectorOf(request.query),
-      after: typeof lastEventId === 'string' && /^\d+$/.test(lastEventId) ? lastEventId : request.query.after,
+      // a reconnecting EventSource sends back the last id it was given: it is checked like ?after=, never ignored
+      after: typeof lastEventId === 'string' && lastEventId !== '' ? lastEventId : request.query.after,
       deliver: (event) => {
         if (closed) return true
         raw.write(`id: ${event.localId}\nevent: event\ndata: ${JSON.stringify(out(event))}\n\n`)

@@ -2,7 +2,7 @@ import { Readable } from 'node:stream'
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import { CID } from 'multiformats/cid'
 import { z } from 'zod'
-import { totalSize } from '../../../protocols/model-package.ts'
+import { ModelName, ModelVersion, totalSize } from '../../../protocols/model-package.ts'
 import { BkgError } from '../../../lib/bkg-error.ts'
 import type { ModelService, StoredModel } from '../../models/index.ts'
 import { msUntilExpiry } from '../../auth/index.ts'
@@ -113,7 +113,7 @@ export const modelRoutes: FastifyPluginAsyncZod<{ models: ModelService }> = asyn
     schema: {
       summary: 'Pull a model from its providers (the newest version when none is given); returns the job to poll',
       tags: ['models'],
-      body: z.object({ name: z.string().min(1).max(64), version: z.string().min(1).max(64).optional() }).strict(),
+      body: z.object({ name: ModelName, version: ModelVersion.optional() }).strict(),
       response: { 202: PullJob }
     }
   }, async (request, reply) => {

@@ -1,6 +1,7 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import { z } from 'zod'
 import { NAMESPACE_PATTERN } from '../../../ca/roles.ts'
+import { ModelName, ModelVersion } from '../../../protocols/model-package.ts'
 import { MAX_REPLICAS } from '../../../protocols/replicas.ts'
 import type { ReplicationService } from '../../replication/index.ts'
 
@@ -28,8 +29,8 @@ export const replicationRoutes: FastifyPluginAsyncZod<{ replication: Replication
       summary: 'Create a job: keep N verified replicas of a model among the nodes of a namespace (the node needs the admin role)',
       tags: ['replication'],
       body: z.object({
-        name: z.string().min(1).max(64),
-        version: z.string().min(1).max(64).optional(),
+        name: ModelName,
+        version: ModelVersion.optional(),
         namespace: z.string().regex(NAMESPACE_PATTERN, 'a namespace: lowercase letters, digits, . _ -'),
         replicas: z.number().int().min(1).max(MAX_REPLICAS)
       }).strict(),
