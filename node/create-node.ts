@@ -35,6 +35,22 @@ export interface NodeInit {
   dataDir: string
   config: NodeConfig
   log: Logger
+  /**
+   * Services added to this node after the built-in ones (they start after storage and before the
+   * API, and stop before them): `['name', service(init)]`, the factory given the node's components.
+   */
+  extraServices?: ReadonlyArray<readonly [name: string, create: (components: NodeComponents) => unknown]>
+}
+
+/** What a service added through `extraServices` may use. */
+export interface NodeComponents {
+  host: Host
+  peers: AdmittedPeers
+  trust: Trust
+  events: EventService
+  models: ModelService
+  storage: StorageService
+  log: Logger
 }
 
 export interface NodeInfo {
@@ -272,6 +288,7 @@ async function assembleNode (init: NodeInit, lock: DataDirLock): Promise<BkgNode
     ['events', events],
     ['rooms', rooms],
     ['storage', storage],
+    ...(init.extraServices ?? []).map(([name, create]) => [name, create({ host, peers, trust, events, models, storage, log: child(name) })] as const),
     ['central-sync', centralSync == null ? null : centralPart(centralSync, { events, config, peerId: selfId, log, onChanges: (changes) => { node.centralChanges = changes } })],
     ['psql', psql == null ? null : { start: async () => { node.psqlCommand = (await psql.start()).command; log.info({ command: node.psqlCommand }, 'psql access to the embedded database') }, stop: async () => { await psql.stop() } }],
     // the replica log (OrbitDB) opens after the node is up and only once needed: admission never waits for it
