@@ -121,9 +121,10 @@ async function withLock<T> (dir: string, fn: () => Promise<T>): Promise<T> {
       break
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+      // gone meanwhile (its holder finished): the next attempt takes it
       const info = await stat(lockPath).catch(() => null)
       if (info !== null && Date.now() - info.mtimeMs > 60_000) {
-        await unlink(lockPath).catch(() => {})
+        await unlink(lockPath).catch(() => {}) // another process took the stale lock over first: the next attempt waits for it
         continue
       }
       if (Date.now() > deadline) throw new Error(`the CA directory ${dir} is locked by another process (${lockPath})`)
@@ -133,7 +134,7 @@ async function withLock<T> (dir: string, fn: () => Promise<T>): Promise<T> {
   try {
     return await fn()
   } finally {
-    await unlink(lockPath).catch(() => {})
+    await unlink(lockPath).catch(() => {}) // fn's result stands; a lock left behind is taken over as stale after a minute
   }
 }
 
@@ -215,6 +216,7 @@ export async function initCa (dir: string, options: InitCaOptions = {}): Promise
     await writeFileAtomic(keyPath, keyFile, 0o600)
     await writeFileAtomic(certPath, certPem, 0o644)
     await writeIndex(dir, { version: 1, certificates: [] })
+    // usually absent (moved aside with the old CA); a number left behind only makes the new CA's CRL numbers start higher
     await unlink(join(dir, CA_CRLNUMBER_FILE)).catch(() => {})
     return { certPem, dir, replaced }
   })

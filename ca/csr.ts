@@ -187,6 +187,7 @@ export async function verifyNodeCsr (csrPem: string): Promise<VerifiedCsr> {
   try {
     proofOk = await publicKey.verify(csrProofData(peerId, spkiDer), signature)
   } catch {
+    // a signature that does not even parse is a failed proof, refused just below
     proofOk = false
   }
   if (!proofOk) {

@@ -64,6 +64,7 @@ export function verifySigned (parts: SignedParts, publicKey: KeyLike): boolean {
   try {
     return cryptoVerify(hash, parts.tbs, publicKey, parts.signature)
   } catch {
+    // a key or signature that does not fit the algorithm: not a valid signature, which callers refuse
     return false
   }
 }

@@ -94,6 +94,7 @@ export function attributeText (attr: forge.pki.CertificateField): string {
     try {
       return forge.util.decodeUtf8(value)
     } catch {
+      // a name that is not valid UTF-8 must not make the whole certificate unreadable: its signature still vouches for the bytes
       return value
     }
   }

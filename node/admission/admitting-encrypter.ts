@@ -139,7 +139,7 @@ class AdmittingEncrypter implements ConnectionEncrypter {
       await channel.write(encodeFrame(verdict), { signal })
       await channel.read({ signal })
       await channel.read({ signal })
-    } catch {}
+    } catch {} // refused either way: a peer that hangs up first or is too slow only misses the reason
   }
 }
 

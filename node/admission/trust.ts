@@ -46,7 +46,7 @@ export class Trust {
     const [caPem, certPem, crlPem] = await Promise.all([
       readRequired(paths.caPath, 'the operator CA certificate (trust anchor)'),
       readRequired(paths.certPath, 'this node\'s certificate (have the operator sign node.csr with `bkg ca sign`)'),
-      readFile(paths.crlPath, 'utf8').catch(() => null)
+      readOptional(paths.crlPath)
     ])
     return new Trust({ caPem, certPem, crlPem, crlPath: paths.crlPath, now })
   }
@@ -95,6 +95,17 @@ export class Trust {
     await writeFileAtomic(this.crlPath, candidate.pem)
     this.currentCrl = candidate
     return { accepted: true, crl: candidate }
+  }
+}
+
+/** null only when the file does not exist: an unreadable CRL must not start a node that ignores it */
+async function readOptional (path: string): Promise<string | null> {
+  try {
+    return await readFile(path, 'utf8')
+  } catch (err) {
+    // no CRL yet: the operator has revoked nothing
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null
+    throw err
   }
 }
 

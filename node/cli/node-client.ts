@@ -65,6 +65,7 @@ export async function resolveTarget (options: TargetOptions, defaultDataDir: str
  * another identity, e.g. an operator's admin certificate.
  */
 async function tlsFromDataDir (paths: DataDirPaths, peerId: string | undefined): Promise<NodeTls> {
+  // a file that cannot be read is decided on below: required only when BKG_CLIENT_CERT names it
   const read = async (path: string): Promise<string | undefined> => await readFile(path, 'utf8').catch(() => undefined)
   const certPath = process.env.BKG_CLIENT_CERT ?? paths.cert
   const keyPath = process.env.BKG_CLIENT_KEY ?? paths.x509Key
@@ -154,6 +155,7 @@ async function send<T> (target: NodeTarget, method: string, path: string, init: 
   try {
     json = JSON.parse(text)
   } catch {
+    // not JSON (a proxy's error page): the refusal below quotes the text instead
     json = undefined
   }
   if (!ok) {

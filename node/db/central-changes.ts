@@ -131,7 +131,7 @@ class Subscription implements CentralChanges {
     this.rejectReady(new Error('central changes subscription closed'))
     this.wakeBackoff?.()
     this.report()
-    this.client?.end().catch(() => {})
+    this.client?.end().catch(() => {}) // closing: ending it is what stops the stream, and an end that fails finds it gone already
     await this.loop
     this.state = 'closed'
   }
@@ -146,7 +146,7 @@ class Subscription implements CentralChanges {
         if (this.state !== 'retrying') this.options.log?.warn({ reason: this.lastError, slot: this.options.slot }, 'central changes: stream failed; retrying with backoff')
         this.state = 'retrying'
       } finally {
-        this.client?.end().catch(() => {})
+        this.client?.end().catch(() => {}) // the stream ended or failed (logged above): its connection is usually gone already
         this.client = undefined
         // what was not acknowledged comes again from the slot
         this.queue = []
@@ -208,7 +208,7 @@ class Subscription implements CentralChanges {
                 this.receive(chunk)
               } catch (err) {
                 reject(err)
-                client.end().catch(() => {})
+                client.end().catch(() => {}) // the failure goes out through reject; an end that fails finds the connection gone
               }
             },
             ended: (err) => err == null ? resolve() : reject(err)
@@ -223,6 +223,7 @@ class Subscription implements CentralChanges {
   /** Migrates the central schema, creates the slot when missing, and resolves with its acknowledged position. */
   private async prepareSlot (): Promise<bigint> {
     const client = new pg.Client({ connectionString: this.options.url, connectionTimeoutMillis: CONNECT_TIMEOUT_MS, application_name: 'bkg-changes' })
+    // a connection that breaks also fails the query in progress, which throws below; unheard, this event would end the process
     client.on('error', () => {})
     try {
       await client.connect()
@@ -243,7 +244,7 @@ class Subscription implements CentralChanges {
       if (slot.plugin !== 'pgoutput') throw new Error(`replication slot ${this.options.slot} uses ${slot.plugin}, not pgoutput`)
       return slot.lsn == null ? 0n : parseLsn(slot.lsn)
     } finally {
-      await client.end().catch(() => {})
+      await client.end().catch(() => {}) // the slot's position is read (or the failure thrown): only the socket is left to free
     }
   }
 
@@ -333,7 +334,7 @@ class Subscription implements CentralChanges {
       this.generation++
       this.report()
       this.failStream?.(err instanceof Error ? err : new Error(String(err)))
-      this.client?.end().catch(() => {})
+      this.client?.end().catch(() => {}) // the failure goes out through failStream; an end that fails finds the connection gone
     } finally {
       this.pumping = false
     }

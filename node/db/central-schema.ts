@@ -142,7 +142,7 @@ export async function migrateCentral (client: ClientBase): Promise<number> {
     await client.query('COMMIT')
     return count
   } catch (err) {
-    await client.query('ROLLBACK').catch(() => {})
+    await client.query('ROLLBACK').catch(() => {}) // the failure is rethrown; a connection that cannot roll back is broken and not reused
     throw err
   }
 }

@@ -179,16 +179,17 @@ export class CentralSync {
       try {
         return (await client.query<{ pem: string }>('SELECT pem FROM bkg.node_certificates WHERE peer_id = $1', [peerId])).rows[0]?.pem ?? null
       } finally {
+        // a read-only transaction: nothing to lose; a broken connection reports through its 'error' handler
         await client.query('COMMIT').catch(() => {})
       }
     })
-    this.tail = run.catch(() => {})
+    this.tail = run.catch(() => {}) // the caller gets run's error; the tail only has to go on with the next task
     return await run
   }
 
   async syncOnce (): Promise<number> {
     const run = this.tail.then(async () => await this.batch())
-    this.tail = run.catch(() => {})
+    this.tail = run.catch(() => {}) // the caller gets run's error; the tail only has to go on with the next task
     return await run
   }
 
@@ -307,7 +308,7 @@ export class CentralSync {
     } catch (err) {
       // whatever failed, the next batch starts on a fresh connection and from the central cursor
       this.prefetched = undefined
-      await client.query('ROLLBACK').catch(() => {})
+      await client.query('ROLLBACK').catch(() => {}) // the failure is rethrown below, and the connection dropped either way
       this.dropConnection()
       throw err
     }
@@ -376,7 +377,7 @@ export class CentralSync {
         await client.query('COMMIT')
       }
     } catch (err) {
-      client.end().catch(() => {})
+      client.end().catch(() => {}) // the failure is thrown below; an end that fails finds the connection gone already
       throw err
     }
     this.client = client
@@ -386,7 +387,7 @@ export class CentralSync {
   private dropConnection (): void {
     const client = this.client
     this.client = undefined
-    client?.end().catch(() => {})
+    client?.end().catch(() => {}) // dropped after a failure: an end that fails finds the connection gone already
   }
 
   private async localHighest (): Promise<number> {

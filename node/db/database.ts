@@ -73,6 +73,7 @@ export class Database {
   }
 
   async close (): Promise<void> {
+    // a failed open was thrown to whoever opened; there is nothing to close then
     const db = await this.opening?.catch(() => undefined)
     this.db = undefined
     this.opening = undefined
@@ -103,6 +104,7 @@ export class Database {
     await mkdir(this.init.dir, { recursive: true, mode: 0o700 })
     const fresh = !await this.exists()
     const templatePath = join(this.init.templateDir, `pglite-${PGLITE_VERSION}.tar.gz`)
+    // no cached template yet: this node creates the database and caches it below
     const template = fresh ? await readFile(templatePath).catch(() => null) : null
     // loaded on first use: a node that never opens its database does not carry PGlite's modules
     const { PGlite } = await import('@electric-sql/pglite')

@@ -366,6 +366,7 @@ class Session {
     clearTimeout(this.authTimer)
     clearTimeout(this.holdTimer)
     // behind whatever is in flight, so the rollback cannot overtake a running statement
+    // each task's failure was logged and sent to the client by enqueue; this only waits for it
     this.queue = this.queue.catch(() => {}).then(async () => { await this.abortUnit() }).finally(() => {
       if (this.phase === 'ready') this.log.info({ ms: Date.now() - this.started }, 'psql session closed')
       this.resolveDone()

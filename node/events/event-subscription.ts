@@ -80,6 +80,7 @@ export class EventSubscription {
         if (!ready && !this.stopped) await this.init.drained()
       }
     } catch {
+      // the subscriber is told it lagged and resumes from its cursor; a closing database or a broken transport needs no more
       this.lag()
       return
     }

@@ -122,7 +122,7 @@ export class EventSync {
       const channel = lpStream(stream, { maxDataLength: MAX_SYNC_MESSAGE_BYTES })
       await channel.write(new TextEncoder().encode(JSON.stringify(request)), { signal })
       const response = SyncResponse.parse(parseUntrustedJson((await channel.read({ signal })).subarray()))
-      await stream.close({ signal }).catch(() => {})
+      await stream.close({ signal }).catch(() => {}) // the answer is read: a failed close costs nothing but the stream
       return response
     } catch (err) {
       stream.abort(err as Error)

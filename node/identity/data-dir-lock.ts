@@ -80,7 +80,7 @@ export class DataDirLock {
     try {
       const current = JSON.parse(readFileSync(this.path, 'utf8')) as LockHolder
       if (current.nonce === this.holder.nonce) unlinkSync(this.path)
-    } catch {}
+    } catch {} // the exit handler: a lock already gone or unreadable is not ours to remove, and no logger runs this late
   }
 }
 
@@ -114,6 +114,7 @@ async function readHolder (path: string): Promise<LockHolder | 'missing' | 'unre
     const parsed = JSON.parse(text) as LockHolder
     return Number.isInteger(parsed.pid) && parsed.pid > 0 ? parsed : 'unreadable'
   } catch {
+    // a starter between open and write leaves a partial file: the caller retries on 'unreadable'
     return 'unreadable'
   }
 }
@@ -133,7 +134,7 @@ async function takeAside (path: string, expected: LockHolder | null): Promise<Lo
   }
   const moved = await readHolder(aside)
   if (typeof moved === 'object' && moved.nonce !== expected?.nonce && isAlive(moved)) {
-    await link(aside, path).catch(() => {})
+    await link(aside, path).catch(() => {}) // EEXIST: a third starter locked meanwhile, which refuses us just the same
     await rm(aside, { force: true })
     return moved
   }
@@ -168,6 +169,7 @@ function procStat (pid: number): { state: string, start: string } | null {
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
     return fields.length > 19 ? { state: fields[0], start: fields[19] } : null
   } catch {
+    // no /proc (not Linux) or the process just exited: unknown, and the callers then trust the pid alone
     return null
   }
 }
@@ -180,6 +182,6 @@ async function lockedError (paths: DataDirPaths, holder: LockHolder): Promise<Da
   try {
     const address = JSON.parse(await readFile(paths.apiAddress, 'utf8')) as { url?: string, pid?: number }
     if (address.pid === holder.pid && address.url != null) api = `API ${address.url}`
-  } catch {}
+  } catch {} // no address file yet (or a partial one): the message says the API is not up
   return new DataDirLockedError(`${paths.dir} is in use by a running node (pid ${holder.pid}, ${api}): stop it first, or give this node another --data DIR`, holder.pid)
 }

@@ -41,7 +41,7 @@ export async function * requestBlocks (host: Host, peer: PeerId, batch: CID[], s
       if (frame.cid.toString() !== asked.toString()) throw new PackageError('content_mismatch', `provider answered ${frame.cid.toString()} where ${asked.toString()} was asked`)
       yield frame
     }
-    await stream.close({ signal }).catch(() => {})
+    await stream.close({ signal }).catch(() => {}) // every block is read: a failed close costs nothing but the stream
   } catch (err) {
     stream.abort(err as Error)
     throw err

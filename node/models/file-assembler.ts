@@ -60,6 +60,7 @@ export class FileAssembler {
     try {
       assertBlockMatches(cid, bytes)
     } catch {
+      // bytes left by an interrupted write: this leaf is fetched again
       return null
     }
     await this.hashInOrder(offset, [bytes], length)

@@ -41,7 +41,8 @@ export class LeafIndex {
     for (const [path, file] of this.handles) {
       if (!path.startsWith(prefix)) continue
       this.handles.delete(path)
-      void file.then(async (h) => { await h?.close() })
+      // read-only: a failed close loses no data, and the handle is dropped either way
+      void file.then(async (h) => { await h?.close() }).catch(() => {})
     }
     for (const [key, locations] of this.leaves) {
       const kept = locations.filter((l) => !l.path.startsWith(prefix))
@@ -79,8 +80,10 @@ export class LeafIndex {
       if (this.handles.size >= MAX_OPEN_FILES) {
         const [oldest, handle] = this.handles.entries().next().value as [string, Promise<FileHandle | null>]
         this.handles.delete(oldest)
-        void handle.then(async (h) => { await h?.close() })
+        // read-only: a failed close loses no data, and the handle is dropped either way
+        void handle.then(async (h) => { await h?.close() }).catch(() => {})
       }
+      // a held file that cannot be opened (removed meanwhile) has no leaves to give: read() tries the next location
       file = open(path, 'r').catch(() => null)
       this.handles.set(path, file)
     }

@@ -86,7 +86,9 @@ export class ModelService extends EventEmitter<ModelServiceEvents> {
     if (this.unannounced.size === 0) return
     const pending = [...this.unannounced]
     this.unannounced.clear()
-    void Promise.all(pending.map(async (model) => await this.announce(model))).catch(() => {})
+    void Promise.all(pending.map(async (model) => await this.announce(model))).catch((err: unknown) => {
+      this.deps.log.warn({ err }, 'announcing held models failed')
+    })
   }
 
   constructor (dir: string, deps: ModelServiceDeps) {
@@ -128,7 +130,7 @@ export class ModelService extends EventEmitter<ModelServiceEvents> {
       if (!added) return
       this.emit('added', model)
       // the model is verified and in place: the job is done; provider records follow
-      void this.announce(model).catch((err: unknown) => { this.deps.log.warn({ err: String(err) }, 'announcing a pulled model failed') })
+      void this.announce(model).catch((err: unknown) => { this.deps.log.warn({ err }, 'announcing a pulled model failed') })
     }, (err: Error) => {
       job.state = 'failed'
       // BKG's own refusals keep their code; anything else (ENOSPC, a stream reset) is pull_failed
@@ -201,7 +203,9 @@ export class ModelService extends EventEmitter<ModelServiceEvents> {
     pubsub.topicValidators.set(MODELS_TOPIC, (source, message) => toValidatorResult[this.validateAnnouncement(source, message)])
     pubsub.subscribe(MODELS_TOPIC)
     // re-announce what this node holds; provider records expire and a restart may follow a long gap
-    void Promise.all(this.store.list().map(async (model) => await this.announce(model))).catch(() => {})
+    void Promise.all(this.store.list().map(async (model) => await this.announce(model))).catch((err: unknown) => {
+      this.deps.log.warn({ err }, 'announcing held models failed')
+    })
   }
 
   async stop (): Promise<void> {

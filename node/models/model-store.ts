@@ -84,6 +84,7 @@ export class ModelStore {
 
   /** A publish's staging directory is garbage after a crash; a pull's is kept for resuming. */
   private async removeAbandonedStaging (): Promise<void> {
+    // no files directory yet (no model ever held): nothing to clean
     const names = await readdir(this.filesDir).catch(() => [] as string[])
     await Promise.all(names.filter((name) => name.startsWith(PUBLISH_STAGING_PREFIX)).map(async (name) => {
       await rm(join(this.filesDir, name), { recursive: true, force: true })
@@ -104,7 +105,7 @@ export class ModelStore {
   }
 
   async stop (): Promise<void> {
-    await this.queue.catch(() => {})
+    await this.queue
     await this.leaves.close()
     await this.blocks?.close()
   }
@@ -351,6 +352,7 @@ export class ModelStore {
   /** Registry changes run one at a time: concurrent publishes and removals never interleave. */
   private async serial<T> (task: () => Promise<T>): Promise<T> {
     const run = this.queue.then(task, task)
+    // the caller gets run's error; the queue only has to go on with the next task
     this.queue = run.catch(() => {})
     return await run
   }

@@ -66,6 +66,7 @@ export function verifyEnvelope (envelope: Envelope, options: VerifyOptions): { m
   try {
     valid = verify('sha256', signedBytes(manifest), createPublicKey(envelope.publisher), Buffer.from(envelope.signature.value, 'base64'))
   } catch {
+    // a key or signature that does not even parse is refused as an invalid signature, just below
     valid = false
   }
   if (!valid) throw new PackageError('signature_invalid', 'the manifest signature does not verify with the publisher certificate')

@@ -121,7 +121,9 @@ export class Puller {
       for (const assembler of assemblers) await assembler.finish()
       return { model: await this.deps.store.adoptFetched(envelope, blocks, staged), added: true }
     } finally {
-      await Promise.all(assemblers.map(async (a) => { await a.close().catch(() => {}) }))
+      await Promise.all(assemblers.map(async (a) => {
+        await a.close().catch((err: unknown) => { this.deps.log.warn({ err }, 'closing a staged model file failed: its descriptor may stay open') })
+      }))
     }
   }
 
@@ -133,7 +135,9 @@ export class Puller {
         const envelope = await this.askManifest(peer, name, version)
         verifyEnvelope(envelope, { ...this.deps.trust(), latestVersion: this.deps.store.latestVersion(name) })
         return { peer, envelope }
-      } catch {
+      } catch (err) {
+        // a peer without the model, or with an envelope that does not verify, is one source less
+        this.deps.log.debug({ peer: peer.toString(), err }, 'a peer\'s manifest answer was not usable')
         return null
       }
     }))
@@ -145,7 +149,10 @@ export class Puller {
       try {
         verifyEnvelope(envelope, { ...this.deps.trust(), latestVersion: this.deps.store.latestVersion(name) })
         valid.push({ peer: null, envelope })
-      } catch {}
+      } catch (err) {
+        // a gossiped envelope that no longer verifies (revoked signer, older than held) is not offered
+        this.deps.log.debug({ name, version: envelope.manifest.version, err }, 'a gossiped model envelope does not verify')
+      }
     }
     if (valid.length === 0) throw new ModelStoreError('model_not_found', 404, `no connected peer holds ${name}${version != null ? `@${version}` : ''} with a valid signature`)
     const best = semver.rsort(valid.map((v) => v.envelope.manifest.version))[0]
@@ -159,7 +166,7 @@ export class Puller {
     const channel = lpStream(stream, { maxDataLength: MAX_MANIFEST_MESSAGE_BYTES })
     await channel.write(new TextEncoder().encode(JSON.stringify(version == null ? { name } : { name, version })), { signal })
     const response = ManifestResponse.parse(parseUntrustedJson((await channel.read({ signal })).subarray()))
-    await stream.close({ signal }).catch(() => {})
+    await stream.close({ signal }).catch(() => {}) // the answer is read: a failed close costs nothing but the stream
     if ('error' in response) throw new Error(response.error)
     const envelope = decodeEnvelope(new TextEncoder().encode(JSON.stringify(response.envelope)))
     return envelope as EnvelopeOf

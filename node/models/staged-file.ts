@@ -109,6 +109,7 @@ export class StagedFile {
   private async writeDirect (offset: number, chunks: Uint8Array[], length: number): Promise<boolean> {
     if (this.slots == null || this.directRefused || constants.O_DIRECT == null) return false
     if (length === 0 || offset % ALIGNMENT !== 0 || length % ALIGNMENT !== 0 || length > this.slots.slotBytes) return false
+    // a file system without O_DIRECT (tmpfs, some overlays): the writes go through the page cache instead
     this.direct ??= open(this.path, constants.O_WRONLY | constants.O_DIRECT).catch(() => null)
     const direct = await this.direct
     if (direct == null) return false

@@ -94,7 +94,9 @@ export class Bootstrapper {
     try {
       const cache = PeerCache.parse(JSON.parse(await readFile(this.init.peerCachePath, 'utf8')))
       return cache.peers.flatMap((peer) => peer.addrs.slice(0, 4).map((addr) => multiaddr(addr)))
-    } catch {
+    } catch (err) {
+      // none yet (a first start) or a damaged one: the configured list still applies, and the cache is written anew
+      this.deps.log.debug({ err }, 'no usable peer cache')
       return []
     }
   }
@@ -103,6 +105,7 @@ export class Bootstrapper {
     const { host } = this.deps
     const connected = [...new Set(host.getConnections().map((connection) => connection.remotePeer.toString()))]
     const peers = await Promise.all(connected.slice(0, 64).map(async (id) => {
+      // a peer without a record has no addresses to cache
       const record = await host.peerStore.get(peerIdFromString(id)).catch(() => null)
       const addrs = (record?.addresses ?? [])
         .map(({ multiaddr: addr }) => addr.toString())

@@ -66,7 +66,7 @@ export class ReplicaLog extends EventEmitter<ReplicaLogEvents> {
   }
 
   async stop (): Promise<void> {
-    await this.refreshing.catch(() => {})
+    await this.refreshing
     await this.orbitdb?.stop()
     this.orbitdb = undefined
     this.db = undefined
@@ -123,7 +123,7 @@ export class ReplicaLog extends EventEmitter<ReplicaLogEvents> {
       }
       this.view = next
       this.emit('change')
-    }).catch((err: Error) => { this.deps.log.warn({ err: err.message }, 'replica log refresh failed') })
+    }).catch((err: unknown) => { this.deps.log.warn({ err }, 'replica log refresh failed') })
     await this.refreshing
   }
 
@@ -135,6 +135,7 @@ export class ReplicaLog extends EventEmitter<ReplicaLogEvents> {
       try {
         serial = parseNodeCertificate(certPem).serial
       } catch {
+        // a certificate that does not parse cannot be checked against the CRL: its records do not count
         return true
       }
       this.serials.set(certPem, serial)

@@ -30,6 +30,7 @@ export async function isAcceptableOperation (payload: { op?: unknown, key?: unkn
     if (key == null) return false
     return await key.verify(recordSigningBytes(record), Buffer.from(signature, 'base64'))
   } catch {
+    // a certificate or key that does not verify or parse: the entry is refused like any unsigned one
     return false
   }
 }

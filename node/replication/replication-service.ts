@@ -112,6 +112,7 @@ export class ReplicationService {
     }
   }
 
+  // opened() logs a failure to open where it happens; the trigger has nobody to tell
   private readonly openOnDemand = (): void => { void this.opened().catch(() => {}) }
 
   private readonly onSubscriptionChange = (event: CustomEvent<{ subscriptions: Array<{ topic: string, subscribe: boolean }> }>): void => {
@@ -140,8 +141,8 @@ export class ReplicationService {
       await replicaLog.start()
     } catch (err) {
       // leave nothing half open: a later call tries again from scratch
-      await replicaLog.stop().catch(() => {})
-      await this.helia.stop().catch(() => {})
+      await replicaLog.stop().catch((stopErr: unknown) => { this.deps.log.warn({ err: stopErr }, 'closing the replica log after its failed start failed') })
+      await this.helia.stop().catch((stopErr: unknown) => { this.deps.log.warn({ err: stopErr }, 'stopping Helia after the replica log\'s failed start failed: it may keep running') })
       this.helia = undefined
       throw err
     }
@@ -160,7 +161,7 @@ export class ReplicationService {
 
   async stop (): Promise<void> {
     this.removeTriggers()
-    await this.startup?.catch(() => {})
+    await this.startup?.catch(() => {}) // a failed open was logged by opened(); stop only waits for it to settle
     clearInterval(this.timer)
     const { peers, models } = this.deps
     peers.off('admitted', this.onChange)
@@ -333,7 +334,9 @@ export class ReplicationService {
       return
     }
     this.reconciling = true
-    void Promise.resolve().then(() => this.reconcile()).finally(() => {
+    void Promise.resolve().then(() => this.reconcile()).catch((err: unknown) => {
+      this.deps.log.warn({ err }, 'reconciling replication jobs failed: the next change or the timer tries again')
+    }).finally(() => {
       this.reconciling = false
       if (this.reconcileAgain) {
         this.reconcileAgain = false

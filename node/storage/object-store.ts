@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto'
+import type { Logger } from 'pino'
 import type { Database, Tenant, Transaction } from '../db/database.ts'
 import { BkgError } from '../../lib/bkg-error.ts'
 import type { BlobBackend, ByteRange, Locator } from './backends/blob-backend.ts'
@@ -74,11 +75,13 @@ export class ObjectStore {
   private readonly db: Database
   private readonly backend: BlobBackend
   private readonly backends: Map<string, BlobBackend>
+  private readonly log: Logger
 
-  constructor (db: Database, backend: BlobBackend, others: BlobBackend[] = []) {
+  constructor (db: Database, backend: BlobBackend, others: BlobBackend[], log: Logger) {
     this.db = db
     this.backend = backend
     this.backends = new Map([...others, backend].map((b) => [b.name, b]))
+    this.log = log
   }
 
   async createBucket (scope: StorageScope, name: string): Promise<void> {
@@ -127,7 +130,7 @@ export class ObjectStore {
       })
       if (replaced != null) await this.discard(replaced.backend, replaced.locator)
     } catch (err) {
-      await this.backend.remove(stored.locator).catch(() => {})
+      await this.removeBytes(this.backend, stored.locator, 'a failed put')
       throw err
     }
     return { bucket, key, size: stored.size, etag: stored.etag, contentType: options.contentType, metadata: options.metadata, checksums: stored.checksums, updatedAt: new Date().toISOString() }
@@ -238,7 +241,7 @@ export class ObjectStore {
       })
       if (replaced != null) await this.discard(replaced.backend, replaced.locator)
     } catch (err) {
-      await this.backend.remove(stored.locator).catch(() => {})
+      await this.removeBytes(this.backend, stored.locator, 'a failed part upload')
       throw err
     }
     return { etag: stored.etag, checksums: stored.checksums }
@@ -345,7 +348,7 @@ export class ObjectStore {
       }
       return { locator: stored.locator, size: stored.size, etag: md5Hex, md5: md5Hex, checksums }
     } catch (err) {
-      await this.backend.remove(stored.locator).catch(() => {})
+      await this.removeBytes(this.backend, stored.locator, 'an upload that failed its checksums')
       throw err
     }
   }
@@ -354,7 +357,21 @@ export class ObjectStore {
     const blobs = backend === 'multipart'
       ? (locator as { parts: Array<{ backend: string, locator: Locator }> }).parts
       : [{ backend, locator: locator as Locator }]
-    for (const blob of blobs) await this.backends.get(blob.backend)?.remove(blob.locator).catch(() => {})
+    for (const blob of blobs) {
+      const owner = this.backends.get(blob.backend)
+      if (owner != null) await this.removeBytes(owner, blob.locator, 'a replaced or deleted object')
+    }
+  }
+
+  /**
+   * Removes bytes no row refers to (any more). The request has its answer either way (its own
+   * failure is already on its way to the client), so a failure here is logged, not thrown: the
+   * bytes stay behind on the backend until removed by hand.
+   */
+  private async removeBytes (backend: BlobBackend, locator: Locator, of: string): Promise<void> {
+    await backend.remove(locator).catch((err: unknown) => {
+      this.log.warn({ err, backend: backend.name, locator }, `removing the bytes of ${of} failed: they stay on the backend unreferenced`)
+    })
   }
 
   private backendOf (name: string): BlobBackend {

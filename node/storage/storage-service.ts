@@ -41,11 +41,11 @@ export class StorageService {
   private constructor (deps: StorageServiceDeps, s3: S3Backend | null) {
     this.deps = deps
     this.disk = new DiskBackend(join(deps.dir, 'blobs'))
-    this.blocks = new BlocksBackend(join(deps.dir, 'blocks'), async () => (await this.objects.locatorsIn('blocks')).map((locator) => String(locator.cid)))
+    this.blocks = new BlocksBackend(join(deps.dir, 'blocks'), async () => (await this.objects.locatorsIn('blocks')).map((locator) => String(locator.cid)), deps.log)
     this.s3 = s3
     const available: BlobBackend[] = [this.disk, this.blocks, ...(this.s3 != null ? [this.s3] : [])]
     const chosen = available.find((backend) => backend.name === deps.config.backend)!
-    this.objects = new ObjectStore(deps.db, chosen, available)
+    this.objects = new ObjectStore(deps.db, chosen, available, deps.log)
   }
 
   credentials (namespace: string, role: TokenRole): S3Credentials {

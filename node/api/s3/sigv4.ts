@@ -336,6 +336,7 @@ function decode (value: string): string {
   try {
     return decodeURIComponent(value)
   } catch {
+    // not an error of its own: the signature, computed over the value as written, accepts or refuses it
     return value
   }
 }

@@ -77,7 +77,7 @@ async function waitForMesh (nodes: DevnetNode[], timeoutMs: number): Promise<boo
     try {
       const response = await fetch(`${first.process.started.api}/api/v1/peers?ping=false`, { headers: { authorization: `Bearer ${first.token}` } })
       if (response.ok && (await response.json() as unknown[]).length >= nodes.length - 1) return true
-    } catch {}
+    } catch {} // not answering yet: asked again until the deadline, which reports the failure
     await new Promise((resolve) => setTimeout(resolve, 100))
   }
   return false

@@ -38,6 +38,7 @@ export function registerModelCommands (program: Command): void {
       const certPem = await readInput(paths.cert, 'the node certificate')
       const keyPem = await readInput(paths.x509Key, 'the node\'s X.509 key')
       // the checks a node runs at publish, so a package it would refuse is never signed
+      // no ca.crt in the data dir: the CA checks are skipped here (the node still runs them at publish)
       const caPem = options.ca != null ? await readInput(options.ca, 'the CA certificate') : await readFile(paths.ca, 'utf8').catch(() => undefined)
       if (caPem === undefined && options.crl != null) throw new CliError(`checking the CRL ${options.crl} needs the CA certificate: pass --ca FILE or put ca.crt in ${paths.dir}`, 2)
       const crl = caPem === undefined ? null : await loadCrl(options.crl ?? paths.crl, options.crl != null, caPem)

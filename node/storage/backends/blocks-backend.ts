@@ -1,5 +1,6 @@
 import { FsBlockstore } from 'blockstore-fs'
 import { CID } from 'multiformats/cid'
+import type { Logger } from 'pino'
 import { layoutOf, RAW, buildUnixfsFile, assertBlockMatches } from '../../dag/index.ts'
 import type { BlobBackend, ByteRange, Locator } from './blob-backend.ts'
 
@@ -17,12 +18,14 @@ export class BlocksBackend implements BlobBackend {
   readonly name = 'blocks'
   private readonly store: FsBlockstore
   private readonly liveRoots: () => Promise<string[]>
+  private readonly log: Logger
   private readonly recent = new Map<string, number>()
   private opened: Promise<void> | undefined
 
-  constructor (dir: string, liveRoots: () => Promise<string[]>) {
+  constructor (dir: string, liveRoots: () => Promise<string[]>, log: Logger) {
     this.store = new FsBlockstore(dir)
     this.liveRoots = liveRoots
+    this.log = log
   }
 
   async write (source: AsyncIterable<Uint8Array>): Promise<{ locator: Locator, size: number }> {
@@ -65,15 +68,27 @@ export class BlocksBackend implements BlobBackend {
   async remove (locator: Locator): Promise<void> {
     await this.open()
     const reachable = new Set<string>()
-    for (const root of await this.liveRoots()) await this.mark(CID.parse(root), reachable).catch(() => {})
+    for (const root of await this.liveRoots()) {
+      await this.mark(CID.parse(root), reachable).catch((err: unknown) => {
+        this.log.warn({ err, root }, 'a live object\'s DAG could not be walked (missing or damaged block): blocks it shares with a removed object may be deleted')
+      })
+    }
     const doomed = new Set<string>()
-    await this.mark(CID.parse(String(locator.cid)), doomed).catch(() => {})
+    await this.mark(CID.parse(String(locator.cid)), doomed).catch((err: unknown) => {
+      this.log.warn({ err, root: String(locator.cid) }, 'a removed object\'s DAG could not be walked: the blocks below the break stay on disk')
+    })
     const cutoff = Date.now() - RECENT_MS
     for (const [cid, at] of this.recent) if (at < cutoff) this.recent.delete(cid)
+    let failed = 0
+    let firstError: unknown
     for (const cid of doomed) {
       if (reachable.has(cid) || this.recent.has(cid)) continue
-      await this.store.delete(CID.parse(cid)).catch(() => {})
+      await this.store.delete(CID.parse(cid)).catch((err: unknown) => {
+        failed++
+        firstError ??= err
+      })
     }
+    if (failed > 0) this.log.warn({ err: firstError, failed, root: String(locator.cid) }, 'some blocks of a removed object could not be deleted: they stay on disk')
   }
 
   async close (): Promise<void> {

@@ -42,6 +42,7 @@ export class DiskBackend implements BlobBackend {
 
   /** Deletes half-written files a crash left behind (their objects were never acknowledged). */
   async removeUnfinished (): Promise<number> {
+    // no directory yet (nothing ever written to this backend): nothing unfinished
     const names = await readdir(this.dir).catch(() => [] as string[])
     const unfinished = names.filter((name) => /^\.[0-9a-f-]{36}\.tmp$/.test(name))
     await Promise.all(unfinished.map(async (name) => { await rm(join(this.dir, name), { force: true }) }))
