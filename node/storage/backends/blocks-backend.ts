@@ -69,9 +69,13 @@ export class BlocksBackend implements BlobBackend {
     await this.open()
     const reachable = new Set<string>()
     for (const root of await this.liveRoots()) {
-      await this.mark(CID.parse(root), reachable).catch((err: unknown) => {
-        this.log.warn({ err, root }, 'a live object\'s DAG could not be walked (missing or damaged block): blocks it shares with a removed object may be deleted')
-      })
+      try {
+        await this.mark(CID.parse(root), reachable)
+      } catch (err) {
+        // what the live object still needs is unknown: deleting anything now could take its blocks
+        this.log.warn({ err, root, removed: String(locator.cid) }, 'a live object\'s DAG could not be walked (missing or damaged block): the removed object\'s blocks stay on disk this time')
+        return
+      }
     }
     const doomed = new Set<string>()
     await this.mark(CID.parse(String(locator.cid)), doomed).catch((err: unknown) => {
