@@ -84,9 +84,10 @@ function rateLimitKey (request: FastifyRequest, keys: ApiKeys): string {
  */
 function installUntrustedInputGuards (app: FastifyInstance): void {
   app.removeContentTypeParser('application/json')
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
+  // read as bytes: the fatal UTF-8 decode refuses invalid sequences instead of turning them into U+FFFD
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (_request, body, done) => {
     try {
-      done(null, parseUntrustedJson(body as string, { refuseProtoKeys: true }))
+      done(null, parseUntrustedJson(body as Buffer, { refuseProtoKeys: true }))
     } catch (err) {
       done(err instanceof UntrustedJsonError ? new BkgError('invalid_request', 400, describeJsonError(err, 'body')) : err as Error, undefined)
     }

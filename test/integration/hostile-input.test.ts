@@ -213,6 +213,13 @@ describe('hostile input from token holders', () => {
     }
   })
 
+  it('a JSON body whose bytes are not UTF-8 is refused, not stored as replacement characters', async () => {
+    const body = Buffer.concat([Buffer.from('{"namespace":"lab","type":"t","payload":{"a":"'), Buffer.from([0xed, 0xa0, 0x80, 0xff]), Buffer.from('"}}')])
+    const response = await fetch(`${node.url}/api/v1/events`, { method: 'POST', headers: { authorization: `Bearer ${writer}`, 'content-type': 'application/json' }, body })
+    expect(response.status).toBe(400)
+    expect(((await response.json()) as any).error).toMatchObject({ code: 'invalid_request', message: expect.stringMatching(/not UTF-8/) })
+  })
+
   it('anonymous floods leave health and token holders their own budgets', async () => {
     // far past the budget of 200 per minute from this address, without a token
     const anonymous = await Promise.all(Array.from({ length: 260 }, async () => (await raw('GET', '/api/v1/node', undefined, undefined)).status))

@@ -202,19 +202,23 @@ export async function s3Routes (app: FastifyInstance, { storage }: { storage: St
   const listObjects = async (request: BucketRequest, reply: FastifyReply): Promise<FastifyReply> => {
     const q = request.query
     if (q['list-type'] !== '2') throw new BkgError('NotImplemented', 501, 'only ListObjectsV2 (list-type=2) is supported')
-    const maxKeys = q['max-keys'] == null ? 1000 : Number(q['max-keys'])
-    if (!Number.isInteger(maxKeys) || maxKeys < 0) throw new BkgError('InvalidArgument', 400, 'max-keys must be a non-negative integer')
+    const asked = q['max-keys'] == null ? 1000 : Number(q['max-keys'])
+    if (!/^\d+$/.test(q['max-keys'] ?? '0') || !Number.isSafeInteger(asked)) throw new BkgError('InvalidArgument', 400, 'max-keys must be a non-negative integer')
+    // as S3: a page holds at most 1000 keys, whatever was asked
+    const maxKeys = Math.min(asked, 1000)
     let after = q['start-after']
     if (q['continuation-token'] != null) {
-      after = Buffer.from(q['continuation-token'], 'base64url').toString('utf8')
-      if (after === '') throw new BkgError('InvalidArgument', 400, 'the continuation token is not valid')
+      const token = q['continuation-token']
+      after = Buffer.from(token, 'base64url').toString('utf8')
+      // a token this node issued is the base64url of a key: anything else was not issued here
+      if (after === '' || Buffer.from(after, 'utf8').toString('base64url') !== token) throw new BkgError('InvalidArgument', 400, 'the continuation token is not valid')
     }
     const prefix = q.prefix ?? ''
     const urlEncode = q['encoding-type'] === 'url'
     const encode = (text: string): string => urlEncode ? encodeURIComponent(text).replace(/%2F/g, '/') : text
     const listed = maxKeys === 0
       ? { objects: [], prefixes: [], truncated: false, last: null }
-      : await objects().list(scope(request), request.params.bucket, { prefix, delimiter: q.delimiter, after, maxKeys: Math.min(maxKeys, 1000) })
+      : await objects().list(scope(request), request.params.bucket, { prefix, delimiter: q.delimiter, after, maxKeys })
     const body: Record<string, unknown> = {
       Name: request.params.bucket,
       Prefix: encode(prefix),
