@@ -1,4 +1,3 @@
-import { STATUS_CODES as httpStatusText } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { ConnectionError, FastifyError, FastifyInstance } from 'fastify'
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod'
@@ -36,6 +35,13 @@ export function installErrorHandlers (app: FastifyInstance): void {
     return reply.status(404).send(errorBody('not_found', `no route ${request.method} ${request.url.split('?')[0]}`))
   })
 }
+
+/**
+ * Reason phrases of the statuses the HTTP parser's refusals use. Not node:http's STATUS_CODES: an
+ * ESM import of node:http builds its whole namespace, which loads undici and web streams into
+ * every node (+4 MiB RSS, measured).
+ */
+const httpStatusText: Record<number, string> = { 400: 'Bad Request', 408: 'Request Timeout', 431: 'Request Header Fields Too Large' }
 
 /** Is this request for the S3-compatible endpoint, which answers errors as S3 XML? */
 export function isS3Path (url: string): boolean {
