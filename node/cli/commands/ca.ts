@@ -73,6 +73,11 @@ export function registerCaCommands (program: Command): void {
         ...await unlockWith(options, options.ca)
       })
       await writeFile(options.out, certPem)
+      // a certificate never outlives its CA: say so when that cut the asked-for lifetime short
+      const asked = Date.now() + options.days * 86_400_000
+      if (cert.notAfter.getTime() < asked - 86_400_000) {
+        console.error(`bkg: warning: the certificate ends ${cert.notAfter.toISOString()}, when the CA does, not after the ${options.days} days asked for; renew the CA to issue longer`)
+      }
       console.log(`issued ${options.out}: ${cert.name} ${cert.peerId} roles=${cert.roles.join(',')} namespaces=${cert.namespaces.join(',') || '-'} san=${[...cert.dnsNames.map((n) => `DNS:${n}`), ...cert.ipAddresses.map((a) => `IP:${a}`)].join(',') || '-'} serial=${cert.serial} notAfter=${cert.notAfter.toISOString()}`)
     })
 
