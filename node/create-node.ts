@@ -21,7 +21,7 @@ import { dataDirPaths, loadLibp2pKey, loadOrCreateSecret, type DataDirPaths } fr
 import { describeListenFailure, NodeIdentityError } from './listen-errors.ts'
 import { NodeMetrics, topicFamily } from './metrics/index.ts'
 import { ModelService } from './models/index.ts'
-import { Bootstrapper, createHost, reachabilityOf, routingTableSize, type Host, type ReachabilityReport } from './p2p/index.ts'
+import { bootstrapper as bootstrapperService, createHost, reachabilityOf, routingTableSize, type Host, type ReachabilityReport } from './p2p/index.ts'
 import { peerDirectory } from './peers/index.ts'
 import { guardNamespaceTopics, pubsubService } from './pubsub/index.ts'
 import { ReplicationService } from './replication/index.ts'
@@ -256,7 +256,7 @@ async function assembleNode (init: NodeInit, lock: DataDirLock): Promise<BkgNode
     ...(config.bootstrapFile != null ? await readBootstrapList(config.bootstrapFile, true) : []),
     ...await readBootstrapList(paths.bootstrapList, false)
   ]
-  const bootstrapper = new Bootstrapper({ addrs: bootstrapAddrs, peerCachePath: paths.peerCache }, { host, log: child('bootstrap') })
+  const bootstrapper = bootstrapperService({ addrs: bootstrapAddrs, peerCachePath: paths.peerCache })({ host, log: child('bootstrap') })
 
   const services: ApiServices = {
     status: { get peerId () { return node.peerId }, info: () => node.info(), databaseStatus: () => node.databaseStatus() },
