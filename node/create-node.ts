@@ -26,7 +26,7 @@ import { peerDirectory } from './peers/index.ts'
 import { guardNamespaceTopics, pubsubService } from './pubsub/index.ts'
 import { ReplicationService } from './replication/index.ts'
 import { revocationService, type RevocationService } from './revocation/index.ts'
-import { StorageService } from './storage/index.ts'
+import { storageService, type StorageService } from './storage/index.ts'
 import { VERSION } from './version.ts'
 
 export { AddressInUseError, ListenError, NodeIdentityError } from './listen-errors.ts'
@@ -245,7 +245,7 @@ async function assembleNode (init: NodeInit, lock: DataDirLock): Promise<BkgNode
   const events = new EventService({ host, trust, peers, privateKey, db, log: child('events') })
   const rooms = roomHub()({ pubsub: host.services.pubsub, peers, namespaces: new Set(trust.own.namespaces), log: child('rooms') })
   const [adminToken, tokenSecret] = await Promise.all([loadOrCreateSecret(paths.apiToken), loadOrCreateSecret(paths.tokenSecret)])
-  const storage = await StorageService.create({ dir: paths.storage, config: config.storage, db, secret: tokenSecret, log: child('storage') })
+  const storage = storageService({ dir: paths.storage, ...config.storage })({ db, secret: tokenSecret, log: child('storage') })
   // pg is loaded only for a node that syncs
   const centralSync = config.sync.url != null
     ? new (await import('./db/central-sync.ts')).CentralSync({ url: config.sync.url, nodeId: selfId, certificatePem: trust.own.pem, db, log: child('central-sync') })

@@ -12,10 +12,11 @@
  * credentials` imports credentials.ts directly, so that a CLI command does not load the store.)
  *
  * @example
- * import { StorageService, type StorageScope } from './storage/index.ts'
+ * import { storageService, type StorageScope } from './storage/index.ts'
  *
- * const storage = await StorageService.create({ dir: paths.storage, config: config.storage, db, secret, log })
- * await storage.start()
+ * // options (the config's storage section, tuning such as maxObjectBytes), then what it uses
+ * const storage = storageService({ dir: paths.storage, ...config.storage })({ db, secret, log })
+ * await storage.start()   // loads the AWS SDK if the s3 backend is configured, sweeps unfinished uploads
  * const scope: StorageScope = { tenant, namespace: 'default' }
  * await storage.objects.createBucket(scope, 'photos')
  * const meta = await storage.objects.putObject(scope, 'photos', 'a.jpg', body,
@@ -24,4 +25,7 @@
  */
 export { CHECKSUM_ALGORITHMS, checksumAlgorithmOf, checksumHeaderName, type ChecksumAlgorithm } from './checksums.ts'
 export { StorageError, type ObjectMeta, type PutOptions, type StorageScope } from './object-store.ts'
-export { StorageService, type StorageServiceDeps } from './storage-service.ts'
+export {
+  storageService, StorageService,
+  type StorageBackendName, type StorageComponents, type StorageInit
+} from './storage-service.ts'

@@ -5,6 +5,7 @@ import { BkgError } from '../../lib/bkg-error.ts'
 import type { BlobBackend, ByteRange, Locator } from './backends/blob-backend.ts'
 import { createChecksum, type Checksum, type ChecksumAlgorithm } from './checksums.ts'
 import { unstorableReason } from '../../protocols/untrusted-json.ts'
+import { BUCKET_NAME, DEFAULT_LIST_BATCH_ROWS, DEFAULT_MAX_OBJECT_BYTES, DEFAULT_MIN_PART_BYTES, MAX_KEY_BYTES, MAX_PART_NUMBER } from './constants.ts'
 
 /** Refusals named as S3 names them (`code`), with their HTTP status. */
 export class StorageError extends BkgError {}
@@ -45,9 +46,24 @@ export interface ListOptions {
   maxKeys: number
 }
 
-export const MAX_OBJECT_BYTES = 5 * 1024 ** 3
-export const MIN_PART_BYTES = 5 * 1024 * 1024
-export const BUCKET_NAME = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/
+export interface ObjectStoreInit {
+  /** where new bytes go */
+  backend: BlobBackend
+  /** backends objects written earlier may still be in (they are read and removed, never written) */
+  others: BlobBackend[]
+  /** the largest object or part one request may write */
+  maxObjectBytes?: number
+  /** the smallest a multipart upload's part may be, but the last */
+  minPartBytes?: number
+  /** rows a listing reads per query */
+  listBatchRows?: number
+}
+
+export interface ObjectStoreComponents {
+  /** every statement runs as the caller's tenant role (RLS), or as the node for the blocks collector */
+  db: Pick<Database, 'asNode' | 'asTenant'>
+  log: Pick<Logger, 'warn'>
+}
 
 interface Row {
   bucket: string
@@ -72,16 +88,22 @@ type StoredLocator = Locator | { parts: Array<{ backend: string, locator: Locato
  * replaced or deleted object's bytes are removed after the commit.
  */
 export class ObjectStore {
-  private readonly db: Database
+  private readonly db: ObjectStoreComponents['db']
+  private readonly log: ObjectStoreComponents['log']
   private readonly backend: BlobBackend
   private readonly backends: Map<string, BlobBackend>
-  private readonly log: Logger
+  private readonly maxObjectBytes: number
+  private readonly minPartBytes: number
+  private readonly listBatchRows: number
 
-  constructor (db: Database, backend: BlobBackend, others: BlobBackend[], log: Logger) {
-    this.db = db
-    this.backend = backend
-    this.backends = new Map([...others, backend].map((b) => [b.name, b]))
-    this.log = log
+  constructor (components: ObjectStoreComponents, init: ObjectStoreInit) {
+    this.db = components.db
+    this.log = components.log
+    this.backend = init.backend
+    this.backends = new Map([...init.others, init.backend].map((b) => [b.name, b]))
+    this.maxObjectBytes = init.maxObjectBytes ?? DEFAULT_MAX_OBJECT_BYTES
+    this.minPartBytes = init.minPartBytes ?? DEFAULT_MIN_PART_BYTES
+    this.listBatchRows = init.listBatchRows ?? DEFAULT_LIST_BATCH_ROWS
   }
 
   async createBucket (scope: StorageScope, name: string): Promise<void> {
@@ -188,7 +210,7 @@ export class ObjectStore {
       while (objects.length + prefixes.length < options.maxKeys) {
         const rows = (await tx.query<Row>(
           'SELECT * FROM bkg.objects WHERE namespace = $1 AND bucket = $2 AND starts_with(key, $3) AND key > $4 ORDER BY key LIMIT $5',
-          [scope.namespace, bucket, options.prefix, after, 1000])).rows
+          [scope.namespace, bucket, options.prefix, after, this.listBatchRows])).rows
         if (rows.length === 0) return { objects, prefixes, truncated: false, last }
         for (const row of rows) {
           if (objects.length + prefixes.length >= options.maxKeys) return { objects, prefixes, truncated: true, last }
@@ -226,7 +248,7 @@ export class ObjectStore {
   async putPart (scope: StorageScope, bucket: string, key: string, uploadId: string, partNumber: number, body: AsyncIterable<Uint8Array>, options: PutOptions): Promise<{ etag: string, checksums: Partial<Record<ChecksumAlgorithm, string>> }> {
     assertKey(key)
     assertWriter(scope)
-    if (!Number.isInteger(partNumber) || partNumber < 1 || partNumber > 10_000) throw new StorageError('InvalidArgument', 400, 'partNumber must be 1-10000')
+    if (!Number.isInteger(partNumber) || partNumber < 1 || partNumber > MAX_PART_NUMBER) throw new StorageError('InvalidArgument', 400, `partNumber must be 1-${MAX_PART_NUMBER}`)
     await this.run(scope, async (tx) => { await this.requireUpload(tx, scope, bucket, key, uploadId) })
     const stored = await this.receive(body, options)
     try {
@@ -261,7 +283,7 @@ export class ObjectStore {
       const chosen = parts.map((part, i) => {
         const row = stored.get(part.partNumber)
         if (row == null || row.etag !== unquote(part.etag)) throw new StorageError('InvalidPart', 400, `part ${part.partNumber} was not uploaded or its ETag differs`)
-        if (i < parts.length - 1 && Number(row.size) < MIN_PART_BYTES) throw new StorageError('EntityTooSmall', 400, `part ${part.partNumber} is smaller than 5 MiB and not the last part`)
+        if (i < parts.length - 1 && Number(row.size) < this.minPartBytes) throw new StorageError('EntityTooSmall', 400, `part ${part.partNumber} is smaller than ${bytesText(this.minPartBytes)} and not the last part`)
         return row
       })
       const size = chosen.reduce((sum, row) => sum + Number(row.size), 0)
@@ -318,11 +340,12 @@ export class ObjectStore {
     const sha256 = createHash('sha256')
     const algorithms = new Set<ChecksumAlgorithm>([...options.algorithms, ...Object.keys(options.expected.checksums) as ChecksumAlgorithm[]])
     const sums = new Map<ChecksumAlgorithm, Checksum>([...algorithms].map((algorithm) => [algorithm, createChecksum(algorithm)]))
+    const maxObjectBytes = this.maxObjectBytes
     let size = 0
     async function * tapped (): AsyncGenerator<Uint8Array> {
       for await (const chunk of body) {
         size += chunk.byteLength
-        if (size > MAX_OBJECT_BYTES) throw new StorageError('EntityTooLarge', 400, 'an object or part is at most 5 GiB; use a multipart upload')
+        if (size > maxObjectBytes) throw new StorageError('EntityTooLarge', 400, `an object or part is at most ${bytesText(maxObjectBytes)}; use a multipart upload`)
         md5.update(chunk)
         sha256.update(chunk)
         for (const sum of sums.values()) sum.update(chunk)
@@ -411,7 +434,7 @@ function assertWriter (scope: StorageScope): void {
 }
 
 function assertKey (key: string): void {
-  if (key.length === 0 || Buffer.byteLength(key) > 1024) throw new StorageError('KeyTooLongError', 400, 'object keys are 1-1024 bytes of UTF-8')
+  if (key.length === 0 || Buffer.byteLength(key) > MAX_KEY_BYTES) throw new StorageError('KeyTooLongError', 400, `object keys are 1-${MAX_KEY_BYTES} bytes of UTF-8`)
   assertStorableText('the object key', key)
 }
 
@@ -419,6 +442,14 @@ function assertKey (key: string): void {
 function assertStorableText (what: string, text: string | undefined): void {
   const reason = text == null ? null : unstorableReason(text)
   if (reason != null) throw new StorageError('InvalidArgument', 400, `${what} ${reason}`)
+}
+
+/** 5 GiB, 5 MiB, or a plain count of bytes (a size an operator set) */
+function bytesText (bytes: number): string {
+  for (const [unit, size] of [['GiB', 1024 ** 3], ['MiB', 1024 ** 2], ['KiB', 1024]] as const) {
+    if (bytes >= size && bytes % size === 0) return `${bytes / size} ${unit}`
+  }
+  return `${bytes} bytes`
 }
 
 function unquote (etag: string): string {

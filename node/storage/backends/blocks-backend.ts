@@ -2,11 +2,23 @@ import { FsBlockstore } from 'blockstore-fs'
 import { CID } from 'multiformats/cid'
 import type { Logger } from 'pino'
 import { layoutOf, RAW, buildUnixfsFile, assertBlockMatches } from '../../dag/index.ts'
+import { DEFAULT_BLOCK_CHUNK_BYTES, DEFAULT_BLOCKS_RECENT_MS } from '../constants.ts'
 import type { BlobBackend, ByteRange, Locator } from './blob-backend.ts'
 
-const CHUNK_BYTES = 1024 * 1024
-/** blocks written this recently are never collected: their object's row may not be committed yet */
-const RECENT_MS = 10 * 60_000
+export interface BlocksBackendInit {
+  /** the blockstore's directory, `<data>/storage/blocks` */
+  dir: string
+  /** UnixFS chunk size of new objects (a different size gives the same bytes different CIDs) */
+  chunkBytes?: number
+  /** blocks written this recently are never collected: their object's row may not be committed yet */
+  recentMs?: number
+}
+
+export interface BlocksBackendComponents {
+  /** the root CIDs of every object and part kept in this backend: what a removal must not touch */
+  liveRoots: () => Promise<string[]>
+  log: Pick<Logger, 'warn'>
+}
 
 /**
  * Object bytes as a UnixFS DAG in a Helia-compatible blockstore (blockstore-fs) under
@@ -18,20 +30,24 @@ export class BlocksBackend implements BlobBackend {
   readonly name = 'blocks'
   private readonly store: FsBlockstore
   private readonly liveRoots: () => Promise<string[]>
-  private readonly log: Logger
+  private readonly log: Pick<Logger, 'warn'>
+  private readonly chunkBytes: number
+  private readonly recentMs: number
   private readonly recent = new Map<string, number>()
   private opened: Promise<void> | undefined
 
-  constructor (dir: string, liveRoots: () => Promise<string[]>, log: Logger) {
-    this.store = new FsBlockstore(dir)
-    this.liveRoots = liveRoots
-    this.log = log
+  constructor (components: BlocksBackendComponents, init: BlocksBackendInit) {
+    this.store = new FsBlockstore(init.dir)
+    this.liveRoots = components.liveRoots
+    this.log = components.log
+    this.chunkBytes = init.chunkBytes ?? DEFAULT_BLOCK_CHUNK_BYTES
+    this.recentMs = init.recentMs ?? DEFAULT_BLOCKS_RECENT_MS
   }
 
   async write (source: AsyncIterable<Uint8Array>): Promise<{ locator: Locator, size: number }> {
     await this.open()
     const now = Date.now()
-    const { cid, size } = await buildUnixfsFile(source, CHUNK_BYTES, async (block, bytes) => {
+    const { cid, size } = await buildUnixfsFile(source, this.chunkBytes, async (block, bytes) => {
       this.recent.set(block.toString(), now)
       await this.store.put(block, bytes)
     })
@@ -81,7 +97,7 @@ export class BlocksBackend implements BlobBackend {
     await this.mark(CID.parse(String(locator.cid)), doomed).catch((err: unknown) => {
       this.log.warn({ err, root: String(locator.cid) }, 'a removed object\'s DAG could not be walked: the blocks below the break stay on disk')
     })
-    const cutoff = Date.now() - RECENT_MS
+    const cutoff = Date.now() - this.recentMs
     for (const [cid, at] of this.recent) if (at < cutoff) this.recent.delete(cid)
     let failed = 0
     let firstError: unknown
