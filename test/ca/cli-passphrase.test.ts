@@ -3,7 +3,7 @@ import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { CLI_ENTRY } from '../../node/devnet/node-process.ts'
-import { expectCleanFailure, pathExists, type CliRun } from '../helpers/cli.ts'
+import { expectCleanFailure, pathExists, runBkg, type CliRun } from '../helpers/cli.ts'
 import { tempDir } from '../helpers/mesh.ts'
 import { openssl } from './helpers.ts'
 
@@ -11,17 +11,7 @@ const PASS = 'correct horse battery staple'
 
 /** `bkg ARGS…` with stdin not a terminal, HOME in `dir`, and exactly the passphrase variables given. */
 async function bkg (args: string[], dir: string, env: Record<string, string> = {}): Promise<CliRun> {
-  const base: NodeJS.ProcessEnv = { ...process.env, HOME: dir, BKG_DATA: join(dir, 'default-data') }
-  for (const name of ['BKG_CA_PASSPHRASE', 'BKG_CA_NEW_PASSPHRASE', 'BKG_DEBUG']) delete base[name]
-  const child = spawn(process.execPath, [CLI_ENTRY, ...args], { cwd: dir, env: { ...base, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => { stdout += chunk })
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk })
-  const guard = setTimeout(() => child.kill('SIGKILL'), 60_000)
-  const code = await new Promise<number | null>((resolve) => child.once('close', (c) => resolve(c)))
-  clearTimeout(guard)
-  return { code, stdout, stderr }
+  return await runBkg(args, dir, env)
 }
 
 /**

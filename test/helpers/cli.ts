@@ -7,7 +7,7 @@ import { CLI_ENTRY } from '../../node/devnet/node-process.ts'
 export interface CliRun { code: number | null, stdout: string, stderr: string }
 
 /** `bkg` in `dir`, with HOME and the default data dir inside it, so nothing touches ~/.bkg. */
-function cliEnv (dir: string): NodeJS.ProcessEnv {
+export function cliEnv (dir: string): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env, HOME: dir, BKG_DATA: join(dir, 'default-data') }
   delete env.BKG_TOKEN
   delete env.BKG_DEBUG
@@ -17,9 +17,9 @@ function cliEnv (dir: string): NodeJS.ProcessEnv {
   return env
 }
 
-/** Runs `bkg ARGS…` on this Node binary and collects its output. */
-export async function runBkg (args: string[], dir: string): Promise<CliRun> {
-  const child = spawn(process.execPath, [CLI_ENTRY, ...args], { cwd: dir, env: cliEnv(dir), stdio: ['ignore', 'pipe', 'pipe'] })
+/** Runs `bkg ARGS…` on this Node binary and collects its output; `env` adds variables (a CA passphrase). */
+export async function runBkg (args: string[], dir: string, env: Record<string, string> = {}): Promise<CliRun> {
+  const child = spawn(process.execPath, [CLI_ENTRY, ...args], { cwd: dir, env: { ...cliEnv(dir), ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
   let stdout = ''
   let stderr = ''
   child.stdout.setEncoding('utf8').on('data', (chunk: string) => { stdout += chunk })

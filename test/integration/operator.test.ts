@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { issueCrl, revokeCertificate } from '../../ca/index.ts'
 import { CLI_ENTRY, spawnNode, type NodeProcess } from '../../node/devnet/node-process.ts'
 import { EXIT } from '../../node/cli/errors.ts'
-import { expectCleanFailure, pathExists, type CliRun } from '../helpers/cli.ts'
+import { cliEnv, expectCleanFailure, pathExists, runBkg, type CliRun } from '../helpers/cli.ts'
 import { peerIdsOf, tempDir, TestMesh, waitFor } from '../helpers/mesh.ts'
 
 // What a new operator meets, README and docs/operations.md in hand (issue 10, points 8-11).
@@ -21,22 +21,11 @@ const README = new URL('../../README.md', import.meta.url)
 const PASSPHRASE = 'operator test passphrase'
 
 function env (dir: string): NodeJS.ProcessEnv {
-  const vars: NodeJS.ProcessEnv = { ...process.env, HOME: dir, BKG_DATA: join(dir, 'default-data'), BKG_CA_PASSPHRASE: PASSPHRASE }
-  delete vars.BKG_TOKEN
-  delete vars.BKG_DEBUG
-  return vars
+  return { ...cliEnv(dir), BKG_CA_PASSPHRASE: PASSPHRASE }
 }
 
 async function bkg (args: string[], dir: string): Promise<CliRun> {
-  const child = spawn(process.execPath, [CLI_ENTRY, ...args], { cwd: dir, env: env(dir), stdio: ['ignore', 'pipe', 'pipe'] })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => { stdout += chunk })
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk })
-  const guard = setTimeout(() => child.kill('SIGKILL'), 60_000)
-  const code = await new Promise<number | null>((resolve) => child.once('close', (c) => resolve(c)))
-  clearTimeout(guard)
-  return { code, stdout, stderr }
+  return await runBkg(args, dir, { BKG_CA_PASSPHRASE: PASSPHRASE })
 }
 
 interface Started { child: ChildProcess, firstLine: string, started: { peerId: string, api: string, addrs: string[] }, stderr: () => string, exited: Promise<number | null> }

@@ -6,6 +6,7 @@ import { beforeAll, describe, expect, it } from 'vitest'
 import type { NodeCertificate } from '../../ca/index.ts'
 import { AdmittedPeers } from '../../node/admission/admitted-peers.ts'
 import { admissionVerdict, toValidatorResult } from '../../node/pubsub/topic-validation.ts'
+import { certificate } from '../pubsub/fake-gossipsub.ts'
 
 interface Peer { key: Ed25519PrivateKey, id: PeerId }
 
@@ -15,20 +16,7 @@ async function makePeer (): Promise<Peer> {
 }
 
 function cert (peerId: PeerId): NodeCertificate {
-  return {
-    serial: '0a',
-    peerId: peerId.toString(),
-    name: 'n',
-    roles: ['member'],
-    namespaces: [],
-    dnsNames: [],
-    ipAddresses: [],
-    notBefore: new Date(0),
-    notAfter: new Date(Date.UTC(2100, 0, 1)),
-    issuer: 'Test Operator',
-    pem: '',
-    fingerprint: '00'
-  }
+  return certificate(peerId)
 }
 
 async function signedFrom (origin: Peer, data = 'hello'): Promise<Message> {
