@@ -24,7 +24,7 @@ import { ModelService } from './models/index.ts'
 import { bootstrapper as bootstrapperService, createHost, reachabilityOf, routingTableSize, type Host, type ReachabilityReport } from './p2p/index.ts'
 import { peerDirectory } from './peers/index.ts'
 import { guardNamespaceTopics, pubsubService } from './pubsub/index.ts'
-import { ReplicationService } from './replication/index.ts'
+import { replicationService } from './replication/index.ts'
 import { revocationService, type RevocationService } from './revocation/index.ts'
 import { storageService, type StorageService } from './storage/index.ts'
 import { VERSION } from './version.ts'
@@ -240,7 +240,7 @@ async function assembleNode (init: NodeInit, lock: DataDirLock): Promise<BkgNode
       host.hangUp(peer).catch((err: unknown) => log.debug({ err, peer: peer.toString() }, 'hanging up on a penalized peer failed'))
     }
   })
-  const replication = new ReplicationService(paths.models, { host, peers, trust, models, privateKey, log: child('replication') })
+  const replication = replicationService({ dir: paths.models })({ host, peers, trust, models, privateKey, log: child('replication') })
   const db = new Database({ dir: paths.database, templateDir: defaultTemplateDir(), log: child('db') })
   const events = new EventService({ host, trust, peers, privateKey, db, log: child('events') })
   const rooms = roomHub()({ pubsub: host.services.pubsub, peers, namespaces: new Set(trust.own.namespaces), log: child('rooms') })

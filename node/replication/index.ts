@@ -8,15 +8,17 @@
  * This file is the folder's only entry point for other folders.
  *
  * @example
- * import { ReplicationService } from './replication/index.ts'
+ * import { replicationService } from './replication/index.ts'
  *
- * const replication = new ReplicationService(paths.models, { host, peers, trust, models, privateKey, log })
+ * const replication = replicationService({ dir: paths.models, reconcileIntervalMs: 5_000 })({
+ *   host, peers, trust, models, privateKey, log
+ * })
  * await replication.start()            // opens the replica log now only if this node holds a model
  * const job = await replication.createJob({ name: 'llama', namespace: 'default', replicas: 3 })
  * await replication.jobs()             // every job, with its holders and state
  * await replication.stop()
  */
 export {
-  ReplicationError, ReplicationService,
-  type ReplicaHolder, type ReplicationDeps, type ReplicationJob
+  placedNodes, rank, ReplicationError, replicationService, ReplicationService,
+  type OpenReplicaLog, type ReplicaHolder, type ReplicaLogView, type ReplicationComponents, type ReplicationInit, type ReplicationJob
 } from './replication-service.ts'

@@ -6,6 +6,7 @@ import { parseNodeCertificate } from '../../ca/index.ts'
 import { REPLICAS_DATABASE } from '../../protocols/ids.ts'
 import { recordKey, SignedRecord, type LogRecord, type ReplicaRecord, type ReplicationJobRecord } from '../../protocols/replicas.ts'
 import type { Trust } from '../admission/index.ts'
+import { DEFAULT_MAX_VERIFIED_CACHE } from './constants.ts'
 import type { BkgHelia } from './helia.ts'
 import { orbitdbHost } from './orbitdb-host.ts'
 import { isAcceptableOperation, signRecord } from './replica-records.ts'
@@ -13,8 +14,11 @@ import { isAcceptableOperation, signRecord } from './replica-records.ts'
 export interface ReplicaLogDeps {
   helia: BkgHelia
   privateKey: PrivateKey
-  trust: Trust
-  log: Logger
+  /** its own certificate (signs records), the CA (checks entries), the CRL (ignores revoked nodes) */
+  trust: Pick<Trust, 'own' | 'caPem' | 'crl'>
+  log: Pick<Logger, 'debug' | 'warn'>
+  /** entries whose signature check is remembered (default DEFAULT_MAX_VERIFIED_CACHE) */
+  maxVerifiedCache?: number
 }
 
 export interface ReplicaLogEvents {
@@ -22,7 +26,6 @@ export interface ReplicaLogEvents {
 }
 
 const ACCESS_CONTROLLER_TYPE = 'bkg-certified'
-const MAX_VERIFIED_CACHE = 10_000
 
 /**
  * Who holds which model versions, and the replication jobs, in an OrbitDB key-value database that
@@ -102,7 +105,7 @@ export class ReplicaLog extends EventEmitter<ReplicaLogEvents> {
     const cached = this.verified.get(entry.hash)
     if (cached != null) return cached
     const ok = await isAcceptableOperation(entry.payload, this.deps.trust.caPem)
-    if (this.verified.size >= MAX_VERIFIED_CACHE) this.verified.clear()
+    if (this.verified.size >= (this.deps.maxVerifiedCache ?? DEFAULT_MAX_VERIFIED_CACHE)) this.verified.clear()
     if (entry.hash != null) this.verified.set(entry.hash, ok)
     if (!ok) this.deps.log.warn({ key: entry.payload?.key }, 'refused a replica log entry')
     return ok

@@ -10,17 +10,64 @@ import type { AdmittedPeers, Trust } from '../admission/index.ts'
 import { BkgError } from '../../lib/bkg-error.ts'
 import type { Host } from '../p2p/index.ts'
 import { bkgBlockBroker } from './block-broker.ts'
-import { createBkgHelia, type BkgHelia } from './helia.ts'
+import {
+  DEFAULT_BLOCK_FANOUT, DEFAULT_BLOCK_TIMEOUT_MS, DEFAULT_MAX_DHT_PROVIDERS, DEFAULT_MAX_VERIFIED_CACHE,
+  DEFAULT_RECONCILE_INTERVAL_MS, DEFAULT_RETRY_AFTER_FAILURE_MS, REPLICAS_DIR
+} from './constants.ts'
+import { createBkgHelia } from './helia.ts'
 import type { ModelService, StoredModel } from '../models/index.ts'
 import type { ReplicaLog } from './replica-log.ts'
 
-export interface ReplicationDeps {
+export interface ReplicationInit {
+  /** the directory the replica log's OrbitDB files go under (`<dir>/replicas`): the models dir */
+  dir: string
+  /** how often placement runs again besides on every change (default 5 s) */
+  reconcileIntervalMs?: number
+  /** how long a node waits to pull again for a job whose last pull failed (default 10 s) */
+  retryAfterFailureMs?: number
+  /** peers the block broker asks at once for one block (default 4) */
+  blockFanout?: number
+  /** DHT providers the block broker asks when no connected peer has a block (default 8) */
+  maxDhtProviders?: number
+  /** how long the block broker looks for one block without a signal from Helia (default 30 s) */
+  blockTimeoutMs?: number
+  /** replica log entries whose signature check is remembered (default 10 000) */
+  maxVerifiedCache?: number
+}
+
+/** The replica log as the service uses it: its records, writing one, its change event. */
+export type ReplicaLogView = Pick<ReplicaLog, 'records' | 'replicas' | 'jobs' | 'get' | 'write' | 'on' | 'off'>
+
+/** An open replica log and how to close it with everything under it (OrbitDB, then Helia). */
+export interface OpenReplicaLog {
+  replicaLog: ReplicaLogView
+  close: () => Promise<void>
+}
+
+export interface ReplicationComponents {
+  /**
+   * The whole libp2p node. Helia and OrbitDB run on it (OrbitDB registers and dials its
+   * protocols, subscribes to topics, reads the peer id; the block broker dials and queries the
+   * DHT), so a narrower Pick would not be honest. The service itself reads only `peerId` and
+   * `services.pubsub` (its `subscription-change` event, which opens the log on demand).
+   */
   host: Host
-  peers: AdmittedPeers
-  trust: Trust
-  models: ModelService
+  /** admitted peers: who is live, their namespaces, admitted/removed events */
+  peers: Pick<AdmittedPeers, 'entries' | 'get' | 'isAdmitted' | 'on' | 'off'>
+  /** this node's roles and namespaces; the CA and CRL for the replica log's checks */
+  trust: Pick<Trust, 'own' | 'caPem' | 'crl'>
+  /** the model store and its pulls; `added`/`removed` events record holdings */
+  models: Pick<ModelService, 'on' | 'off' | 'job' | 'startPull' | 'catalogFor'> & {
+    store: Pick<ModelService['store'], 'list' | 'get' | 'latestVersion' | 'blockstore'>
+  }
+  /** signs the replica log's records */
   privateKey: PrivateKey
-  log: Logger
+  log: Pick<Logger, 'debug' | 'info' | 'warn' | 'error'>
+  /**
+   * Opens the replica log. Default: Helia over `host` and the model blockstore, then OrbitDB on
+   * it. A unit test hands an in-memory log here, so placement runs without OrbitDB.
+   */
+  openReplicaLog?: () => Promise<OpenReplicaLog>
 }
 
 export interface ReplicaHolder {
@@ -50,8 +97,29 @@ export interface ReplicationJob {
 
 export class ReplicationError extends BkgError {}
 
-const RECONCILE_INTERVAL_MS = 5_000
-const RETRY_AFTER_FAILURE_MS = 10_000
+/** rendezvous hashing: every node ranks the candidates of a job the same way */
+export function rank (jobId: string, peerId: string): string {
+  return createHash('sha256').update(`${jobId}/${peerId}`).digest('hex')
+}
+
+/**
+ * The placement rule: which live nodes should pull a job's model. When fewer than `replicas`
+ * live holders count, the first `replicas − holders` of the live nodes of the job's namespace that
+ * do not hold it, ranked by `rank(job, PeerId)`; otherwise none.
+ */
+export function placedNodes (
+  job: Pick<ReplicationJobRecord, 'id' | 'namespace' | 'replicas'>,
+  liveHolders: readonly string[],
+  livePeers: readonly string[],
+  namespacesOf: (peerId: string) => readonly string[]
+): string[] {
+  const missing = job.replicas - liveHolders.length
+  if (missing <= 0) return []
+  return livePeers
+    .filter((peer) => !liveHolders.includes(peer) && namespacesOf(peer).includes(job.namespace))
+    .sort((a, b) => rank(job.id, a).localeCompare(rank(job.id, b)))
+    .slice(0, missing)
+}
 
 /**
  * Replica tracking and replication jobs. Every node records in the replica log (OrbitDB) which
@@ -61,10 +129,12 @@ const RETRY_AFTER_FAILURE_MS = 10_000
  * N − holders. A holder that leaves (disconnects) stops counting, so the next-ranked node pulls.
  */
 export class ReplicationService {
-  private readonly dir: string
-  private readonly deps: ReplicationDeps
-  private helia?: BkgHelia
-  private replicaLog?: ReplicaLog
+  private readonly components: ReplicationComponents
+  private readonly init: ReplicationInit
+  private readonly reconcileIntervalMs: number
+  private readonly retryAfterFailureMs: number
+  private closeLog?: () => Promise<void>
+  private replicaLog?: ReplicaLogView
   private timer?: NodeJS.Timeout
   private reconciling = false
   private reconcileAgain = false
@@ -75,9 +145,11 @@ export class ReplicationService {
   private readonly onAdded = (model: StoredModel): void => { void this.recordHolding(model, true) }
   private readonly onRemoved = (model: StoredModel): void => { void this.recordHolding(model, false) }
 
-  constructor (dir: string, deps: ReplicationDeps) {
-    this.dir = dir
-    this.deps = deps
+  constructor (components: ReplicationComponents, init: ReplicationInit) {
+    this.components = components
+    this.init = init
+    this.reconcileIntervalMs = init.reconcileIntervalMs ?? DEFAULT_RECONCILE_INTERVAL_MS
+    this.retryAfterFailureMs = init.retryAfterFailureMs ?? DEFAULT_RETRY_AFTER_FAILURE_MS
   }
 
   /**
@@ -86,7 +158,7 @@ export class ReplicationService {
    * A mesh without models never loads OrbitDB (measured +7 MiB RSS per idle node).
    */
   async start (): Promise<void> {
-    const { models, host } = this.deps
+    const { models, host } = this.components
     if (models.store.list().length > 0) {
       await this.opened()
       return
@@ -101,7 +173,7 @@ export class ReplicationService {
       this.removeTriggers()
       this.startup = this.open()
       this.startup.catch((err: Error) => {
-        this.deps.log.error({ err }, 'the replica log did not open')
+        this.components.log.error({ err }, 'the replica log did not open')
         this.startup = undefined
       })
     }
@@ -120,32 +192,51 @@ export class ReplicationService {
   }
 
   private removeTriggers (): void {
-    this.deps.models.off('added', this.openOnDemand)
-    this.deps.host.services.pubsub.removeEventListener('subscription-change', this.onSubscriptionChange as any)
+    this.components.models.off('added', this.openOnDemand)
+    this.components.host.services.pubsub.removeEventListener('subscription-change', this.onSubscriptionChange as any)
   }
 
-  private async open (): Promise<void> {
-    const { host, peers, models } = this.deps
-    this.helia = await createBkgHelia({
+  /** Helia over the node's host and model blockstore, then the OrbitDB replica log on it. */
+  private async openOrbitdbLog (): Promise<OpenReplicaLog> {
+    const { host, peers, models, privateKey, trust, log } = this.components
+    const helia = await createBkgHelia({
       host,
       blockstore: models.store.blockstore,
       // pins are only kept for Helia's GC, which BKG never runs: nothing to persist
       datastore: new MemoryDatastore(),
-      blockBrokers: [bkgBlockBroker({ host, peers })]
+      blockBrokers: [bkgBlockBroker({ host, peers }, {
+        fanout: this.init.blockFanout ?? DEFAULT_BLOCK_FANOUT,
+        maxDhtProviders: this.init.maxDhtProviders ?? DEFAULT_MAX_DHT_PROVIDERS,
+        timeoutMs: this.init.blockTimeoutMs ?? DEFAULT_BLOCK_TIMEOUT_MS
+      })]
     })
-    await this.helia.start()
+    await helia.start()
     // OrbitDB and its LevelDB bindings load here, off the start-up path
     const { ReplicaLog } = await import('./replica-log.ts')
-    const replicaLog = new ReplicaLog(join(this.dir, 'replicas'), { helia: this.helia, privateKey: this.deps.privateKey, trust: this.deps.trust, log: this.deps.log })
+    const replicaLog = new ReplicaLog(join(this.init.dir, REPLICAS_DIR), {
+      helia, privateKey, trust, log, maxVerifiedCache: this.init.maxVerifiedCache ?? DEFAULT_MAX_VERIFIED_CACHE
+    })
     try {
       await replicaLog.start()
     } catch (err) {
       // leave nothing half open: a later call tries again from scratch
-      await replicaLog.stop().catch((stopErr: unknown) => { this.deps.log.warn({ err: stopErr }, 'closing the replica log after its failed start failed') })
-      await this.helia.stop().catch((stopErr: unknown) => { this.deps.log.warn({ err: stopErr }, 'stopping Helia after the replica log\'s failed start failed: it may keep running') })
-      this.helia = undefined
+      await replicaLog.stop().catch((stopErr: unknown) => { log.warn({ err: stopErr }, 'closing the replica log after its failed start failed') })
+      await helia.stop().catch((stopErr: unknown) => { log.warn({ err: stopErr }, 'stopping Helia after the replica log\'s failed start failed: it may keep running') })
       throw err
     }
+    return {
+      replicaLog,
+      close: async () => {
+        await replicaLog.stop()
+        await helia.stop()
+      }
+    }
+  }
+
+  private async open (): Promise<void> {
+    const { peers, models } = this.components
+    const { replicaLog, close } = await (this.components.openReplicaLog?.() ?? this.openOrbitdbLog())
+    this.closeLog = close
     // answered only once the log is loaded: an empty view would read as "nobody holds anything"
     this.replicaLog = replicaLog
     this.replicaLog.on('change', this.onChange)
@@ -154,23 +245,22 @@ export class ReplicationService {
     models.on('added', this.onAdded)
     models.on('removed', this.onRemoved)
     await this.syncHoldings()
-    this.timer = setInterval(this.onChange, RECONCILE_INTERVAL_MS)
+    this.timer = setInterval(this.onChange, this.reconcileIntervalMs)
     this.timer.unref()
-    this.deps.log.info({ records: this.replicaLog.records().length }, 'replica log open')
+    this.components.log.info({ records: this.replicaLog.records().length }, 'replica log open')
   }
 
   async stop (): Promise<void> {
     this.removeTriggers()
     await this.startup?.catch(() => {}) // a failed open was logged by opened(); stop only waits for it to settle
     clearInterval(this.timer)
-    const { peers, models } = this.deps
+    const { peers, models } = this.components
     peers.off('admitted', this.onChange)
     peers.off('removed', this.onChange)
     models.off('added', this.onAdded)
     models.off('removed', this.onRemoved)
     this.replicaLog?.off('change', this.onChange)
-    await this.replicaLog?.stop()
-    await this.helia?.stop()
+    await this.closeLog?.()
   }
 
   /** Every node that says it holds a verified copy of name@version. */
@@ -191,7 +281,7 @@ export class ReplicationService {
   async createJob (init: { name: string, version?: string, namespace: string, replicas: number }): Promise<ReplicationJob> {
     await this.opened()
     const log = this.log()
-    if (!this.deps.trust.own.roles.includes('admin')) {
+    if (!this.components.trust.own.roles.includes('admin')) {
       throw new ReplicationError('not_admin_node', 403, 'replication jobs are created by a node whose certificate has the admin role')
     }
     const version = init.version ?? this.latestKnownVersion(init.name)
@@ -205,7 +295,7 @@ export class ReplicationService {
       namespace: init.namespace,
       replicas: init.replicas,
       state: 'active',
-      createdBy: this.deps.host.peerId.toString(),
+      createdBy: this.components.host.peerId.toString(),
       createdAt: now,
       at: now
     }
@@ -217,7 +307,7 @@ export class ReplicationService {
   async cancelJob (id: string): Promise<ReplicationJob> {
     await this.opened()
     const job = this.jobRecord(id)
-    if (job.createdBy !== this.deps.host.peerId.toString()) {
+    if (job.createdBy !== this.components.host.peerId.toString()) {
       throw new ReplicationError('not_job_owner', 403, `job ${id} was created by ${job.createdBy}; cancel it there`)
     }
     if (job.state === 'cancelled') return this.view(job)
@@ -246,7 +336,7 @@ export class ReplicationService {
     const holders = this.liveHolders(job)
     const eligible = this.livePeers().filter((peer) => this.namespacesOf(peer).includes(job.namespace)).length
     const attempt = this.attempts.get(job.id)
-    const pull = attempt == null ? undefined : this.deps.models.job(attempt.pullId)
+    const pull = attempt == null ? undefined : this.components.models.job(attempt.pullId)
     return {
       id: job.id,
       name: job.name,
@@ -263,37 +353,37 @@ export class ReplicationService {
     }
   }
 
-  private log (): ReplicaLog {
+  private log (): ReplicaLogView {
     if (this.replicaLog == null) throw new ReplicationError('replicas_unavailable', 503, 'the replica log is not open')
     return this.replicaLog
   }
 
   private latestKnownVersion (name: string): string | null {
-    const held = this.deps.models.store.latestVersion(name)
+    const held = this.components.models.store.latestVersion(name)
     if (held != null) return held
-    const seen = this.deps.models.catalogFor(name).map((envelope) => envelope.manifest.version)
+    const seen = this.components.models.catalogFor(name).map((envelope) => envelope.manifest.version)
     const recorded = this.log().replicas().filter((r) => r.name === name && r.held).map((r) => r.version)
     const all = [...seen, ...recorded]
     return all.length === 0 ? null : semver.rsort(all)[0]
   }
 
   private get self (): string {
-    return this.deps.host.peerId.toString()
+    return this.components.host.peerId.toString()
   }
 
   /** this node and the admitted peers connected to it */
   private livePeers (): string[] {
-    return [this.self, ...[...this.deps.peers.entries()].map(([id]) => id)]
+    return [this.self, ...[...this.components.peers.entries()].map(([id]) => id)]
   }
 
   private namespacesOf (peerId: string): string[] {
-    if (peerId === this.self) return this.deps.trust.own.namespaces
-    return this.deps.peers.get(peerId)?.namespaces ?? []
+    if (peerId === this.self) return this.components.trust.own.namespaces
+    return this.components.peers.get(peerId)?.namespaces ?? []
   }
 
   private isLiveHolder (peerId: string, name: string, version: string): boolean {
-    if (peerId === this.self) return this.deps.models.store.get(name, version) != null
-    return this.deps.peers.isAdmitted(peerId)
+    if (peerId === this.self) return this.components.models.store.get(name, version) != null
+    return this.components.peers.isAdmitted(peerId)
   }
 
   /** the live holders that count for a job: nodes of its namespace */
@@ -307,8 +397,8 @@ export class ReplicationService {
   /** Makes the log say what the store holds (after a crash between the two, or an old data dir). */
   private async syncHoldings (): Promise<void> {
     const log = this.log()
-    const held = new Set(this.deps.models.store.list().map((m) => `${m.name}@${m.version}`))
-    for (const model of this.deps.models.store.list()) {
+    const held = new Set(this.components.models.store.list().map((m) => `${m.name}@${m.version}`))
+    for (const model of this.components.models.store.list()) {
       const record = log.get(`replica/${this.self}/${model.name}/${model.version}`)?.record
       if (record?.kind !== 'replica' || !record.held) await this.recordHolding(model, true)
     }
@@ -323,7 +413,7 @@ export class ReplicationService {
     try {
       await this.log().write({ kind: 'replica', peerId: this.self, name: model.name, version: model.version, held, at: new Date().toISOString() })
     } catch (err) {
-      this.deps.log.warn({ model: `${model.name}@${model.version}`, err: (err as Error).message }, 'could not record a replica')
+      this.components.log.warn({ model: `${model.name}@${model.version}`, err: (err as Error).message }, 'could not record a replica')
     }
   }
 
@@ -335,7 +425,7 @@ export class ReplicationService {
     }
     this.reconciling = true
     void Promise.resolve().then(() => this.reconcile()).catch((err: unknown) => {
-      this.deps.log.warn({ err }, 'reconciling replication jobs failed: the next change or the timer tries again')
+      this.components.log.warn({ err }, 'reconciling replication jobs failed: the next change or the timer tries again')
     }).finally(() => {
       this.reconciling = false
       if (this.reconcileAgain) {
@@ -347,30 +437,25 @@ export class ReplicationService {
 
   /** Pulls the models of active jobs this node is placed for. */
   private reconcile (): void {
-    const { models } = this.deps
+    const { models } = this.components
     for (const job of this.log().jobs()) {
       if (job.state !== 'active') continue
-      if (!this.deps.trust.own.namespaces.includes(job.namespace)) continue
+      if (!this.components.trust.own.namespaces.includes(job.namespace)) continue
       if (models.store.get(job.name, job.version) != null) continue
       const holders = this.liveHolders(job)
-      const missing = job.replicas - holders.length
-      if (missing <= 0) continue
-      const candidates = this.livePeers()
-        .filter((peer) => !holders.includes(peer) && this.namespacesOf(peer).includes(job.namespace))
-        .sort((a, b) => rank(job.id, a).localeCompare(rank(job.id, b)))
-      if (!candidates.slice(0, missing).includes(this.self)) continue
+      if (!placedNodes(job, holders, this.livePeers(), (peer) => this.namespacesOf(peer)).includes(this.self)) continue
       const attempt = this.attempts.get(job.id)
       const previous = attempt == null ? undefined : models.job(attempt.pullId)
       if (previous != null && previous.finishedAt == null) continue
-      if (attempt != null && previous?.state === 'failed' && Date.now() - attempt.at < RETRY_AFTER_FAILURE_MS) continue
+      if (attempt != null && previous?.state === 'failed' && Date.now() - attempt.at < this.retryAfterFailureMs) continue
       const pull = models.startPull(job.name, job.version)
       this.attempts.set(job.id, { pullId: pull.id, at: Date.now() })
-      this.deps.log.info({ job: job.id, model: `${job.name}@${job.version}`, holders: holders.length, wanted: job.replicas }, 'pulling for a replication job')
+      this.components.log.info({ job: job.id, model: `${job.name}@${job.version}`, holders: holders.length, wanted: job.replicas }, 'pulling for a replication job')
     }
   }
 }
 
-/** rendezvous hashing: every node ranks the candidates of a job the same way */
-function rank (jobId: string, peerId: string): string {
-  return createHash('sha256').update(`${jobId}/${peerId}`).digest('hex')
+/** `replicationService({ dir })(components)`: the factory the composition root calls. */
+export function replicationService (init: ReplicationInit): (components: ReplicationComponents) => ReplicationService {
+  return (components) => new ReplicationService(components, init)
 }
