@@ -15,7 +15,7 @@ import type { CentralChanges } from './db/central-changes.ts'
 import type { CentralSync } from './db/central-sync.ts'
 import { Database, defaultTemplateDir } from './db/database.ts'
 import { PsqlAccess } from './db/psql-access.ts'
-import { EventService, roomHub } from './events/index.ts'
+import { eventService, roomHub, type EventService } from './events/index.ts'
 import { DataDirLock } from './identity/data-dir-lock.ts'
 import { dataDirPaths, loadLibp2pKey, loadOrCreateSecret, type DataDirPaths } from './identity/data-dir.ts'
 import { describeListenFailure, NodeIdentityError } from './listen-errors.ts'
@@ -242,7 +242,7 @@ async function assembleNode (init: NodeInit, lock: DataDirLock): Promise<BkgNode
   })
   const replication = replicationService({ dir: paths.models })({ host, peers, trust, models, privateKey, log: child('replication') })
   const db = new Database({ dir: paths.database, templateDir: defaultTemplateDir(), log: child('db') })
-  const events = new EventService({ host, trust, peers, privateKey, db, log: child('events') })
+  const events = eventService()({ peerId: host.peerId, pubsub: host.services.pubsub, streams: host, trust, peers, privateKey, db, log: child('events') })
   const rooms = roomHub()({ pubsub: host.services.pubsub, peers, namespaces: new Set(trust.own.namespaces), log: child('rooms') })
   const [adminToken, tokenSecret] = await Promise.all([loadOrCreateSecret(paths.apiToken), loadOrCreateSecret(paths.tokenSecret)])
   const storage = storageService({ dir: paths.storage, ...config.storage })({ db, secret: tokenSecret, log: child('storage') })

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events'
-import { TopicValidatorResult, type Message } from '@libp2p/gossipsub'
+import { TopicValidatorResult, type GossipSub, type Message } from '@libp2p/gossipsub'
 import type { PeerId, PrivateKey } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Logger } from 'pino'
@@ -10,10 +10,12 @@ import type { AdmittedPeers, Trust } from '../admission/index.ts'
 import type { Principal } from '../auth/index.ts'
 import type { Database, Tenant } from '../db/database.ts'
 import { BkgError } from '../../lib/bkg-error.ts'
-import type { Host } from '../p2p/index.ts'
 import { admissionVerdict } from '../pubsub/index.ts'
 import { EventStore, type StoredEvent } from './event-store.ts'
-import { EventSync } from './event-sync.ts'
+import { EventSync, type EventSyncStreams } from './event-sync.ts'
+import {
+  DEFAULT_GOSSIP_MESSAGE_BYTES, DEFAULT_INGEST_BATCH, DEFAULT_MAX_QUEUED_EVENTS, DEFAULT_OWN_SEQ_TIMEOUT_MS, DEFAULT_RESYNC_INTERVAL_MS
+} from './constants.ts'
 import { HybridClock } from './hybrid-clock.ts'
 import { parseUntrustedJson } from '../../protocols/untrusted-json.ts'
 
@@ -23,27 +25,46 @@ export interface NewEvent {
   payload: SignedEvent['payload']
 }
 
-export interface EventServiceDeps {
-  host: Host
-  trust: Trust
-  peers: AdmittedPeers
-  privateKey: PrivateKey
+export interface EventServiceInit {
+  /** gossiped events waiting to be written; beyond this, catch-up fetches them later */
+  maxQueued?: number
+  /** gossiped events written in one transaction */
+  ingestBatch?: number
+  /** how often heads are compared with every admitted peer while the database is open */
+  resyncIntervalMs?: number
+  /** how long a node with an empty database waits for peers to tell it how far its own chains got */
+  ownSeqTimeoutMs?: number
+  /** new events are packed into gossip messages of up to this many bytes (capped at the wire limit) */
+  gossipMessageBytes?: number
+  /** events asked for per catch-up range request (at most 1000, the wire format's limit) */
+  syncPageSize?: number
+  /** how long one catch-up request, or the answer to one, may take */
+  syncRequestTimeoutMs?: number
+  /** concurrent `/bkg/events/sync` streams per connection, each way */
+  syncMaxStreams?: number
+}
+
+export interface EventServiceComponents {
+  /** this node's PeerId: the origin of the events it publishes */
+  peerId: PeerId
+  /** the gossipsub service: the namespace topics' validators and subscriptions, publishing */
+  pubsub: Pick<GossipSub, 'topicValidators' | 'subscribe' | 'unsubscribe' | 'publish'>
+  /** the host's stream handling for `/bkg/events/sync`: serving it and dialling peers */
+  streams: EventSyncStreams
+  /** this node's certificate (its namespaces) and checking an origin's certificate met through catch-up */
+  trust: Pick<Trust, 'own' | 'verifyPeer'>
+  /** admitted neighbours: their certificates, the admission check, and 'admitted' to start catching up */
+  peers: Pick<AdmittedPeers, 'on' | 'off' | 'entries' | 'get' | 'isAdmitted' | 'denial'>
+  /** signs the events this node publishes */
+  privateKey: Pick<PrivateKey, 'sign'>
   db: Database
-  log: Logger
+  log: Pick<Logger, 'debug' | 'warn' | 'error'>
 }
 
 export interface EventServiceEvents {
   /** an event was stored here (published here, or received); in arrival order */
   stored: [event: StoredEvent]
 }
-
-/** gossip events waiting to be written in one transaction; beyond this, catch-up fetches them later */
-const MAX_QUEUED = 20_000
-const BATCH = 1000
-/** anti-entropy: heads are compared with every admitted peer this often while the database is open */
-const RESYNC_INTERVAL_MS = 30_000
-/** how long a node with an empty database waits for peers to tell it how far its own chains got */
-const OWN_SEQ_TIMEOUT_MS = 3000
 
 /**
  * Signed events per namespace: published through the API, spread over gossipsub (one topic per
@@ -52,7 +73,12 @@ const OWN_SEQ_TIMEOUT_MS = 3000
  */
 export class EventService extends EventEmitter<EventServiceEvents> {
   readonly store: EventStore
-  private readonly deps: EventServiceDeps
+  private readonly components: EventServiceComponents
+  private readonly maxQueued: number
+  private readonly ingestBatch: number
+  private readonly resyncIntervalMs: number
+  private readonly ownSeqTimeoutMs: number
+  private readonly gossipMessageBytes: number
   private readonly clock = new HybridClock()
   private readonly sync: EventSync
   /** certificates of origins met through catch-up (neighbours' are in AdmittedPeers) */
@@ -65,21 +91,29 @@ export class EventService extends EventEmitter<EventServiceEvents> {
   private resync: NodeJS.Timeout | undefined
   private stopped = false
   private readonly onAdmitted = (peerId: string): void => {
-    if (this.deps.db.isOpen) this.sync.schedule(peerIdFromString(peerId))
+    if (this.components.db.isOpen) this.sync.schedule(peerIdFromString(peerId))
   }
 
-  constructor (deps: EventServiceDeps) {
+  constructor (components: EventServiceComponents, init: EventServiceInit = {}) {
     super()
-    this.deps = deps
-    this.namespaces = new Set(deps.trust.own.namespaces)
-    this.store = new EventStore(deps.db)
+    this.components = components
+    this.maxQueued = init.maxQueued ?? DEFAULT_MAX_QUEUED_EVENTS
+    this.ingestBatch = init.ingestBatch ?? DEFAULT_INGEST_BATCH
+    this.resyncIntervalMs = init.resyncIntervalMs ?? DEFAULT_RESYNC_INTERVAL_MS
+    this.ownSeqTimeoutMs = init.ownSeqTimeoutMs ?? DEFAULT_OWN_SEQ_TIMEOUT_MS
+    this.gossipMessageBytes = Math.min(init.gossipMessageBytes ?? DEFAULT_GOSSIP_MESSAGE_BYTES, MAX_EVENT_GOSSIP_BYTES)
+    this.namespaces = new Set(components.trust.own.namespaces)
+    this.store = new EventStore(components.db)
     this.sync = new EventSync({
-      host: deps.host,
-      peers: deps.peers,
+      streams: components.streams,
+      pageSize: init.syncPageSize,
+      requestTimeoutMs: init.syncRequestTimeoutMs,
+      maxStreams: init.syncMaxStreams,
+      peers: components.peers,
       store: this.store,
-      log: deps.log,
+      log: components.log,
       namespaces: this.namespaces,
-      databaseInUse: async () => this.deps.db.isOpen || await this.deps.db.exists(),
+      databaseInUse: async () => this.components.db.isOpen || await this.components.db.exists(),
       certificateOf: (peer) => this.certificateOf(peer),
       learnCertificate: (peer, pem) => this.learnCertificate(peer, pem),
       verify: async (event) => await this.verify(event),
@@ -88,22 +122,22 @@ export class EventService extends EventEmitter<EventServiceEvents> {
   }
 
   async start (): Promise<void> {
-    const { pubsub } = this.deps.host.services
+    const { pubsub } = this.components
     for (const namespace of this.namespaces) {
       pubsub.topicValidators.set(eventsTopic(namespace), async (source, message) => await this.validate(namespace, source, message))
       pubsub.subscribe(eventsTopic(namespace))
     }
-    this.deps.peers.on('admitted', this.onAdmitted)
+    this.components.peers.on('admitted', this.onAdmitted)
     await this.sync.start()
     // a node that stored events before opens its database now, so it can catch up on what it missed
-    if (await this.deps.db.exists()) void this.ready().catch((err: unknown) => this.deps.log.error({ err }, 'could not open the event database'))
+    if (await this.components.db.exists()) void this.ready().catch((err: unknown) => this.components.log.error({ err }, 'could not open the event database'))
   }
 
   async stop (): Promise<void> {
     this.stopped = true
     clearInterval(this.resync)
-    this.deps.peers.off('admitted', this.onAdmitted)
-    const { pubsub } = this.deps.host.services
+    this.components.peers.off('admitted', this.onAdmitted)
+    const { pubsub } = this.components
     for (const namespace of this.namespaces) {
       pubsub.unsubscribe(eventsTopic(namespace))
       pubsub.topicValidators.delete(eventsTopic(namespace))
@@ -120,13 +154,13 @@ export class EventService extends EventEmitter<EventServiceEvents> {
 
   /** Opens the database, reads the chain heads and starts catching up with every admitted peer. */
   async ready (): Promise<void> {
-    const wasOpen = this.deps.db.isOpen
+    const wasOpen = this.components.db.isOpen
     await this.store.load()
     if (!wasOpen && !this.stopped && this.resync == null) {
-      for (const [peerId] of this.deps.peers.entries()) this.sync.schedule(peerIdFromString(peerId))
+      for (const [peerId] of this.components.peers.entries()) this.sync.schedule(peerIdFromString(peerId))
       this.resync = setInterval(() => {
-        for (const [peerId] of this.deps.peers.entries()) this.sync.schedule(peerIdFromString(peerId))
-      }, RESYNC_INTERVAL_MS)
+        for (const [peerId] of this.components.peers.entries()) this.sync.schedule(peerIdFromString(peerId))
+      }, this.resyncIntervalMs)
       this.resync.unref()
     }
   }
@@ -140,7 +174,7 @@ export class EventService extends EventEmitter<EventServiceEvents> {
     await this.ready()
     const tenant = tenantOf(principal)
     const run = this.publishing.then(async () => {
-      const origin = this.deps.host.peerId.toString()
+      const origin = this.components.peerId.toString()
       this.ownSeq ??= await this.recoverOwnSeq(origin)
       const prev = new Map<string, number>()
       const events: SignedEvent[] = []
@@ -159,7 +193,7 @@ export class EventService extends EventEmitter<EventServiceEvents> {
         }
         prev.set(input.namespace, seq)
         const bytes = eventSigningBytes(unsigned)
-        events.push({ ...unsigned, id: eventId(bytes), sig: Buffer.from(await this.deps.privateKey.sign(bytes)).toString('base64') })
+        events.push({ ...unsigned, id: eventId(bytes), sig: Buffer.from(await this.components.privateKey.sign(bytes)).toString('base64') })
       }
       const stored = await this.store.insertAs(tenant, events)
       this.ownSeq = seq
@@ -173,9 +207,9 @@ export class EventService extends EventEmitter<EventServiceEvents> {
     return stored
   }
 
-  /** Sends new events to the namespace's peers, packed per namespace into messages of up to 512 KiB. */
+  /** Sends new events to the namespace's peers, packed per namespace into messages of up to `gossipMessageBytes` (512 KiB). */
   private async gossip (events: StoredEvent[]): Promise<void> {
-    const { pubsub } = this.deps.host.services
+    const { pubsub } = this.components
     const byNamespace = new Map<string, string[]>()
     for (const event of events) {
       const list = byNamespace.get(event.namespace) ?? []
@@ -189,13 +223,13 @@ export class EventService extends EventEmitter<EventServiceEvents> {
         if (batch.length === 0) return
         // peers that miss it (none subscribed yet, a partition) get it through catch-up; the events are stored either way
         await pubsub.publish(eventsTopic(namespace), new TextEncoder().encode(`{"v":1,"events":[${batch.join(',')}]}`)).catch((err: unknown) => {
-          this.deps.log.warn({ err, namespace, events: batch.length }, 'gossiping new events failed: peers get them only through catch-up')
+          this.components.log.warn({ err, namespace, events: batch.length }, 'gossiping new events failed: peers get them only through catch-up')
         })
         batch = []
         bytes = 0
       }
       for (const event of encoded) {
-        if (bytes + event.length > MAX_EVENT_GOSSIP_BYTES) await flush()
+        if (bytes + event.length > this.gossipMessageBytes) await flush()
         batch.push(event)
         bytes += event.length + 1
       }
@@ -211,13 +245,13 @@ export class EventService extends EventEmitter<EventServiceEvents> {
   private async recoverOwnSeq (origin: string): Promise<number> {
     const local = this.store.highestSeq(origin)
     if (local > 0) return local
-    const answers = await Promise.allSettled([...this.deps.peers.entries()].map(async ([peer]) => await this.sync.headsOf(peerIdFromString(peer), OWN_SEQ_TIMEOUT_MS)))
+    const answers = await Promise.allSettled([...this.components.peers.entries()].map(async ([peer]) => await this.sync.headsOf(peerIdFromString(peer), this.ownSeqTimeoutMs)))
     let highest = 0
     for (const answer of answers) {
       if (answer.status !== 'fulfilled') continue
       for (const head of answer.value) if (head.origin === origin) highest = Math.max(highest, head.seq)
     }
-    if (highest > 0) this.deps.log.warn({ seq: highest }, 'this node\'s events are on peers but not in its database: numbering continues after theirs')
+    if (highest > 0) this.components.log.warn({ seq: highest }, 'this node\'s events are on peers but not in its database: numbering continues after theirs')
     return highest
   }
 
@@ -234,7 +268,7 @@ export class EventService extends EventEmitter<EventServiceEvents> {
       let check = await this.verify(event)
       if (check === 'unknown_origin' && certificateOf != null) {
         const pem = await certificateOf(event.origin).catch((err: unknown) => {
-          this.deps.log.warn({ err, origin: event.origin }, 'could not look up an origin\'s certificate: its event is skipped here (catch-up from peers still brings it)')
+          this.components.log.warn({ err, origin: event.origin }, 'could not look up an origin\'s certificate: its event is skipped here (catch-up from peers still brings it)')
           return null
         })
         if (pem != null) this.learnCertificate(event.origin, pem)
@@ -274,7 +308,7 @@ export class EventService extends EventEmitter<EventServiceEvents> {
   }
 
   private async validate (namespace: string, source: PeerId, message: Message): Promise<TopicValidatorResult> {
-    const verdict = admissionVerdict(this.deps.peers, source, message)
+    const verdict = admissionVerdict(this.components.peers, source, message)
     if (verdict !== 'accept' || message.type !== 'signed') return TopicValidatorResult.Reject
     let events: SignedEvent[]
     try {
@@ -315,22 +349,22 @@ export class EventService extends EventEmitter<EventServiceEvents> {
   }
 
   private certificateOf (peer: string): NodeCertificate | undefined {
-    if (peer === this.deps.trust.own.peerId) return this.deps.trust.own
-    return this.deps.peers.get(peer) ?? this.originCerts.get(peer)
+    if (peer === this.components.trust.own.peerId) return this.components.trust.own
+    return this.components.peers.get(peer) ?? this.originCerts.get(peer)
   }
 
   private learnCertificate (peer: string, pem: string): void {
     if (this.certificateOf(peer) != null) return
     try {
-      this.originCerts.set(peer, this.deps.trust.verifyPeer(pem, peer))
+      this.originCerts.set(peer, this.components.trust.verifyPeer(pem, peer))
     } catch (err) {
-      this.deps.log.debug({ peer, err: (err as Error).message }, 'origin certificate refused')
+      this.components.log.debug({ peer, err: (err as Error).message }, 'origin certificate refused')
     }
   }
 
   private enqueue (event: SignedEvent, from: PeerId): void {
     this.clock.observe(event.hlc)
-    if (this.queue.length >= MAX_QUEUED) {
+    if (this.queue.length >= this.maxQueued) {
       // bounded: the event is still on the sender, and catch-up brings it
       this.sync.schedule(from)
       return
@@ -344,12 +378,12 @@ export class EventService extends EventEmitter<EventServiceEvents> {
     // a tick lets a burst of gossip join one transaction
     await new Promise((resolve) => setImmediate(resolve))
     while (this.queue.length > 0 && !this.stopped) {
-      const batch = this.queue.splice(0, BATCH)
+      const batch = this.queue.splice(0, this.ingestBatch)
       try {
         const gaps = await this.persist(batch.map((item) => item.event))
         for (const { event, from } of batch) if (gaps.has(`${event.origin}\u0000${event.namespace}`)) this.sync.schedule(from)
       } catch (err) {
-        this.deps.log.error({ err }, `could not store ${batch.length} gossiped events; catch-up will retry`)
+        this.components.log.error({ err }, `could not store ${batch.length} gossiped events; catch-up will retry`)
         for (const from of new Set(batch.map((item) => item.from.toString()))) this.sync.schedule(peerIdFromString(from))
       }
     }
@@ -366,6 +400,15 @@ export class EventService extends EventEmitter<EventServiceEvents> {
     }
     return gaps
   }
+}
+
+/**
+ * The event service, js-libp2p style: `eventService(init)(components)`. Components name only what
+ * it uses (the gossipsub service, the host's stream handling, trust, admitted peers, the signing
+ * key, the database), so a unit test hands it small fakes.
+ */
+export function eventService (init: EventServiceInit = {}): (components: EventServiceComponents) => EventService {
+  return (components) => new EventService(components, init)
 }
 
 function tenantOf (principal: Principal): Tenant | null {

@@ -8,12 +8,25 @@ import type { AdmittedPeers } from '../admission/index.ts'
 import type { Host } from '../p2p/index.ts'
 import type { EventStore } from './event-store.ts'
 import { parseUntrustedJson } from '../../protocols/untrusted-json.ts'
+import { DEFAULT_SYNC_MAX_STREAMS, DEFAULT_SYNC_PAGE_SIZE, DEFAULT_SYNC_REQUEST_TIMEOUT_MS } from './constants.ts'
 
-export interface EventSyncDeps {
-  host: Host
-  peers: AdmittedPeers
+/** the host's stream handling that `/bkg/events/sync` needs: serving the protocol and dialling it */
+export type EventSyncStreams = Pick<Host, 'handle' | 'unhandle' | 'dialProtocol'>
+
+export interface EventSyncOptions {
+  /** events asked for per range request (at most 1000, the wire format's limit) */
+  pageSize?: number
+  /** how long one request, or the answer to one, may take */
+  requestTimeoutMs?: number
+  /** concurrent sync streams per connection, each way */
+  maxStreams?: number
+}
+
+export interface EventSyncDeps extends EventSyncOptions {
+  streams: EventSyncStreams
+  peers: Pick<AdmittedPeers, 'get' | 'isAdmitted'>
   store: EventStore
-  log: Logger
+  log: Pick<Logger, 'debug'>
   /** namespaces this node's certificate lists */
   namespaces: ReadonlySet<string>
   /** whether this node keeps events at all (it answers with nothing otherwise, without opening a database) */
@@ -24,10 +37,6 @@ export interface EventSyncDeps {
   ingest: (events: SignedEvent[]) => Promise<void>
 }
 
-const RANGE_LIMIT = 500
-const REQUEST_TIMEOUT_MS = 15_000
-const MAX_STREAMS = 16
-
 /**
  * Catch-up over `/bkg/events/sync/1.0.0`: ask a peer for its chain heads in the namespaces both
  * certificates list, then for every chain where it is ahead, ask for the events after our head,
@@ -35,22 +44,28 @@ const MAX_STREAMS = 16
  */
 export class EventSync {
   private readonly deps: EventSyncDeps
+  private readonly pageSize: number
+  private readonly requestTimeoutMs: number
+  private readonly maxStreams: number
   private readonly running = new Map<string, Promise<void>>()
   private readonly again = new Set<string>()
   private stopped = false
 
   constructor (deps: EventSyncDeps) {
     this.deps = deps
+    this.pageSize = deps.pageSize ?? DEFAULT_SYNC_PAGE_SIZE
+    this.requestTimeoutMs = deps.requestTimeoutMs ?? DEFAULT_SYNC_REQUEST_TIMEOUT_MS
+    this.maxStreams = deps.maxStreams ?? DEFAULT_SYNC_MAX_STREAMS
   }
 
   async start (): Promise<void> {
-    await this.deps.host.handle(EVENTS_SYNC_PROTOCOL, async (stream, connection) => { await this.serve(stream, connection) },
-      { maxInboundStreams: MAX_STREAMS, maxOutboundStreams: MAX_STREAMS })
+    await this.deps.streams.handle(EVENTS_SYNC_PROTOCOL, async (stream, connection) => { await this.serve(stream, connection) },
+      { maxInboundStreams: this.maxStreams, maxOutboundStreams: this.maxStreams })
   }
 
   async stop (): Promise<void> {
     this.stopped = true
-    await this.deps.host.unhandle(EVENTS_SYNC_PROTOCOL)
+    await this.deps.streams.unhandle(EVENTS_SYNC_PROTOCOL)
     await Promise.all([...this.running.values()])
   }
 
@@ -72,7 +87,7 @@ export class EventSync {
   }
 
   /** A peer's chain heads in the namespaces both certificates list. */
-  async headsOf (peer: PeerId, timeoutMs = REQUEST_TIMEOUT_MS): Promise<SyncHead[]> {
+  async headsOf (peer: PeerId, timeoutMs = this.requestTimeoutMs): Promise<SyncHead[]> {
     const response = await this.request(peer, { op: 'heads' }, timeoutMs)
     if (!('heads' in response)) throw new Error('error' in response ? response.error : 'unexpected answer to heads')
     return response.heads
@@ -93,7 +108,7 @@ export class EventSync {
     while (!this.stopped) {
       const from = this.deps.store.head(target.origin, target.namespace)
       if (from >= target.seq) break
-      const response = await this.request(peer, { op: 'range', origin: target.origin, namespace: target.namespace, afterSeq: from, limit: RANGE_LIMIT })
+      const response = await this.request(peer, { op: 'range', origin: target.origin, namespace: target.namespace, afterSeq: from, limit: this.pageSize })
       if (!('events' in response)) throw new Error('error' in response ? response.error : 'unexpected answer to range')
       for (const [id, pem] of Object.entries(response.certs)) this.deps.learnCertificate(id, pem)
       const events: SignedEvent[] = []
@@ -115,9 +130,9 @@ export class EventSync {
     return fetched
   }
 
-  private async request (peer: PeerId, request: SyncRequest, timeoutMs = REQUEST_TIMEOUT_MS): Promise<SyncResponse> {
+  private async request (peer: PeerId, request: SyncRequest, timeoutMs = this.requestTimeoutMs): Promise<SyncResponse> {
     const signal = AbortSignal.timeout(timeoutMs)
-    const stream = await this.deps.host.dialProtocol(peer, EVENTS_SYNC_PROTOCOL, { signal })
+    const stream = await this.deps.streams.dialProtocol(peer, EVENTS_SYNC_PROTOCOL, { signal })
     try {
       const channel = lpStream(stream, { maxDataLength: MAX_SYNC_MESSAGE_BYTES })
       await channel.write(new TextEncoder().encode(JSON.stringify(request)), { signal })
@@ -131,7 +146,7 @@ export class EventSync {
   }
 
   private async serve (stream: Stream, connection: Connection): Promise<void> {
-    const signal = AbortSignal.timeout(REQUEST_TIMEOUT_MS)
+    const signal = AbortSignal.timeout(this.requestTimeoutMs)
     const channel = lpStream(stream, { maxDataLength: MAX_SYNC_MESSAGE_BYTES })
     try {
       const parsed = SyncRequest.safeParse(parseUntrustedJson((await channel.read({ signal })).subarray()))

@@ -6,9 +6,10 @@
  * This file is the folder's only entry point for other folders.
  *
  * @example
- * import { EventService, EventSubscription, parseFilter, roomHub } from './events/index.ts'
+ * import { eventService, EventSubscription, parseFilter, roomHub } from './events/index.ts'
  *
- * const events = new EventService({ host, trust, peers, privateKey, db, log })
+ * const events = eventService({ resyncIntervalMs: 30_000 })({ peerId: host.peerId, pubsub: host.services.pubsub,
+ *   streams: host, trust, peers, privateKey, db, log })
  * await events.start()
  * const [stored] = await events.publish(principal, [{ namespace: 'lab', type: 'reading', payload: { t: 21.5 } }])
  * const subscription = new EventSubscription({ events, principal: () => principal,
@@ -19,7 +20,7 @@
  * const { presence, leave } = rooms.join('lab', 'lobby', { session, self: false, onBroadcast, onPresence })
  * rooms.track('lab', 'lobby', session, 'alice', { online: true })   // joins reach every node of 'lab'
  */
-export { EventService, toWire, type EventServiceDeps, type NewEvent } from './event-service.ts'
+export { eventService, EventService, toWire, type EventServiceComponents, type EventServiceInit, type NewEvent } from './event-service.ts'
 export type { StoredEvent } from './event-store.ts'
 export { EventSubscription, type EventSubscriptionInit } from './event-subscription.ts'
 export { FilterError, matches, parseFilter, type EventSelector, type PayloadFilter } from './event-filter.ts'
