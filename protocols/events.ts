@@ -76,6 +76,9 @@ export function parseHlc (hlc: string): { wall: number, logical: number } {
  * What travels on a namespace's gossip topic: the events of one publish, in seq order, packed into
  * as few messages as fit (a gossip message is signed and checked once, however many events it carries).
  */
+/** the most events one catch-up answer may carry */
+export const MAX_SYNC_PAGE = 1000
+
 export const EventGossip = z.object({ v: z.literal(1), events: z.array(z.unknown()).min(1).max(1000) }).strict()
 export type EventGossip = z.infer<typeof EventGossip>
 /** a gossip message stays well under gossipsub's 1 MiB default limit */
@@ -91,7 +94,7 @@ export const SyncRequest = z.discriminatedUnion('op', [
     origin: z.string().min(40).max(64),
     namespace: EventNamespace,
     afterSeq: z.number().int().min(0),
-    limit: z.number().int().min(1).max(1000)
+    limit: z.number().int().min(1).max(MAX_SYNC_PAGE)
   }).strict()
 ])
 export type SyncRequest = z.infer<typeof SyncRequest>
@@ -102,7 +105,7 @@ export type SyncHead = z.infer<typeof SyncHead>
 export const SyncResponse = z.union([
   z.object({ heads: z.array(SyncHead).max(100_000) }).strict(),
   /** `certs`: the certificates of the events' origins, so a requester can check events of nodes it never met */
-  z.object({ events: z.array(z.unknown()).max(1000), certs: z.record(z.string(), z.string().max(8192)) }).strict(),
+  z.object({ events: z.array(z.unknown()).max(MAX_SYNC_PAGE), certs: z.record(z.string(), z.string().max(8192)) }).strict(),
   z.object({ error: z.string().max(256) }).strict()
 ])
 export type SyncResponse = z.infer<typeof SyncResponse>

@@ -2,7 +2,7 @@ import type { Connection, PeerId, Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
 import type { Logger } from 'pino'
 import type { NodeCertificate } from '../../ca/index.ts'
-import { MAX_SYNC_MESSAGE_BYTES, SignedEvent, SyncRequest, SyncResponse, type SyncHead } from '../../protocols/events.ts'
+import { MAX_SYNC_MESSAGE_BYTES, MAX_SYNC_PAGE, SignedEvent, SyncRequest, SyncResponse, type SyncHead } from '../../protocols/events.ts'
 import { EVENTS_SYNC_PROTOCOL } from '../../protocols/ids.ts'
 import type { AdmittedPeers } from '../admission/index.ts'
 import type { Host } from '../p2p/index.ts'
@@ -53,7 +53,8 @@ export class EventSync {
 
   constructor (deps: EventSyncDeps) {
     this.deps = deps
-    this.pageSize = deps.pageSize ?? DEFAULT_SYNC_PAGE_SIZE
+    // a larger page would make every request invalid to peers (the wire format's limit)
+    this.pageSize = Math.min(deps.pageSize ?? DEFAULT_SYNC_PAGE_SIZE, MAX_SYNC_PAGE)
     this.requestTimeoutMs = deps.requestTimeoutMs ?? DEFAULT_SYNC_REQUEST_TIMEOUT_MS
     this.maxStreams = deps.maxStreams ?? DEFAULT_SYNC_MAX_STREAMS
   }
