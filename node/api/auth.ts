@@ -27,6 +27,30 @@ export interface AuthOptions {
   adminCheck?: ((request: FastifyRequest) => void) | null
 }
 
+const BEARER = /^Bearer\s+(\S+)$/i
+const verified = new WeakMap<FastifyRequest, { token: string, principal: Principal | null }>()
+
+/** The token a request carries: `Authorization: Bearer …`, or (`withQuery`, for browsers' WebSockets) `?token=`. */
+export function requestToken (request: FastifyRequest, withQuery = false): string | undefined {
+  const header = request.headers.authorization
+  const fromHeader = header != null ? BEARER.exec(header)?.[1] : undefined
+  if (fromHeader != null || !withQuery) return fromHeader
+  const query = (request.query as Record<string, unknown> | undefined)?.token
+  return typeof query === 'string' ? query : undefined
+}
+
+/**
+ * The principal of a request's token, verified once per request: the rate limiter, the auth hook
+ * and the realtime upgrade all ask, and a verification is an HMAC and a schema parse.
+ */
+export function principalOf (request: FastifyRequest, token: string, keys: ApiKeys): Principal | null {
+  const known = verified.get(request)
+  if (known?.token === token) return known.principal
+  const principal = verifyToken(token, keys)
+  verified.set(request, { token, principal })
+  return principal
+}
+
 /**
  * Bearer-token authentication for every route. Routes declare `config.access`; anything that does
  * not is treated as admin-only, so a forgotten declaration fails closed. It runs in `preParsing`,
@@ -43,9 +67,9 @@ export const authPlugin = fp<AuthOptions>(async (app: FastifyInstance, options) 
     if (access === 'public') return payload
     const header = request.headers.authorization
     if (header == null) throw new BkgError('unauthorized', 401, 'missing Authorization: Bearer <token> header')
-    const match = /^Bearer\s+(\S+)$/i.exec(header)
-    if (match == null) throw new BkgError('unauthorized', 401, 'Authorization header must be "Bearer <token>"')
-    const principal = verifyToken(match[1], options.keys)
+    const token = requestToken(request)
+    if (token == null) throw new BkgError('unauthorized', 401, 'Authorization header must be "Bearer <token>"')
+    const principal = principalOf(request, token, options.keys)
     if (principal == null) throw new BkgError('unauthorized', 401, 'invalid or expired token')
     if (access === 'admin' && principal.kind !== 'node-admin') {
       throw new BkgError('forbidden', 403, 'this route needs the node admin token (api-token in the data dir)')

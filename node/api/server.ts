@@ -7,7 +7,6 @@ import type { Logger } from 'pino'
 import { MAX_REALTIME_FRAME_BYTES } from '../../protocols/realtime.ts'
 import { describeJsonError, parseUntrustedJson, unstorableReason, UntrustedJsonError } from '../../protocols/untrusted-json.ts'
 import { VERSION } from '../version.ts'
-import { verifyToken } from '../auth/index.ts'
 import type { EventService, RoomHub } from '../events/index.ts'
 import type { NodeMetrics } from '../metrics/index.ts'
 import type { ModelService } from '../models/index.ts'
@@ -16,7 +15,7 @@ import type { PubsubService } from '../pubsub/index.ts'
 import type { ReplicationService } from '../replication/index.ts'
 import type { RevocationService } from '../revocation/index.ts'
 import type { StorageService } from '../storage/index.ts'
-import { authPlugin, type ApiKeys } from './auth.ts'
+import { authPlugin, principalOf, requestToken, type ApiKeys } from './auth.ts'
 import { nodeRoutes, type NodeStatus } from './routes/node.ts'
 import { splitHostPort, type ApiTlsOptions } from './tls.ts'
 import { clientErrorHandler, errorBody, installErrorHandlers, isS3Path, routerRefusal } from './errors.ts'
@@ -70,10 +69,8 @@ export interface ApiServer {
  * tokens count against the address, as failed logins should.
  */
 function rateLimitKey (request: FastifyRequest, keys: ApiKeys): string {
-  const header = request.headers.authorization
-  const query = (request.query as Record<string, unknown> | undefined)?.token
-  const token = (header != null ? /^Bearer\s+(\S+)$/i.exec(header)?.[1] : undefined) ?? (typeof query === 'string' ? query : undefined)
-  const principal = token != null ? verifyToken(token, keys) : null
+  const token = requestToken(request, true)
+  const principal = token != null ? principalOf(request, token, keys) : null
   return principal != null ? `token:${principal.tokenId}` : `ip:${request.ip}`
 }
 

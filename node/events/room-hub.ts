@@ -1,7 +1,7 @@
 import { TopicValidatorResult, type GossipSub, type Message } from '@libp2p/gossipsub'
 import type { PeerId } from '@libp2p/interface'
 import type { Logger } from 'pino'
-import { broadcastTopic } from '../../protocols/ids.ts'
+import { BROADCAST_TOPIC_PREFIX, broadcastTopic } from '../../protocols/ids.ts'
 import { RoomGossip, type Json } from '../../protocols/realtime.ts'
 import type { AdmittedPeers } from '../admission/index.ts'
 import { admissionVerdict } from '../pubsub/index.ts'
@@ -62,7 +62,8 @@ export class RoomHub {
   private timer: NodeJS.Timeout | undefined
   private readonly onMessage = (event: CustomEvent<Message>): void => {
     const message = event.detail
-    if (message.type !== 'signed') return
+    // every gossip message of the node passes here: only room topics are worth decoding
+    if (message.type !== 'signed' || !message.topic.startsWith(BROADCAST_TOPIC_PREFIX)) return
     let gossip: RoomGossip
     try {
       gossip = RoomGossip.parse(parseUntrustedJson(message.data))

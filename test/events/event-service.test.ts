@@ -14,6 +14,7 @@ import { eventId, eventSigningBytes, formatHlc, SignedEvent, type UnsignedEvent 
 import { EVENTS_SYNC_PROTOCOL, eventsTopic } from '../../protocols/ids.ts'
 import { tempDir } from '../helpers/mesh.ts'
 import { certificate, FakeGossipsub, signedMessage } from '../pubsub/fake-gossipsub.ts'
+import { refusalOf } from '../helpers/refusal.ts'
 
 /**
  * The event service on a real embedded database (PGlite, restored from the template that
@@ -44,16 +45,6 @@ class FakeStreams {
 
 const token = (role: Principal['role'], namespace: string): Principal => ({ kind: 'namespace', role, namespace, tokenId: `tok-${role}-${namespace}`, expiresAt: null })
 const nodeAdmin: Principal = { kind: 'node-admin', role: 'admin', namespace: '*', tokenId: 'admin', expiresAt: null }
-
-async function refusal (promise: Promise<unknown>): Promise<{ code: string, status: number }> {
-  try {
-    await promise
-  } catch (err) {
-    const { code, status } = err as { code: string, status: number }
-    return { code, status }
-  }
-  throw new Error('expected a refusal')
-}
 
 async function signEvent (key: PrivateKey, fields: Pick<UnsignedEvent, 'namespace' | 'type' | 'payload' | 'seq' | 'prevSeq'>): Promise<SignedEvent> {
   const unsigned: UnsignedEvent = { v: 1, origin: peerIdFromPrivateKey(key).toString(), hlc: formatHlc(Date.now(), 0), ...fields }
@@ -145,10 +136,10 @@ describe('event service on fake components and a real database', () => {
     const { events, stored } = build()
     await events.start()
     const input = (namespace: string): Array<{ namespace: string, type: string, payload: { n: number } }> => [{ namespace, type: 'refused', payload: { n: 1 } }]
-    expect(await refusal(events.publish(token('reader', 'lab'), input('lab')))).toEqual({ code: 'forbidden', status: 403 })
-    expect(await refusal(events.publish(token('writer', 'ops'), input('lab')))).toEqual({ code: 'forbidden', status: 403 })
-    expect(await refusal(events.publish(token('writer', 'elsewhere'), input('elsewhere')))).toEqual({ code: 'namespace_not_certified', status: 403 })
-    expect(await refusal(events.publish(nodeAdmin, input('elsewhere')))).toEqual({ code: 'namespace_not_certified', status: 403 })
+    expect(await refusalOf(events.publish(token('reader', 'lab'), input('lab')))).toEqual({ code: 'forbidden', status: 403 })
+    expect(await refusalOf(events.publish(token('writer', 'ops'), input('lab')))).toEqual({ code: 'forbidden', status: 403 })
+    expect(await refusalOf(events.publish(token('writer', 'elsewhere'), input('elsewhere')))).toEqual({ code: 'namespace_not_certified', status: 403 })
+    expect(await refusalOf(events.publish(nodeAdmin, input('elsewhere')))).toEqual({ code: 'namespace_not_certified', status: 403 })
     expect(gossip.published).toEqual([])
     expect(stored).toEqual([])
     expect(await events.list(nodeAdmin, { namespace: 'lab', type: 'refused', limit: 10 })).toEqual([])
@@ -236,8 +227,8 @@ describe('event service on fake components and a real database', () => {
     expect(await page(published[1].id)).toEqual([{ n: 3 }, { n: 4 }])
     expect(await page(String(published[2].localId))).toEqual([{ n: 4 }])
     expect(await page(published[3].id)).toEqual([])
-    expect(await refusal(page('e'.repeat(22)))).toEqual({ code: 'unknown_cursor', status: 400 })
-    expect(await refusal(page('not a cursor!'))).toEqual({ code: 'invalid_request', status: 400 })
-    expect(await refusal(events.list(token('reader', 'ops'), { namespace: 'lab', limit: 1 }))).toEqual({ code: 'forbidden', status: 403 })
+    expect(await refusalOf(page('e'.repeat(22)))).toEqual({ code: 'unknown_cursor', status: 400 })
+    expect(await refusalOf(page('not a cursor!'))).toEqual({ code: 'invalid_request', status: 400 })
+    expect(await refusalOf(events.list(token('reader', 'ops'), { namespace: 'lab', limit: 1 }))).toEqual({ code: 'forbidden', status: 403 })
   })
 })

@@ -7,6 +7,7 @@ import { Database, defaultTemplateDir } from '../../node/db/database.ts'
 import { storageService, type StorageInit, type StorageScope, type StorageService } from '../../node/storage/index.ts'
 import type { PutOptions } from '../../node/storage/object-store.ts'
 import { tempDir } from '../helpers/mesh.ts'
+import { refusalOf } from '../helpers/refusal.ts'
 
 /**
  * The storage service on a real embedded database (PGlite, restored from the cached template that
@@ -44,16 +45,6 @@ async function diskFiles (dir: string): Promise<string[]> {
 /** the blockstore's block files (blockstore-fs shards them into subdirectories) */
 async function blockFiles (dir: string): Promise<string[]> {
   return (await readdir(join(dir, 'blocks'), { recursive: true }).catch(() => [] as string[])).filter((name) => name.endsWith('.data')).sort()
-}
-
-async function code (promise: Promise<unknown>): Promise<{ code: string, status: number }> {
-  try {
-    await promise
-  } catch (err) {
-    const { code, status } = err as { code: string, status: number }
-    return { code, status }
-  }
-  throw new Error('expected a refusal')
 }
 
 describe('storage service on a real database', () => {
@@ -108,7 +99,7 @@ describe('storage service on a real database', () => {
       expect(after.length).toBe(before.length)
       expect(after.filter((name) => !before.includes(name)).length).toBe(1)
       // another namespace does not see the bucket at all
-      expect(await code(storage.objects.getObject(stranger, 'files', 'hello.txt'))).toEqual({ code: 'NoSuchBucket', status: 404 })
+      expect(await refusalOf(storage.objects.getObject(stranger, 'files', 'hello.txt'))).toEqual({ code: 'NoSuchBucket', status: 404 })
     })
 
     it('lists with a prefix, a delimiter and continuation', async () => {
@@ -147,26 +138,26 @@ describe('storage service on a real database', () => {
         read = true
         yield Buffer.from('x')
       }
-      expect(await code(storage.objects.putObject(reader, 'files', 'r.txt', body(), plain()))).toEqual({ code: 'AccessDenied', status: 403 })
+      expect(await refusalOf(storage.objects.putObject(reader, 'files', 'r.txt', body(), plain()))).toEqual({ code: 'AccessDenied', status: 403 })
       expect(read).toBe(false)
-      expect(await code(storage.objects.deleteObject(reader, 'files', 'hello.txt'))).toEqual({ code: 'AccessDenied', status: 403 })
-      expect(await code(storage.objects.createUpload(reader, 'files', 'r.txt', 'text/plain', {}))).toEqual({ code: 'AccessDenied', status: 403 })
-      expect(await code(storage.objects.getObject(reader, 'files', 'r.txt'))).toEqual({ code: 'NoSuchKey', status: 404 })
+      expect(await refusalOf(storage.objects.deleteObject(reader, 'files', 'hello.txt'))).toEqual({ code: 'AccessDenied', status: 403 })
+      expect(await refusalOf(storage.objects.createUpload(reader, 'files', 'r.txt', 'text/plain', {}))).toEqual({ code: 'AccessDenied', status: 403 })
+      expect(await refusalOf(storage.objects.getObject(reader, 'files', 'r.txt'))).toEqual({ code: 'NoSuchKey', status: 404 })
       expect(await readObject(storage, reader, 'files', 'hello.txt')).toBe('bye')
     })
 
     it('a digest mismatch or an oversized body leaves no object and no blob behind', async () => {
       const before = await diskFiles(dir)
-      const wrongSha = await code(storage.objects.putObject(writer, 'files', 'bad.txt', bodyOf('payload'), plain({ sha256Hex: '0'.repeat(64), checksums: {} })))
+      const wrongSha = await refusalOf(storage.objects.putObject(writer, 'files', 'bad.txt', bodyOf('payload'), plain({ sha256Hex: '0'.repeat(64), checksums: {} })))
       expect(wrongSha).toEqual({ code: 'XAmzContentSHA256Mismatch', status: 400 })
-      const wrongMd5 = await code(storage.objects.putObject(writer, 'files', 'bad.txt', bodyOf('payload'), plain({ md5Base64: createHash('md5').update('other').digest('base64'), checksums: {} })))
+      const wrongMd5 = await refusalOf(storage.objects.putObject(writer, 'files', 'bad.txt', bodyOf('payload'), plain({ md5Base64: createHash('md5').update('other').digest('base64'), checksums: {} })))
       expect(wrongMd5).toEqual({ code: 'BadDigest', status: 400 })
-      const wrongCrc = await code(storage.objects.putObject(writer, 'files', 'bad.txt', bodyOf('payload'), { ...plain({ checksums: { crc32: 'AAAAAA==' } }), algorithms: ['crc32'] }))
+      const wrongCrc = await refusalOf(storage.objects.putObject(writer, 'files', 'bad.txt', bodyOf('payload'), { ...plain({ checksums: { crc32: 'AAAAAA==' } }), algorithms: ['crc32'] }))
       expect(wrongCrc).toEqual({ code: 'BadDigest', status: 400 })
       // maxObjectBytes is 32 here (the Init's override of 5 GiB)
-      const tooLarge = await code(storage.objects.putObject(writer, 'files', 'bad.txt', bodyOf('x'.repeat(20), 'y'.repeat(20)), plain()))
+      const tooLarge = await refusalOf(storage.objects.putObject(writer, 'files', 'bad.txt', bodyOf('x'.repeat(20), 'y'.repeat(20)), plain()))
       expect(tooLarge).toEqual({ code: 'EntityTooLarge', status: 400 })
-      expect(await code(storage.objects.getObject(reader, 'files', 'bad.txt'))).toEqual({ code: 'NoSuchKey', status: 404 })
+      expect(await refusalOf(storage.objects.getObject(reader, 'files', 'bad.txt'))).toEqual({ code: 'NoSuchKey', status: 404 })
       expect(await diskFiles(dir)).toEqual(before)
       // the right digest is accepted
       const sha256Hex = createHash('sha256').update('payload').digest('hex')
@@ -180,7 +171,7 @@ describe('storage service on a real database', () => {
       await storage.objects.deleteObject(writer, 'files', 'gone.txt')
       const after = await diskFiles(dir)
       expect(after.length).toBe(before.length - 1)
-      expect(await code(storage.objects.getObject(reader, 'files', 'gone.txt'))).toEqual({ code: 'NoSuchKey', status: 404 })
+      expect(await refusalOf(storage.objects.getObject(reader, 'files', 'gone.txt'))).toEqual({ code: 'NoSuchKey', status: 404 })
     })
 
     it('multipart: completing joins the listed parts and drops the rest; aborting removes every part', async () => {
@@ -191,9 +182,9 @@ describe('storage service on a real database', () => {
       const three = await storage.objects.putPart(writer, 'files', 'big.bin', id, 3, bodyOf('end'), plain())
       expect((await diskFiles(dir)).length).toBe(before.length + 3)
       // minPartBytes is 4 here: a part of 3 bytes may only be the last
-      expect(await code(storage.objects.completeUpload(writer, 'files', 'big.bin', id, [{ partNumber: 3, etag: three.etag }, { partNumber: 1, etag: one.etag }])))
+      expect(await refusalOf(storage.objects.completeUpload(writer, 'files', 'big.bin', id, [{ partNumber: 3, etag: three.etag }, { partNumber: 1, etag: one.etag }])))
         .toEqual({ code: 'InvalidPartOrder', status: 400 })
-      expect(await code(storage.objects.completeUpload(writer, 'files', 'big.bin', id, [{ partNumber: 1, etag: 'wrong' }])))
+      expect(await refusalOf(storage.objects.completeUpload(writer, 'files', 'big.bin', id, [{ partNumber: 1, etag: 'wrong' }])))
         .toEqual({ code: 'InvalidPart', status: 400 })
       const meta = await storage.objects.completeUpload(writer, 'files', 'big.bin', id, [{ partNumber: 1, etag: `"${one.etag}"` }, { partNumber: 3, etag: three.etag }])
       const md5 = (text: string): Buffer => createHash('md5').update(text).digest()
@@ -203,18 +194,18 @@ describe('storage service on a real database', () => {
       expect(await readObject(storage, reader, 'files', 'big.bin', { start: 4, end: 7 })).toBe('t-en')
       // the unlisted part's blob went with the upload; the upload is gone
       expect((await diskFiles(dir)).length).toBe(before.length + 2)
-      expect(await code(storage.objects.putPart(writer, 'files', 'big.bin', id, 4, bodyOf('late'), plain()))).toEqual({ code: 'NoSuchUpload', status: 404 })
+      expect(await refusalOf(storage.objects.putPart(writer, 'files', 'big.bin', id, 4, bodyOf('late'), plain()))).toEqual({ code: 'NoSuchUpload', status: 404 })
 
       const small = await storage.objects.createUpload(writer, 'files', 'small.bin', 'text/plain', {})
       const a = await storage.objects.putPart(writer, 'files', 'small.bin', small, 1, bodyOf('abc'), plain())
       const b = await storage.objects.putPart(writer, 'files', 'small.bin', small, 2, bodyOf('def'), plain())
-      expect(await code(storage.objects.completeUpload(writer, 'files', 'small.bin', small, [{ partNumber: 1, etag: a.etag }, { partNumber: 2, etag: b.etag }])))
+      expect(await refusalOf(storage.objects.completeUpload(writer, 'files', 'small.bin', small, [{ partNumber: 1, etag: a.etag }, { partNumber: 2, etag: b.etag }])))
         .toEqual({ code: 'EntityTooSmall', status: 400 })
       expect((await diskFiles(dir)).length).toBe(before.length + 4)
       await storage.objects.abortUpload(writer, 'files', 'small.bin', small)
       expect((await diskFiles(dir)).length).toBe(before.length + 2)
-      expect(await code(storage.objects.abortUpload(writer, 'files', 'small.bin', small))).toEqual({ code: 'NoSuchUpload', status: 404 })
-      expect(await code(storage.objects.getObject(reader, 'files', 'small.bin'))).toEqual({ code: 'NoSuchKey', status: 404 })
+      expect(await refusalOf(storage.objects.abortUpload(writer, 'files', 'small.bin', small))).toEqual({ code: 'NoSuchUpload', status: 404 })
+      expect(await refusalOf(storage.objects.getObject(reader, 'files', 'small.bin'))).toEqual({ code: 'NoSuchKey', status: 404 })
 
       // deleting the multipart object removes its part blobs
       await storage.objects.deleteObject(writer, 'files', 'big.bin')
@@ -222,7 +213,7 @@ describe('storage service on a real database', () => {
     })
 
     it('a bucket with objects or uploads is not deleted', async () => {
-      expect(await code(storage.objects.deleteBucket(admin, 'files'))).toEqual({ code: 'BucketNotEmpty', status: 409 })
+      expect(await refusalOf(storage.objects.deleteBucket(admin, 'files'))).toEqual({ code: 'BucketNotEmpty', status: 409 })
       await storage.objects.createBucket(admin, 'empty')
       await storage.objects.deleteBucket(admin, 'empty')
       expect((await storage.objects.listBuckets(reader)).map((bucket) => bucket.name)).toEqual(['files', 'tree'])
@@ -273,7 +264,7 @@ describe('storage service on a real database', () => {
       expect(written.length).toBe(5)
       await storage.objects.deleteObject(writer, 'fresh', 'x')
       // its row is gone, its blocks wait (the default window is ten minutes)
-      expect(await code(storage.objects.getObject(reader, 'fresh', 'x'))).toEqual({ code: 'NoSuchKey', status: 404 })
+      expect(await refusalOf(storage.objects.getObject(reader, 'fresh', 'x'))).toEqual({ code: 'NoSuchKey', status: 404 })
       expect(await blockFiles(dir)).toEqual(written)
     })
 

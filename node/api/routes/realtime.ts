@@ -3,7 +3,7 @@ import type { WebSocket } from 'ws'
 import { verifyToken } from '../../auth/index.ts'
 import { RealtimeSession, type EventService, type RoomHub } from '../../events/index.ts'
 import { BkgError } from '../../../lib/bkg-error.ts'
-import type { ApiKeys } from '../auth.ts'
+import { principalOf, requestToken, type ApiKeys } from '../auth.ts'
 
 const PING_MS = 20_000
 /** a client that answered no ping and sent nothing for this long is gone */
@@ -28,11 +28,9 @@ export const realtimeRoutes: FastifyPluginAsync<{ events: EventService, rooms: R
       throw new BkgError('upgrade_required', 426, '/realtime is a WebSocket endpoint: connect with Upgrade: websocket')
     },
     preValidation: async (request) => {
-      const header = /^Bearer\s+(\S+)$/i.exec(request.headers.authorization ?? '')?.[1]
-      const query = (request.query as Record<string, unknown>).token
-      const token = header ?? (typeof query === 'string' ? query : undefined)
+      const token = requestToken(request, true)
       if (token == null) throw new BkgError('unauthorized', 401, 'missing token: Authorization: Bearer <token> or ?token=<token>')
-      const principal = verifyToken(token, keys)
+      const principal = principalOf(request, token, keys)
       if (principal == null) throw new BkgError('unauthorized', 401, 'invalid or expired token')
       request.principal = principal
     },
