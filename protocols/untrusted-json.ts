@@ -30,6 +30,10 @@ export class UntrustedJsonError extends BkgError {
 
 /** Parses JSON from outside: size and depth checked on the text first, then strings and keys. */
 export function parseUntrustedJson (input: string | Uint8Array, limits: JsonLimits = {}): unknown {
+  // bytes are measured before they are decoded: an oversized message costs no decoding
+  if (typeof input !== 'string' && limits.maxBytes != null && input.byteLength > limits.maxBytes) {
+    throw new UntrustedJsonError(`larger than ${limits.maxBytes} bytes`)
+  }
   let text: string
   if (typeof input === 'string') {
     text = input
