@@ -1,8 +1,9 @@
 import { execFileSync } from 'node:child_process'
 import { join } from 'node:path'
 import pino from 'pino'
-import { CentralSync } from '../node/db/central-sync.ts'
-import { Database, defaultTemplateDir } from '../node/db/database.ts'
+import { CentralSync } from '../node/central/index.ts'
+import { database, type Database } from '../node/db/index.ts'
+import { defaultCacheDir } from '../node/config/index.ts'
 import { EventStore } from '../node/events/event-store.ts'
 import type { SignedEvent } from '../protocols/events.ts'
 import { createToken, listEvents } from '../test/helpers/events.ts'
@@ -40,7 +41,7 @@ function syntheticEvents (count: number, from: number): SignedEvent[] {
  * by the superuser into a copy of the table with only its primary key and no RLS, in the same run.
  */
 async function measureIngest (root: string, total: number): Promise<Metric[]> {
-  const db = new Database({ dir: join(root, 'ingest-db'), templateDir: defaultTemplateDir(), log: pino({ level: 'silent' }) })
+  const db = database({ dir: join(root, 'ingest-db'), templateDir: defaultCacheDir() })({ log: pino({ level: 'silent' }) })
   try {
     const store = new EventStore(db)
     await store.load()
@@ -71,7 +72,7 @@ async function measureIngest (root: string, total: number): Promise<Metric[]> {
       metric({ id: 'event_ingest_baseline_rows_s', name: '  baseline: superuser insert, primary key only, no RLS', value: round(total / baselineSeconds), unit: 'rows/s', target: null, note: `same rows, same PGlite; ingest is ${round(baselineSeconds / rlsSeconds, 2)}× of it` })
     ]
   } finally {
-    await db.close()
+    await db.stop()
   }
 }
 

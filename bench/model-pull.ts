@@ -12,7 +12,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { CID } from 'multiformats/cid'
 import { runBkgOk } from '../test/helpers/cli.ts'
 import { peerIdsOf, TestMesh, waitFor, type TestNode } from '../test/helpers/mesh.ts'
-import { nodeRuntime } from '../node/devnet/node-process.ts'
+import { nodeRuntime } from '../node/devnet/index.ts'
 import { createBenchHelia } from './bitswap-peer.ts'
 import { failedMetric, median, metric, processMemory, progress, round, type Metric } from './lib.ts'
 

@@ -4,7 +4,7 @@
  */
 import { createHash, createPublicKey, type KeyObject } from 'node:crypto'
 import { peerIdFromString } from '@libp2p/peer-id'
-import type { ParsedCrl } from './crl.ts'
+import type { ParsedCrl } from './parsed-crl.ts'
 import { CaError, describeError } from './errors.ts'
 import { OID_NAMESPACES, OID_ROLES, PEER_URI_PREFIX } from './oids.ts'
 import { isRole, NAMESPACE_PATTERN, type Role } from './roles.ts'

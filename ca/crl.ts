@@ -6,6 +6,7 @@
  * the exact signed bytes of the TBSCertList).
  */
 import { loadTrustedCa } from './certificate.ts'
+import type { ParsedCrl } from './parsed-crl.ts'
 import {
   childrenOf, readSingleTlv, TAG_GENERALIZED_TIME, TAG_INTEGER, TAG_OCTET_STRING,
   TAG_OID, TAG_SEQUENCE, TAG_UTC_TIME, tlvBytes, tlvContent, type Tlv
@@ -34,18 +35,6 @@ export interface CreateCrlOptions {
   thisUpdate?: Date
   /** default: thisUpdate + 7 days */
   nextUpdate?: Date
-}
-
-export interface ParsedCrl {
-  number: bigint
-  /** issuer common name */
-  issuer: string
-  thisUpdate: Date
-  nextUpdate: Date | null
-  /** normalised serial (see normalizeSerial) → revocation date */
-  revoked: Map<string, Date>
-  /** the CRL re-armoured as a single PEM block */
-  pem: string
 }
 
 // ---------------------------------------------------------------- building

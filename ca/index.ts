@@ -16,8 +16,9 @@ export {
 } from './certificate.ts'
 export {
   createCrl, parseCrl, verifyCrl, isNewerCrl,
-  type CreateCrlOptions, type ParsedCrl, type RevokedEntry
+  type CreateCrlOptions, type RevokedEntry
 } from './crl.ts'
+export type { ParsedCrl } from './parsed-crl.ts'
 export {
   initCa, loadCa, signNodeCsr, revokeCertificate, issueCrl, listCertificates, changeCaPassphrase, isCaKeyEncrypted, caExists,
   CA_CERT_FILE, CA_KEY_FILE, CA_INDEX_FILE, CA_CRLNUMBER_FILE,

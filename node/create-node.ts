@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto'
 import { readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
@@ -10,14 +9,12 @@ import { startAll, stopAll, type Named, type Startable } from '../lib/startable.
 import { AdmittedPeers, Trust } from './admission/index.ts'
 import { createApiServer, type ApiServer, type ApiServices } from './api/server.ts'
 import { decideApiTransport, loadApiTlsOptions, requireAdminClientCertificate } from './api/tls.ts'
-import type { NodeConfig } from './config/schema.ts'
-import type { CentralChanges } from './db/central-changes.ts'
-import type { CentralSync } from './db/central-sync.ts'
-import { Database, defaultTemplateDir } from './db/database.ts'
-import { PsqlAccess } from './db/psql-access.ts'
+import type { CentralSyncService } from './central/index.ts'
+import { defaultCacheDir, type NodeConfig } from './config/index.ts'
+import { database, PsqlAccess, type Database } from './db/index.ts'
 import { eventService, roomHub, type EventService } from './events/index.ts'
-import { DataDirLock } from './identity/data-dir-lock.ts'
-import { dataDirPaths, loadLibp2pKey, loadOrCreateSecret, type DataDirPaths } from './identity/data-dir.ts'
+import { DataDirLock } from './identity/index.ts'
+import { dataDirPaths, loadLibp2pKey, loadOrCreateSecret, type DataDirPaths } from './identity/index.ts'
 import { describeListenFailure, NodeIdentityError } from './listen-errors.ts'
 import { NodeMetrics, topicFamily } from './metrics/index.ts'
 import { ModelService } from './models/index.ts'
@@ -31,10 +28,14 @@ import { VERSION } from './version.ts'
 
 export { AddressInUseError, ListenError, NodeIdentityError } from './listen-errors.ts'
 
+type CentralStatus = ReturnType<CentralSyncService['status']>
+
 export interface NodeInit {
   dataDir: string
   config: NodeConfig
   log: Logger
+  /** the machine-wide cache (the empty-database template); default: defaultCacheDir() */
+  cacheDir?: string
   /**
    * Services added to this node after the built-in ones (they start after storage and before the
    * API, and stop before them): `['name', service(init)]`, the factory given the node's components.
@@ -73,7 +74,8 @@ export interface NodeParts {
   host: Host
   db: Database
   services: ApiServices
-  centralSync: CentralSync | null
+  centralSync: CentralSyncService | null
+  psql: PsqlAccess | null
   /** every part in start order, as `startAll` takes it (stop runs in reverse) */
   lifecycle: Named<unknown>
   lock: DataDirLock
@@ -91,16 +93,13 @@ export class BkgNode {
   readonly host: Host
   readonly services: ApiServices
   private readonly db: Database
-  private readonly centralSync: CentralSync | null
+  private readonly centralSync: CentralSyncService | null
+  private readonly psql: PsqlAccess | null
   private readonly lifecycle: Named<unknown>
   private readonly lock: DataDirLock
   private started: Named<Startable> = []
   /** set by the api part when it listens */
   apiUrl?: string
-  /** set by the psql part when it serves */
-  psqlCommand: string | null = null
-  /** set by the central part once the change stream runs */
-  centralChanges: CentralChanges | null = null
 
   constructor (parts: NodeParts) {
     this.paths = parts.paths
@@ -111,6 +110,7 @@ export class BkgNode {
     this.db = parts.db
     this.services = parts.services
     this.centralSync = parts.centralSync
+    this.psql = parts.psql
     this.lifecycle = parts.lifecycle
     this.lock = parts.lock
   }
@@ -149,8 +149,9 @@ export class BkgNode {
   }
 
   /** What the embedded database is doing: open or not, central sync, change stream, psql. */
-  databaseStatus (): { open: boolean, sync: ReturnType<CentralSync['status']> | null, changes: ReturnType<CentralChanges['status']> | null, psql: string | null } {
-    return { open: this.db.isOpen, sync: this.centralSync?.status() ?? null, changes: this.centralChanges?.status() ?? null, psql: this.psqlCommand }
+  databaseStatus (): { open: boolean, sync: CentralStatus['sync'] | null, changes: CentralStatus['changes'], psql: string | null } {
+    const central = this.centralSync?.status()
+    return { open: this.db.isOpen, sync: central?.sync ?? null, changes: central?.changes ?? null, psql: this.psql?.endpoint?.command ?? null }
   }
 
   info (): NodeInfo {
@@ -241,14 +242,14 @@ async function assembleNode (init: NodeInit, lock: DataDirLock): Promise<BkgNode
     }
   })
   const replication = replicationService({ dir: paths.models })({ host, peers, trust, models, privateKey, log: child('replication') })
-  const db = new Database({ dir: paths.database, templateDir: defaultTemplateDir(), log: child('db') })
+  const db = database({ dir: paths.database, templateDir: init.cacheDir ?? defaultCacheDir() })({ log: child('db') })
   const events = eventService()({ peerId: host.peerId, pubsub: host.services.pubsub, streams: host, trust, peers, privateKey, db, log: child('events') })
   const rooms = roomHub()({ pubsub: host.services.pubsub, peers, namespaces: new Set(trust.own.namespaces), log: child('rooms') })
   const [adminToken, tokenSecret] = await Promise.all([loadOrCreateSecret(paths.apiToken), loadOrCreateSecret(paths.tokenSecret)])
   const storage = storageService({ dir: paths.storage, ...config.storage })({ db, secret: tokenSecret, log: child('storage') })
   // pg is loaded only for a node that syncs
   const centralSync = config.sync.url != null
-    ? new (await import('./db/central-sync.ts')).CentralSync({ url: config.sync.url, nodeId: selfId, certificatePem: trust.own.pem, db, log: child('central-sync') })
+    ? (await import('./central/index.ts')).centralSyncService({ url: config.sync.url, changes: config.sync.changes, nodeId: selfId, certificatePem: trust.own.pem })({ db, events, log: child('central-sync') })
     : null
   const psql = config.psql ? new PsqlAccess({ db, socketDir: join(paths.dir, 'psql'), log: child('psql') }) : null
   const bootstrapAddrs: Multiaddr[] = [
@@ -281,7 +282,7 @@ async function assembleNode (init: NodeInit, lock: DataDirLock): Promise<BkgNode
   // the lifecycle table: parts start in this order and stop in reverse
   const lifecycle: Named<unknown> = [
     ['host', hostPart(host)],
-    ['db', { start () {}, stop: async () => { await db.close() } }],
+    ['db', db],
     ['revocation', revocation],
     ['pubsub', pubsub],
     ['models', models],
@@ -289,15 +290,15 @@ async function assembleNode (init: NodeInit, lock: DataDirLock): Promise<BkgNode
     ['rooms', rooms],
     ['storage', storage],
     ...(init.extraServices ?? []).map(([name, create]) => [name, create({ host, peers, trust, events, models, storage, log: child(name) })] as const),
-    ['central-sync', centralSync == null ? null : centralPart(centralSync, { events, config, peerId: selfId, log, onChanges: (changes) => { node.centralChanges = changes } })],
-    ['psql', psql == null ? null : { start: async () => { node.psqlCommand = (await psql.start()).command; log.info({ command: node.psqlCommand }, 'psql access to the embedded database') }, stop: async () => { await psql.stop() } }],
+    ['central-sync', centralSync],
+    ['psql', psql],
     // the replica log (OrbitDB) opens after the node is up and only once needed: admission never waits for it
     ['replication', { start () {}, afterStart: () => { replication.start().catch((err: unknown) => log.error({ err }, 'the replica log did not start')) }, stop: async () => { await replication.stop() } }],
     ['api', apiPart(api, { paths, config, peerId: selfId, onListening: (url) => { node.apiUrl = url } })],
     // joining happens in the background: the API answers (health, reachability) while dials run
     ['bootstrap', { start () {}, afterStart: () => { bootstrapper.start().catch((err: unknown) => log.error({ err }, 'bootstrap failed')) }, stop: async () => { await bootstrapper.stop().catch((err: unknown) => log.warn({ err }, 'could not save the peer cache')) } }]
   ]
-  const node: BkgNode = new BkgNode({ paths, config, log, trust, host, db, services, centralSync, lifecycle, lock })
+  const node: BkgNode = new BkgNode({ paths, config, log, trust, host, db, services, centralSync, psql, lifecycle, lock })
   return node
 }
 
@@ -343,41 +344,5 @@ async function writtenByThisProcess (path: string): Promise<boolean> {
   } catch {
     // no file, or not ours to read: nothing of this node's to remove
     return false
-  }
-}
-
-/**
- * Central sync (`--sync`): stored events wake it once the database is open, and with
- * `--sync-changes` central inserts flow back in through the change stream.
- */
-function centralPart (sync: CentralSync, init: { events: EventService, config: NodeConfig, peerId: string, log: Logger, onChanges: (changes: CentralChanges) => void }): Startable {
-  const { events, config, log } = init
-  let changes: CentralChanges | null = null
-  return {
-    start () {},
-    afterStart: () => {
-      events.on('stored', () => sync.notify())
-      events.ready().then(async () => {
-        sync.start()
-        if (!config.sync.changes || config.sync.url == null) return
-        const { subscribeCentralChanges } = await import('./db/central-changes.ts')
-        changes = subscribeCentralChanges({
-          url: config.sync.url,
-          // one slot per node, named from its PeerId (slot names: a-z 0-9 _)
-          slot: `bkg_${createHash('sha256').update(init.peerId).digest('hex').slice(0, 40)}`,
-          skipSyncedBy: init.peerId,
-          log: log.child({ service: 'central-changes' }),
-          onEvent: async (event) => {
-            const { syncedBy: _by, syncedAt: _at, ...signed } = event
-            await events.acceptRemote([signed], async (peer) => await sync.certificateOf(peer))
-          }
-        })
-        init.onChanges(changes)
-      }).catch((err: unknown) => log.error({ err }, 'the event database did not open: no central sync'))
-    },
-    stop: async () => {
-      await changes?.close()
-      await sync.stop()
-    }
   }
 }

@@ -2,7 +2,8 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pino from 'pino'
-import { Database, defaultTemplateDir } from '../node/db/database.ts'
+import { database } from '../node/db/index.ts'
+import { defaultCacheDir } from '../node/config/index.ts'
 
 /**
  * Creates the cached empty PGlite template once before any suite runs. On a fresh machine the
@@ -11,11 +12,11 @@ import { Database, defaultTemplateDir } from '../node/db/database.ts'
  */
 export default async function setup (): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'bkg-template-'))
-  const db = new Database({ dir: join(dir, 'db'), templateDir: defaultTemplateDir(), log: pino({ level: 'silent' }) })
+  const db = database({ dir: join(dir, 'db'), templateDir: defaultCacheDir() })({ log: pino({ level: 'silent' }) })
   try {
     await db.open()
   } finally {
-    await db.close()
+    await db.stop()
     await rm(dir, { recursive: true, force: true })
   }
 }

@@ -3,7 +3,7 @@ import {
   CaError, isNewerCrl, verifyCrl, verifyNodeCertificate,
   type NodeCertificate, type ParsedCrl
 } from '../../ca/index.ts'
-import { IdentityMissingError } from '../identity/data-dir.ts'
+import { IdentityMissingError } from '../identity/index.ts'
 import { writeFileAtomic } from '../../lib/fs.ts'
 
 export interface TrustInit {

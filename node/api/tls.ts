@@ -11,7 +11,7 @@ import { TLSSocket } from 'node:tls'
 import type { FastifyRequest } from 'fastify'
 import { CaError, verifyNodeCertificate } from '../../ca/index.ts'
 import type { Trust } from '../admission/index.ts'
-import type { DataDirPaths } from '../identity/data-dir.ts'
+import type { DataDirPaths } from '../identity/index.ts'
 import { BkgError } from '../../lib/bkg-error.ts'
 
 export interface ApiTlsSettings {

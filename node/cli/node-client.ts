@@ -6,7 +6,7 @@ import type { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { rootCertificates, type PeerCertificate } from 'node:tls'
 import { PEER_URI_PREFIX } from '../../ca/index.ts'
-import { dataDirPaths, type DataDirPaths } from '../identity/data-dir.ts'
+import { dataDirPaths, type DataDirPaths } from '../identity/index.ts'
 import { CliError } from './errors.ts'
 
 /** How to trust (and be known to) a node's HTTPS API. */

@@ -1,7 +1,6 @@
 import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { mkdir, readFile, stat } from 'node:fs/promises'
-import { homedir } from 'node:os'
 import { dirname, join } from 'node:path'
 import type { PGlite, Transaction } from '@electric-sql/pglite'
 import type { Logger } from 'pino'
@@ -22,20 +21,25 @@ const TENANT_ROLES: Record<TokenRole, string> = { reader: 'bkg_reader', writer: 
 // the package's exports hide its package.json: read it beside the resolved entry point (dist/)
 const PGLITE_VERSION = (JSON.parse(readFileSync(join(dirname(createRequire(import.meta.url).resolve('@electric-sql/pglite')), '..', 'package.json'), 'utf8')) as { version: string }).version
 
-/**
- * Where a freshly initialised, empty PGlite data dir is cached as a tarball. Creating a database
- * runs initdb inside WebAssembly (4-19 s on these machines); restoring the tarball takes about a
- * second, so every later node on the machine (a devnet, a test run) starts its database from it.
- */
-export function defaultTemplateDir (): string {
-  return process.env.BKG_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'bkg')
-}
-
 export interface DatabaseInit {
   /** the PGlite data dir */
   dir: string
+  /**
+   * where a freshly initialised, empty data dir is cached as a tarball (config's defaultCacheDir).
+   * Creating a database runs initdb inside WebAssembly (4-19 s on these machines); restoring the
+   * tarball takes about a second, so every later node on the machine (a devnet, a test run)
+   * starts its database from it.
+   */
   templateDir: string
+}
+
+export interface DatabaseComponents {
   log: Logger
+}
+
+/** `database({ dir, templateDir })({ log })`: the node's embedded Postgres, opened on first use. */
+export function database (init: DatabaseInit): (components: DatabaseComponents) => Database {
+  return (components) => new Database(init, components)
 }
 
 /**
@@ -44,12 +48,17 @@ export interface DatabaseInit {
  */
 export class Database {
   private readonly init: DatabaseInit
+  private readonly log: Logger
   private db: PGlite | undefined
   private opening: Promise<PGlite> | undefined
 
-  constructor (init: DatabaseInit) {
+  constructor (init: DatabaseInit, components: DatabaseComponents) {
     this.init = init
+    this.log = components.log
   }
+
+  /** Nothing opens here: the first query (or a service that needs the database) opens it. */
+  start (): void {}
 
   get isOpen (): boolean {
     return this.db != null
@@ -72,7 +81,7 @@ export class Database {
     return await this.opening
   }
 
-  async close (): Promise<void> {
+  async stop (): Promise<void> {
     // a failed open was thrown to whoever opened; there is nothing to close then
     const db = await this.opening?.catch(() => undefined)
     this.db = undefined
@@ -112,7 +121,7 @@ export class Database {
     await db.waitReady
     if (fresh && template == null) await this.saveTemplate(db, templatePath)
     await this.migrate(db)
-    this.init.log.info({ ms: Math.round(performance.now() - started), fresh, fromTemplate: template != null }, 'database open')
+    this.log.info({ ms: Math.round(performance.now() - started), fresh, fromTemplate: template != null }, 'database open')
     return db
   }
 
@@ -122,7 +131,7 @@ export class Database {
       await mkdir(this.init.templateDir, { recursive: true })
       await writeFileAtomic(path, new Uint8Array(await dump.arrayBuffer()))
     } catch (err) {
-      this.init.log.warn({ err }, 'could not cache the empty database as a template; the next node will create its own')
+      this.log.warn({ err }, 'could not cache the empty database as a template; the next node will create its own')
     }
   }
 

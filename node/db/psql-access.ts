@@ -68,6 +68,8 @@ export class PsqlAccess {
   private stopping = false
   private socketPath: string | undefined
   private readonly sessions = new Set<Session>()
+  /** where psql connects, while access is open */
+  endpoint: PsqlEndpoint | undefined
 
   constructor (init: PsqlAccessInit) {
     if ((init.socketDir == null) === (init.listen == null)) throw new Error('psql access needs exactly one of socketDir and listen')
@@ -109,14 +111,16 @@ export class PsqlAccess {
     // PGlite has one database and one user; libpq still wants names, and these are PGlite's own
     const connect = Object.entries({ ...params, user: 'postgres', dbname: 'postgres' }).map(([k, v]) => `${k}=${conninfoValue(String(v))}`).join(' ')
     const command = `psql ${shellQuote(connect)}`
-    this.init.log.info({ at: this.socketPath ?? `${params.host}:${params.port}`, password: this.init.adminToken != null }, 'psql access listening')
-    return { connect, command }
+    this.init.log.info({ at: this.socketPath ?? `${params.host}:${params.port}`, password: this.init.adminToken != null, command }, 'psql access listening')
+    this.endpoint = { connect, command }
+    return this.endpoint
   }
 
   async stop (): Promise<void> {
     const server = this.server
     if (server == null) return
     this.server = undefined
+    this.endpoint = undefined
     this.stopping = true
     const closed = new Promise<void>((resolve) => server.close(() => { resolve() }))
     await Promise.all([...this.sessions].map(async (session) => { await session.close() }))

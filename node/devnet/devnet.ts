@@ -2,8 +2,8 @@ import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { initCa, signNodeCsr, type Passphrase, type Role } from '../../ca/index.ts'
 import { exists } from '../../lib/fs.ts'
-import { dataDirPaths, type DataDirPaths } from '../identity/data-dir.ts'
-import { enrollNode } from '../identity/enroll.ts'
+import { dataDirPaths, type DataDirPaths } from '../identity/index.ts'
+import { enrollNode } from '../identity/index.ts'
 import { NodeStartError, spawnNode, type NodeProcess } from './node-process.ts'
 
 export interface DevnetOptions {

@@ -8,7 +8,7 @@ import { EventCursor, eventId, EventGossip, eventSigningBytes, MAX_EVENT_GOSSIP_
 import { eventsTopic } from '../../protocols/ids.ts'
 import type { AdmittedPeers, Trust } from '../admission/index.ts'
 import type { Principal } from '../auth/index.ts'
-import type { Database, Tenant } from '../db/database.ts'
+import type { Database, Tenant } from '../db/index.ts'
 import { BkgError } from '../../lib/bkg-error.ts'
 import { admissionVerdict } from '../pubsub/index.ts'
 import { EventStore, type StoredEvent } from './event-store.ts'

@@ -1,5 +1,5 @@
 import type { SignedEvent, SyncHead } from '../../protocols/events.ts'
-import type { Database, Tenant, Transaction } from '../db/database.ts'
+import type { Database, Tenant, Transaction } from '../db/index.ts'
 
 /** An event as this node stores it: `localId` orders events by arrival here (stream cursors). */
 export interface StoredEvent extends SignedEvent {

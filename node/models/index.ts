@@ -4,10 +4,7 @@
  * blocks and envelopes to peers, the puller that fetches a model envelope first and then its
  * blocks from many providers, and the catalog of manifests gossiped on `bkg/models/1`.
  * See docs/model-format.md.
- *
- * This file is the folder's entry point for the node's other folders. (The CLI's package tools,
- * `bkg model pack/verify`, still import pack.ts, package-file.ts and package-signing.ts
- * directly, so that a CLI command does not load the model service and libp2p with them.)
+ * Packing and verifying a `.bkg` file, which needs no node, is in `model-packages/`.
  *
  * @example
  * import { ModelService, type StoredModel } from './models/index.ts'

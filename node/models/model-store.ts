@@ -11,10 +11,8 @@ import { Envelope, Manifest, PackageError } from '../../protocols/model-package.
 import { BkgError } from '../../lib/bkg-error.ts'
 import { writeFileAtomic } from '../../lib/fs.ts'
 import { localPath, PUBLISH_STAGING_PREFIX, StagedFiles } from './staged-files.ts'
-import { openPackage } from './package-file.ts'
-import { verifyEnvelope, type VerifyOptions } from './package-signing.ts'
 import { readDag, RAW } from '../dag/index.ts'
-import { assertDigestMatches, digestContent, packageFileBytes } from './content-digest.ts'
+import { assertDigestMatches, digestContent, openPackage, packageFileBytes, verifyEnvelope, type VerifyOptions } from '../model-packages/index.ts'
 import { LeafIndex } from './leaf-index.ts'
 
 const RegistryEntry = z.object({

@@ -16,7 +16,7 @@ import { findProviderIds, requestBlocks } from './block-requests.ts'
 import { FileAssembler } from './file-assembler.ts'
 import { Limit } from '../../lib/limit.ts'
 import { AlignedSlots } from './staged-file.ts'
-import { verifyEnvelope, type VerifyOptions } from './package-signing.ts'
+import { verifyEnvelope, type VerifyOptions } from '../model-packages/index.ts'
 import { parseUntrustedJson } from '../../protocols/untrusted-json.ts'
 
 export interface PullProgress {

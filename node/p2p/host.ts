@@ -13,7 +13,7 @@ import type { AddressManager, NodeAddress } from '@libp2p/interface-internal'
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { DHT_PROTOCOL, PROTOCOL_PREFIX } from '../../protocols/ids.ts'
 import { admittingEncrypter, type AdmissionDeps, admissionGater } from '../admission/index.ts'
-import type { NodeConfig } from '../config/schema.ts'
+import type { NodeConfig } from '../config/index.ts'
 
 export interface HostServices {
   identify: unknown

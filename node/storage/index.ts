@@ -8,8 +8,8 @@
  * checksums of every object and part whatever protocol wrote it; they are named the way S3 names
  * them (`x-amz-checksum-<algorithm>`) because S3 is the API that exposes them.
  *
- * This file is the folder's entry point for the node's other folders. (The CLI's `bkg storage
- * credentials` imports credentials.ts directly, so that a CLI command does not load the store.)
+ * This file is the folder's entry point for the node's other folders. S3 access keys are derived
+ * from the token secret and live with the tokens, in `auth/`.
  *
  * @example
  * import { storageService, type StorageScope } from './storage/index.ts'

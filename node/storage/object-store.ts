@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
-import type { Database, Tenant, Transaction } from '../db/database.ts'
+import type { Database, Tenant, Transaction } from '../db/index.ts'
 import { BkgError } from '../../lib/bkg-error.ts'
 import type { BlobBackend, ByteRange, Locator } from './backends/blob-backend.ts'
 import { createChecksum, type Checksum, type ChecksumAlgorithm } from './checksums.ts'

@@ -2,10 +2,11 @@ import { Writable } from 'node:stream'
 import pg from 'pg'
 import pino from 'pino'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { subscribeCentralChanges, type CentralChanges, type CentralEvent } from '../../node/db/central-changes.ts'
-import { CENTRAL_MIGRATIONS, migrateCentral } from '../../node/db/central-schema.ts'
-import { CentralSync } from '../../node/db/central-sync.ts'
-import { Database, defaultTemplateDir } from '../../node/db/database.ts'
+import { subscribeCentralChanges, type CentralChanges, type CentralEvent } from '../../node/central/index.ts'
+import { CENTRAL_MIGRATIONS, migrateCentral } from '../../node/central/index.ts'
+import { CentralSync } from '../../node/central/index.ts'
+import { database, type Database } from '../../node/db/index.ts'
+import { defaultCacheDir } from '../../node/config/index.ts'
 import { tempDir, waitFor } from '../helpers/mesh.ts'
 import { startPostgres, type PostgresServer } from '../helpers/postgres.ts'
 
@@ -97,8 +98,8 @@ describe('central sync to a real PostgreSQL', () => {
   }
 
   async function local (): Promise<Database> {
-    const db = new Database({ dir: `${tmp.dir}/db-${++databases}`, templateDir: defaultTemplateDir(), log: pino({ level: 'silent' }) })
-    cleanups.push(async () => await db.close())
+    const db = database({ dir: `${tmp.dir}/db-${++databases}`, templateDir: defaultCacheDir() })({ log: pino({ level: 'silent' }) })
+    cleanups.push(async () => await db.stop())
     return db
   }
 

@@ -3,8 +3,9 @@ import { stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import pino from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { Database, defaultTemplateDir } from '../../node/db/database.ts'
-import { PsqlAccess } from '../../node/db/psql-access.ts'
+import { database, type Database } from '../../node/db/index.ts'
+import { defaultCacheDir } from '../../node/config/index.ts'
+import { PsqlAccess } from '../../node/db/index.ts'
 import { tempDir } from '../helpers/mesh.ts'
 
 const INSERT = `INSERT INTO bkg.events (origin, seq, id, namespace, type, payload, hlc, prev_seq, sig)
@@ -66,7 +67,7 @@ describe('psql access to the embedded database', () => {
 
   beforeAll(async () => {
     tmp = await tempDir()
-    db = new Database({ dir: join(tmp.dir, 'db'), templateDir: defaultTemplateDir(), log: pino({ level: 'silent' }) })
+    db = database({ dir: join(tmp.dir, 'db'), templateDir: defaultCacheDir() })({ log: pino({ level: 'silent' }) })
     await insert()
     await insert()
     access = new PsqlAccess({ db, socketDir: join(tmp.dir, 'psql'), log: pino({ level: 'silent' }), holdTimeoutMs: 3_000 })
@@ -75,7 +76,7 @@ describe('psql access to the embedded database', () => {
 
   afterAll(async () => {
     await access?.stop()
-    await db?.close()
+    await db?.stop()
     await tmp?.remove()
   })
 
@@ -192,13 +193,13 @@ describe('psql access with the admin token', () => {
 
   beforeAll(async () => {
     tmp = await tempDir()
-    db = new Database({ dir: join(tmp.dir, 'db'), templateDir: defaultTemplateDir(), log: pino({ level: 'silent' }) })
+    db = database({ dir: join(tmp.dir, 'db'), templateDir: defaultCacheDir() })({ log: pino({ level: 'silent' }) })
     // opening takes seconds; psql's connect timeout should not have to cover it
     await db.open()
   }, 60_000)
 
   afterAll(async () => {
-    await db?.close()
+    await db?.stop()
     await tmp?.remove()
   })
 

@@ -1,6 +1,7 @@
 import pino from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { Database, defaultTemplateDir } from '../../node/db/database.ts'
+import { database, type Database } from '../../node/db/index.ts'
+import { defaultCacheDir } from '../../node/config/index.ts'
 import { tempDir } from '../helpers/mesh.ts'
 
 const row = (namespace: string, seq: number) => ({ origin: 'o', seq, id: `id-${namespace}-${seq}`, namespace, type: 't', payload: {}, hlc: '000000000000001-00000', prev_seq: seq - 1, sig: 's' })
@@ -14,12 +15,12 @@ describe('row-level security on the embedded database', () => {
 
   beforeAll(async () => {
     tmp = await tempDir()
-    db = new Database({ dir: `${tmp.dir}/db`, templateDir: defaultTemplateDir(), log: pino({ level: 'silent' }) })
+    db = database({ dir: `${tmp.dir}/db`, templateDir: defaultCacheDir() })({ log: pino({ level: 'silent' }) })
     await db.asNode(async (tx) => { await tx.query(INSERT, [JSON.stringify([row('a', 1), row('b', 2)])]) })
   }, 60_000)
 
   afterAll(async () => {
-    await db?.close()
+    await db?.stop()
     await tmp?.remove()
   })
 

@@ -8,7 +8,8 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import type { NodeCertificate } from '../../ca/index.ts'
 import { AdmittedPeers } from '../../node/admission/index.ts'
 import type { Principal } from '../../node/auth/index.ts'
-import { Database, defaultTemplateDir } from '../../node/db/database.ts'
+import { database, type Database } from '../../node/db/index.ts'
+import { defaultCacheDir } from '../../node/config/index.ts'
 import { eventService, type EventService, type EventServiceComponents, type EventServiceInit, type StoredEvent } from '../../node/events/index.ts'
 import { eventId, eventSigningBytes, formatHlc, SignedEvent, type UnsignedEvent } from '../../protocols/events.ts'
 import { EVENTS_SYNC_PROTOCOL, eventsTopic } from '../../protocols/ids.ts'
@@ -96,7 +97,7 @@ describe('event service on fake components and a real database', () => {
 
   beforeAll(async () => {
     tmp = await tempDir()
-    db = new Database({ dir: join(tmp.dir, 'db'), templateDir: defaultTemplateDir(), log })
+    db = database({ dir: join(tmp.dir, 'db'), templateDir: defaultCacheDir() })({ log })
     ;[selfKey, aliceKey, bobKey] = await Promise.all([generateKeyPair('Ed25519'), generateKeyPair('Ed25519'), generateKeyPair('Ed25519')])
     ;[self, alice, bob] = [selfKey, aliceKey, bobKey].map((key) => peerIdFromPrivateKey(key))
   }, 60_000)
@@ -114,7 +115,7 @@ describe('event service on fake components and a real database', () => {
   })
 
   afterAll(async () => {
-    await db?.close()
+    await db?.stop()
     await tmp?.remove()
   })
 

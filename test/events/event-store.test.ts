@@ -1,6 +1,7 @@
 import pino from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { Database, defaultTemplateDir } from '../../node/db/database.ts'
+import { database, type Database } from '../../node/db/index.ts'
+import { defaultCacheDir } from '../../node/config/index.ts'
 import { EventStore } from '../../node/events/event-store.ts'
 import type { SignedEvent } from '../../protocols/events.ts'
 import { tempDir } from '../helpers/mesh.ts'
@@ -17,12 +18,12 @@ describe('event store: idempotent inserts and chain heads', () => {
 
   beforeAll(async () => {
     tmp = await tempDir()
-    db = new Database({ dir: `${tmp.dir}/db`, templateDir: defaultTemplateDir(), log: pino({ level: 'silent' }) })
+    db = database({ dir: `${tmp.dir}/db`, templateDir: defaultCacheDir() })({ log: pino({ level: 'silent' }) })
     store = new EventStore(db)
   }, 60_000)
 
   afterAll(async () => {
-    await db?.close()
+    await db?.stop()
     await tmp?.remove()
   })
 
@@ -45,7 +46,7 @@ describe('event store: idempotent inserts and chain heads', () => {
 
   it('heads and waiting events survive a reopen', async () => {
     await store.ingest([event('b', 9, 7)])
-    await db.close()
+    await db.stop()
     const reopened = new EventStore(db)
     await reopened.load()
     expect(reopened.head(ORIGIN, 'a')).toBe(6)

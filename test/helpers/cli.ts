@@ -2,7 +2,7 @@ import { spawn, spawnSync } from 'node:child_process'
 import { access } from 'node:fs/promises'
 import { join } from 'node:path'
 import { expect } from 'vitest'
-import { CLI_ENTRY } from '../../node/devnet/node-process.ts'
+import { CLI_ENTRY } from '../../node/devnet/index.ts'
 
 export interface CliRun { code: number | null, stdout: string, stderr: string }
 

@@ -3,9 +3,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { initCa, type Role } from '../../ca/index.ts'
 import { requestNode } from '../../node/cli/node-client.ts'
-import { provisionNode } from '../../node/devnet/devnet.ts'
-import { spawnNode, type NodeProcess } from '../../node/devnet/node-process.ts'
-import { dataDirPaths, type DataDirPaths } from '../../node/identity/data-dir.ts'
+import { provisionNode } from '../../node/devnet/index.ts'
+import { spawnNode, type NodeProcess } from '../../node/devnet/index.ts'
+import { dataDirPaths, type DataDirPaths } from '../../node/identity/index.ts'
 import { openSse } from './sse.ts'
 
 export async function tempDir (prefix = 'bkg-test-'): Promise<{ dir: string, remove: () => Promise<void> }> {

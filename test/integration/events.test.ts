@@ -1,7 +1,7 @@
 import { rm } from 'node:fs/promises'
 import pino from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { NodeConfig } from '../../node/config/schema.ts'
+import { NodeConfig } from '../../node/config/index.ts'
 import { createNode } from '../../node/create-node.ts'
 import { eventsTopic } from '../../protocols/ids.ts'
 import { peerIdsOf, tempDir, TestMesh, waitFor, type TestNode } from '../helpers/mesh.ts'

@@ -1,6 +1,6 @@
 import { pino } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { NodeConfig } from '../../node/config/schema.ts'
+import { NodeConfig } from '../../node/config/index.ts'
 import { createNode } from '../../node/create-node.ts'
 import { helloService } from '../fixtures/hello/index.ts'
 import { tempDir, TestMesh } from '../helpers/mesh.ts'

@@ -2,7 +2,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { issueCrl, revokeCertificate, signNodeCsr } from '../../ca/index.ts'
-import { openPackage } from '../../node/models/package-file.ts'
+import { openPackage } from '../../node/model-packages/index.ts'
 import { VERSION } from '../../node/version.ts'
 import { expectCleanFailure as expectFailure, pathExists as exists, runBkg as bkg, type CliRun } from '../helpers/cli.ts'
 import { tempDir } from '../helpers/mesh.ts'
@@ -95,7 +95,7 @@ describe('bkg model pack | verify', () => {
     expectCleanFailure(run, /cannot read the CA certificate/)
   })
 
-  // KNOWN PRODUCT BUG: node/models/package-file.ts writePackage (line 62) creates the temp file's write
+  // KNOWN PRODUCT BUG: node/model-packages/index.ts writePackage (line 62) creates the temp file's write
   // stream and attaches no 'error' listener until it awaits 'drain'/'finish'; when the output directory does
   // not exist, the stream's ENOENT surfaces as an uncaught 'error' event and the CLI dies with a stack trace.
   it('pack into a directory that does not exist fails cleanly', async () => {

@@ -7,9 +7,9 @@ import type { ImporterOptions } from 'ipfs-unixfs-importer'
 import { CID } from 'multiformats/cid'
 import * as Digest from 'multiformats/hashes/digest'
 import { initCa, parseNodeCertificate, type NodeCertificate, type Role } from '../../ca/index.ts'
-import { provisionNode } from '../../node/devnet/devnet.ts'
-import { dataDirPaths, type DataDirPaths } from '../../node/identity/data-dir.ts'
-import type { PublisherIdentity } from '../../node/models/package-signing.ts'
+import { provisionNode } from '../../node/devnet/index.ts'
+import { dataDirPaths, type DataDirPaths } from '../../node/identity/index.ts'
+import type { PublisherIdentity } from '../../node/model-packages/index.ts'
 import {
   ENVELOPE_FORMAT, MANIFEST_FORMAT, PackageError, SIGNATURE_ALGORITHM, type Envelope, type Manifest, type PackageErrorCode
 } from '../../protocols/model-package.ts'

@@ -8,10 +8,7 @@ import { CID } from 'multiformats/cid'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { pathExists } from '../helpers/cli.ts'
 import { issueCrl, revokeCertificate, verifyCrl } from '../../ca/index.ts'
-import { digestContent } from '../../node/models/content-digest.ts'
-import { openPackage, verifyPackageContent } from '../../node/models/package-file.ts'
-import { packModel, type PackInit } from '../../node/models/pack.ts'
-import { signManifest, verifyEnvelope } from '../../node/models/package-signing.ts'
+import { digestContent, openPackage, packModel, signManifest, verifyEnvelope, verifyPackageContent, type PackInit } from '../../node/model-packages/index.ts'
 import {
   encodeEnvelope, HEADER_BYTES, PackageError, SIGNATURE_ALGORITHM, signedBytes, totalSize,
   type Envelope, type Manifest

@@ -1,5 +1,5 @@
 import { describe, expect, it, beforeAll, afterAll } from 'vitest'
-import { loadLibp2pKey } from '../../node/identity/data-dir.ts'
+import { loadLibp2pKey } from '../../node/identity/index.ts'
 import { isAcceptableOperation, signRecord } from '../../node/replication/replica-records.ts'
 import { recordKey, type ReplicaRecord, type ReplicationJobRecord } from '../../protocols/replicas.ts'
 import type { PrivateKey } from '@libp2p/interface'

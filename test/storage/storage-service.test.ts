@@ -3,7 +3,8 @@ import { mkdir, readdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import pino from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { Database, defaultTemplateDir } from '../../node/db/database.ts'
+import { database, type Database } from '../../node/db/index.ts'
+import { defaultCacheDir } from '../../node/config/index.ts'
 import { storageService, type StorageInit, type StorageScope, type StorageService } from '../../node/storage/index.ts'
 import type { PutOptions } from '../../node/storage/object-store.ts'
 import { tempDir } from '../helpers/mesh.ts'
@@ -62,13 +63,13 @@ describe('storage service on a real database', () => {
 
   beforeAll(async () => {
     tmp = await tempDir()
-    db = new Database({ dir: join(tmp.dir, 'db'), templateDir: defaultTemplateDir(), log })
+    db = database({ dir: join(tmp.dir, 'db'), templateDir: defaultCacheDir() })({ log })
     await db.open()
   }, 60_000)
 
   afterAll(async () => {
     for (const storage of started) await storage.stop()
-    await db?.close()
+    await db?.stop()
     await tmp?.remove()
   })
 

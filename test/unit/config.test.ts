@@ -2,7 +2,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { ConfigError, configFromEnv, readConfigFile, resolveConfig, splitList } from '../../node/config/load.ts'
+import { ConfigError, configFromEnv, readConfigFile, resolveConfig, splitList } from '../../node/config/index.ts'
 
 function configError (fn: () => unknown): ConfigError {
   try {

@@ -4,7 +4,7 @@ import {
   caExists, changeCaPassphrase, formatSubjectAltName, initCa, isCaKeyEncrypted, issueCrl, loadCa, parseNamespaces, parseRoles,
   parseSubjectAltNames, revokeCertificate, signNodeCsr
 } from '../../../ca/index.ts'
-import { splitList } from '../../config/load.ts'
+import { splitList } from '../../config/index.ts'
 import { CliError } from '../errors.ts'
 import { positiveInt, readInput } from '../options.ts'
 import {

@@ -1,5 +1,5 @@
 import type { Command } from 'commander'
-import { defaultDataDir } from '../../identity/data-dir.ts'
+import { defaultDataDir } from '../../identity/index.ts'
 import { callNode, resolveTarget } from '../node-client.ts'
 import { readInput } from '../options.ts'
 

@@ -1,7 +1,7 @@
 import { hostname } from 'node:os'
 import type { Command } from 'commander'
-import { dataDirPaths, defaultDataDir } from '../../identity/data-dir.ts'
-import { enrollNode } from '../../identity/enroll.ts'
+import { dataDirPaths, defaultDataDir } from '../../identity/index.ts'
+import { enrollNode } from '../../identity/index.ts'
 import { CliError } from '../errors.ts'
 
 export const NODE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/

@@ -1,8 +1,8 @@
 import type { Command } from 'commander'
-import { configFromEnv, readConfigFile, resolveConfig, splitList } from '../../config/load.ts'
-import type { NodeConfig } from '../../config/schema.ts'
-import { dataDirPaths, defaultDataDir } from '../../identity/data-dir.ts'
-import { createLogger } from '../../log/logger.ts'
+import { configFromEnv, readConfigFile, resolveConfig, splitList } from '../../config/index.ts'
+import type { NodeConfig } from '../../config/index.ts'
+import { dataDirPaths, defaultDataDir } from '../../identity/index.ts'
+import { createLogger } from '../../log/index.ts'
 import { installProcessGuards } from '../../process-guards.ts'
 
 interface StartFlags {

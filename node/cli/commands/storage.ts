@@ -1,8 +1,8 @@
 import type { Command } from 'commander'
 import { NAMESPACE_PATTERN } from '../../../ca/roles.ts'
 import { TOKEN_ROLES, type TokenRole } from '../../auth/index.ts'
-import { dataDirPaths, defaultDataDir, loadSecret } from '../../identity/data-dir.ts'
-import { createS3Credentials } from '../../storage/credentials.ts'
+import { dataDirPaths, defaultDataDir, loadSecret } from '../../identity/index.ts'
+import { createS3Credentials } from '../../auth/index.ts'
 import { CliError } from '../errors.ts'
 
 export function registerStorageCommands (program: Command): void {

@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises'
 import type { Command } from 'commander'
 import { parseNodeCertificate } from '../../../ca/index.ts'
 import { createNamespaceToken, parseDuration, TOKEN_ROLES, type TokenRole } from '../../auth/index.ts'
-import { dataDirPaths, defaultDataDir, loadSecret } from '../../identity/data-dir.ts'
+import { dataDirPaths, defaultDataDir, loadSecret } from '../../identity/index.ts'
 import { CliError } from '../errors.ts'
 import { callNode, resolveTarget } from '../node-client.ts'
 

@@ -1,6 +1,6 @@
 import { createHmac, randomBytes } from 'node:crypto'
 import { NAMESPACE_PATTERN } from '../../ca/roles.ts'
-import { TOKEN_ROLES, type Principal, type TokenRole } from '../auth/index.ts'
+import { TOKEN_ROLES, type Principal, type TokenRole } from './tokens.ts'
 
 /**
  * S3 access keys for a namespace. They are derived, not stored: the access key id names the

@@ -1,7 +1,7 @@
 import pg from 'pg'
 import type { Logger } from 'pino'
 import { migrateCentral, SYNC_ROLE } from './central-schema.ts'
-import type { Database, Transaction } from './database.ts'
+import type { Database, Transaction } from '../db/index.ts'
 
 export type CentralSyncState = 'connecting' | 'syncing' | 'idle' | 'retrying' | 'stopped'
 

@@ -1,5 +1,5 @@
 import type { ClientBase } from 'pg'
-import type { Migration } from './migrations.ts'
+import type { Migration } from '../db/index.ts'
 
 /**
  * The schema of the optional central PostgreSQL that nodes sync their events to (`--sync`).
