@@ -17,7 +17,7 @@ import { DataDirLock } from './identity/index.ts'
 import { dataDirPaths, loadLibp2pKey, loadOrCreateSecret, type DataDirPaths } from './identity/index.ts'
 import { describeListenFailure, NodeIdentityError } from './listen-errors.ts'
 import { NodeMetrics, topicFamily } from './metrics/index.ts'
-import { ModelService } from './models/index.ts'
+import { modelService, type ModelService } from './models/index.ts'
 import { bootstrapper as bootstrapperService, createHost, reachabilityOf, routingTableSize, type Host, type ReachabilityReport } from './p2p/index.ts'
 import { peerDirectory } from './peers/index.ts'
 import { guardNamespaceTopics, pubsubService } from './pubsub/index.ts'
@@ -231,11 +231,15 @@ async function assembleNode (init: NodeInit, lock: DataDirLock): Promise<BkgNode
 
   const revocation = late.revocation = revocationService({ recheckIntervalMs: config.admission.recheckIntervalMs })({ pubsub: host.services.pubsub, trust, peers, hangUp: async (peer) => { await host.hangUp(peer) }, log: child('revocation') })
   const pubsub = pubsubService()({ pubsub: host.services.pubsub, peers })
-  const models = new ModelService(paths.models, {
-    host,
+  const models = modelService({ dir: paths.models })({
+    peerId: host.peerId,
+    streams: host,
+    connections: host,
+    contentRouting: host.contentRouting,
+    pubsub: host.services.pubsub,
     trust,
-    log: child('models'),
     peers,
+    log: child('models'),
     penalize: (peer, reason) => {
       peers.deny(peer, { code: 'bad_blocks', message: reason }, config.admission.rejectCooldownMs * 10)
       host.hangUp(peer).catch((err: unknown) => log.debug({ err, peer: peer.toString() }, 'hanging up on a penalized peer failed'))

@@ -5,16 +5,16 @@ import { decodeWantList, encodeBlockFrame, MAX_FRAME_BYTES } from '../../protoco
 import { BLOCKS_PROTOCOL, MANIFESTS_PROTOCOL } from '../../protocols/ids.ts'
 import { ManifestRequest, MAX_MANIFEST_MESSAGE_BYTES } from '../../protocols/manifests.ts'
 import type { Host } from '../p2p/index.ts'
+import { DEFAULT_EXCHANGE_STREAMS } from './constants.ts'
 import type { ModelStore } from './model-store.ts'
 import { parseUntrustedJson } from '../../protocols/untrusted-json.ts'
 
 export interface BlockExchangeDeps {
-  host: Host
+  /** serving /bkg/blocks and /bkg/manifests */
+  streams: Pick<Host, 'handle' | 'unhandle'>
   store: ModelStore
-  log: Logger
+  log: Pick<Logger, 'debug' | 'warn'>
 }
-
-const MAX_CONCURRENT_STREAMS = 32
 
 /**
  * Serves held content to admitted peers: blocks by want-list on BLOCKS_PROTOCOL (many blocks per
@@ -22,20 +22,22 @@ const MAX_CONCURRENT_STREAMS = 32
  */
 export class BlockExchange {
   private readonly deps: BlockExchangeDeps
+  private readonly maxStreams: number
 
-  constructor (deps: BlockExchangeDeps) {
+  constructor (deps: BlockExchangeDeps, maxStreams = DEFAULT_EXCHANGE_STREAMS) {
     this.deps = deps
+    this.maxStreams = maxStreams
   }
 
   async start (): Promise<void> {
-    const options = { maxInboundStreams: MAX_CONCURRENT_STREAMS, maxOutboundStreams: MAX_CONCURRENT_STREAMS }
-    await this.deps.host.handle(BLOCKS_PROTOCOL, async (stream) => { await this.serveBlocks(stream) }, options)
-    await this.deps.host.handle(MANIFESTS_PROTOCOL, async (stream, connection) => { await this.serveManifest(stream, connection) }, options)
+    const options = { maxInboundStreams: this.maxStreams, maxOutboundStreams: this.maxStreams }
+    await this.deps.streams.handle(BLOCKS_PROTOCOL, async (stream) => { await this.serveBlocks(stream) }, options)
+    await this.deps.streams.handle(MANIFESTS_PROTOCOL, async (stream, connection) => { await this.serveManifest(stream, connection) }, options)
   }
 
   async stop (): Promise<void> {
-    await this.deps.host.unhandle(BLOCKS_PROTOCOL)
-    await this.deps.host.unhandle(MANIFESTS_PROTOCOL)
+    await this.deps.streams.unhandle(BLOCKS_PROTOCOL)
+    await this.deps.streams.unhandle(MANIFESTS_PROTOCOL)
   }
 
   private async serveBlocks (stream: Stream): Promise<void> {

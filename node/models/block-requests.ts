@@ -6,16 +6,21 @@ import { BLOCKS_PROTOCOL } from '../../protocols/ids.ts'
 import { PackageError } from '../../protocols/model-package.ts'
 import type { Host } from '../p2p/index.ts'
 
+/** finding providers: this node's PeerId (never its own provider) and the DHT */
+export type ProviderRouting = Pick<Host, 'peerId'> & { contentRouting: Pick<Host['contentRouting'], 'findProviders'> }
+/** opening a stream to a peer for a protocol */
+export type BlockDialer = Pick<Host, 'dialProtocol'>
+
 /**
  * Up to `max` providers of a CID from the DHT, other than this node and the ones in `skip`;
  * an empty list when the lookup fails or times out.
  */
-export async function findProviderIds (host: Host, cid: CID, options: { max: number, skip?: Set<string>, signal: AbortSignal }): Promise<PeerId[]> {
+export async function findProviderIds (routing: ProviderRouting, cid: CID, options: { max: number, skip?: Set<string>, signal: AbortSignal }): Promise<PeerId[]> {
   const found = new Map<string, PeerId>()
   try {
-    for await (const provider of host.contentRouting.findProviders(cid, { signal: options.signal })) {
+    for await (const provider of routing.contentRouting.findProviders(cid, { signal: options.signal })) {
       const id = provider.id.toString()
-      if (provider.id.equals(host.peerId) || options.skip?.has(id)) continue
+      if (provider.id.equals(routing.peerId) || options.skip?.has(id)) continue
       found.set(id, provider.id)
       if (found.size >= options.max) break
     }
@@ -31,8 +36,8 @@ export async function findProviderIds (host: Host, cid: CID, options: { max: num
  * while the caller verifies and stores the blocks, which bounds memory by batch size per stream.
  * Throws PackageError when the provider answers with a CID that was not asked for.
  */
-export async function * requestBlocks (host: Host, peer: PeerId, batch: CID[], signal: AbortSignal): AsyncGenerator<BlockFrame> {
-  const stream: Stream = await host.dialProtocol(peer, BLOCKS_PROTOCOL, { signal })
+export async function * requestBlocks (dialer: BlockDialer, peer: PeerId, batch: CID[], signal: AbortSignal): AsyncGenerator<BlockFrame> {
+  const stream: Stream = await dialer.dialProtocol(peer, BLOCKS_PROTOCOL, { signal })
   const channel = lpStream(stream, { maxDataLength: MAX_FRAME_BYTES, maxBufferSize: batch.length * (MAX_FRAME_BYTES + 16) })
   try {
     await channel.write(encodeWantList(batch), { signal })

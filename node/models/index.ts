@@ -7,9 +7,12 @@
  * Packing and verifying a `.bkg` file, which needs no node, is in `model-packages/`.
  *
  * @example
- * import { ModelService, type StoredModel } from './models/index.ts'
+ * import { modelService, type StoredModel } from './models/index.ts'
  *
- * const models = new ModelService(paths.models, { host, trust, peers, log, penalize })
+ * const models = modelService({ dir: paths.models })({
+ *   peerId: host.peerId, streams: host, connections: host, contentRouting: host.contentRouting,
+ *   pubsub: host.services.pubsub, trust, peers, penalize, log
+ * })
  * await models.start()
  * const { model } = await models.publishFile('llama-1.0.0.bkg')   // verified, provided, announced
  * models.on('added', (model: StoredModel) => { ... })
@@ -20,5 +23,5 @@
  * for await (const frame of requestBlocks(host, providers[0], [cid], signal)) { ... }
  */
 export { findProviderIds, requestBlocks } from './block-requests.ts'
-export { ModelService, type ModelServiceEvents } from './model-service.ts'
+export { modelService, type ModelService, type ModelServiceComponents, type ModelServiceEvents, type ModelServiceInit } from './model-service.ts'
 export type { StoredModel } from './model-store.ts'

@@ -5,28 +5,54 @@ import { join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import { CID } from 'multiformats/cid'
 import type { Logger } from 'pino'
-import type { Message } from '@libp2p/gossipsub'
+import type { GossipSub, Message } from '@libp2p/gossipsub'
 import { MODELS_TOPIC } from '../../protocols/ids.ts'
 import { BkgError } from '../../lib/bkg-error.ts'
 import { decodeEnvelope, PackageError } from '../../protocols/model-package.ts'
-import type { AdmittedPeers, Trust } from '../admission/index.ts'
-import { admissionVerdict, toValidatorResult, type GossipVerdict } from '../pubsub/index.ts'
+import type { Trust } from '../admission/index.ts'
+import { admissionVerdict, toValidatorResult, type AdmissionCheck, type GossipVerdict } from '../pubsub/index.ts'
 import { verifyEnvelope } from '../model-packages/index.ts'
 import type { EnvelopeOf } from './model-store.ts'
 import type { Host } from '../p2p/index.ts'
 import { randomBytes } from 'node:crypto'
 import type { PeerId } from '@libp2p/interface'
 import { BlockExchange } from './block-exchange.ts'
+import {
+  DEFAULT_EXCHANGE_STREAMS, DEFAULT_MAX_CATALOG, DEFAULT_MAX_FINISHED_JOBS, DEFAULT_PROVIDE_TIMEOUT_MS, DEFAULT_PROVIDER_LOOKUP_TIMEOUT_MS
+} from './constants.ts'
 import { ModelStore, type StoredModel } from './model-store.ts'
-import { Puller, type PullProgress } from './puller.ts'
+import { Puller, type PullerInit, type PullProgress } from './puller.ts'
 
-export interface ModelServiceDeps {
-  host: Host
-  trust: Trust
-  log: Logger
+export interface ModelServiceInit {
+  /** `<data>/models`: the store, and `incoming/` for uploads being received */
+  dir: string
+  maxCatalog?: number
+  maxFinishedJobs?: number
+  provideTimeoutMs?: number
+  providerLookupTimeoutMs?: number
+  exchangeStreams?: number
+  pull?: PullerInit
+}
+
+/** What the model service uses of the node: the host's parts by name, not the host. */
+export interface ModelServiceComponents {
+  /** this node: never its own provider */
+  peerId: PeerId
+  /** serving /bkg/blocks and /bkg/manifests, and dialling peers for both */
+  streams: Pick<Host, 'handle' | 'unhandle' | 'dialProtocol'>
+  /** connected peers (asked first for an envelope), and 'peer:connect' (provider records wait for one) */
+  connections: Pick<Host, 'getPeers' | 'addEventListener' | 'removeEventListener'>
+  /** provider records of held files in the DHT, and looking up providers */
+  contentRouting: Pick<Host['contentRouting'], 'provide' | 'findProviders'>
+  /** the catalog topic: its validator, subscription and the manifests this node publishes */
+  pubsub: Pick<GossipSub, 'topicValidators' | 'subscribe' | 'unsubscribe' | 'publish'>
+  /** the operator CA and current CRL that every package and manifest is verified against */
+  trust: Pick<Trust, 'caPem' | 'crl'>
+  /** whether a gossip source is admitted */
+  peers: AdmissionCheck
   /** a peer served a block that does not match its CID */
   penalize: (peer: PeerId, reason: string) => void
-  peers: AdmittedPeers
+  log: Pick<Logger, 'debug' | 'info' | 'warn'>
 }
 
 export interface CatalogEntry {
@@ -35,9 +61,6 @@ export interface CatalogEntry {
   origin: string
   seenAt: string
 }
-
-const MAX_CATALOG = 4096
-const MAX_FINISHED_JOBS = 256
 
 export interface PullJob extends PullProgress {
   id: string
@@ -54,10 +77,6 @@ export interface PublishResult {
   recipients: number
 }
 
-const PROVIDE_TIMEOUT_MS = 10_000
-/** a provider lookup answers with what it found by then */
-const PROVIDER_LOOKUP_TIMEOUT_MS = 10_000
-
 /**
  * Models on this node: the verified store, provider records in the DHT for every file held and the
  * signed manifest spread over gossip when a model is published.
@@ -68,11 +87,22 @@ export interface ModelServiceEvents {
   removed: [model: StoredModel]
 }
 
+/**
+ * `modelService({ dir })(components)`: the models this node holds, verified, provided in the DHT
+ * and announced over gossip; pulls from peers; the catalog of what the mesh announced.
+ */
+export function modelService (init: ModelServiceInit): (components: ModelServiceComponents) => ModelService {
+  return (components) => new ModelService(init, components)
+}
+
 export class ModelService extends EventEmitter<ModelServiceEvents> {
   readonly store: ModelStore
-  /** `<data>/models`: the store, and `incoming/` for uploads being received */
   private readonly dir: string
-  private readonly deps: ModelServiceDeps
+  private readonly deps: ModelServiceComponents
+  private readonly maxCatalog: number
+  private readonly maxFinishedJobs: number
+  private readonly provideTimeoutMs: number
+  private readonly providerLookupTimeoutMs: number
   private readonly exchange: BlockExchange
   private readonly puller: Puller
   private readonly jobs = new Map<string, PullJob>()
@@ -80,25 +110,39 @@ export class ModelService extends EventEmitter<ModelServiceEvents> {
   private readonly settled = new Map<string, Promise<void>>()
   /** signed manifests announced in the mesh, verified on arrival: what can be pulled */
   private readonly catalog = new Map<string, CatalogEntry>()
-  /** models whose provider records have not reached the DHT yet; retried when a peer connects */
-  private readonly unannounced = new Set<StoredModel>()
+  /** models (by name@version) whose provider records have not reached the DHT yet; retried when a peer connects */
+  private readonly unannounced = new Map<string, StoredModel>()
   private readonly onPeerConnect = (): void => {
     if (this.unannounced.size === 0) return
-    const pending = [...this.unannounced]
+    const pending = [...this.unannounced.values()]
     this.unannounced.clear()
     void Promise.all(pending.map(async (model) => await this.announce(model))).catch((err: unknown) => {
       this.deps.log.warn({ err }, 'announcing held models failed')
     })
   }
 
-  constructor (dir: string, deps: ModelServiceDeps) {
+  constructor (init: ModelServiceInit, components: ModelServiceComponents) {
     super()
-    this.dir = dir
-    this.deps = deps
-    const trust = (): { caPem: string, crl: Trust['crl'] } => ({ caPem: deps.trust.caPem, crl: deps.trust.crl })
-    this.store = new ModelStore(dir, { trust })
-    this.exchange = new BlockExchange({ host: deps.host, store: this.store, log: deps.log })
-    this.puller = new Puller({ host: deps.host, store: this.store, trust, penalize: deps.penalize, log: deps.log, catalog: (name) => this.catalogFor(name) })
+    this.dir = init.dir
+    this.deps = components
+    this.maxCatalog = init.maxCatalog ?? DEFAULT_MAX_CATALOG
+    this.maxFinishedJobs = init.maxFinishedJobs ?? DEFAULT_MAX_FINISHED_JOBS
+    this.provideTimeoutMs = init.provideTimeoutMs ?? DEFAULT_PROVIDE_TIMEOUT_MS
+    this.providerLookupTimeoutMs = init.providerLookupTimeoutMs ?? DEFAULT_PROVIDER_LOOKUP_TIMEOUT_MS
+    const { streams, connections, contentRouting, peerId, log } = components
+    const trust = (): { caPem: string, crl: Trust['crl'] } => ({ caPem: components.trust.caPem, crl: components.trust.crl })
+    this.store = new ModelStore(init.dir, { trust })
+    this.exchange = new BlockExchange({ streams, store: this.store, log }, init.exchangeStreams ?? DEFAULT_EXCHANGE_STREAMS)
+    this.puller = new Puller({
+      streams,
+      connections,
+      routing: { peerId, contentRouting },
+      store: this.store,
+      trust,
+      penalize: components.penalize,
+      log,
+      catalog: (name) => this.catalogFor(name)
+    }, init.pull)
   }
 
   /** Starts pulling a model (or joins the pull already running for it) and returns its job. */
@@ -155,10 +199,10 @@ export class ModelService extends EventEmitter<ModelServiceEvents> {
     return this.jobs.get(id)
   }
 
-  /** Finished jobs beyond the newest MAX_FINISHED_JOBS are dropped (replication retries add one each time). */
+  /** Finished jobs beyond the newest `maxFinishedJobs` are dropped (replication retries add one each time). */
   private forgetOldJobs (): void {
     const finished = [...this.jobs.values()].filter((job) => job.finishedAt != null)
-    for (const job of finished.slice(0, Math.max(0, finished.length - MAX_FINISHED_JOBS))) this.jobs.delete(job.id)
+    for (const job of finished.slice(0, Math.max(0, finished.length - this.maxFinishedJobs))) this.jobs.delete(job.id)
   }
 
   catalogEntries (): CatalogEntry[] {
@@ -178,7 +222,7 @@ export class ModelService extends EventEmitter<ModelServiceEvents> {
       const envelope = decodeEnvelope(message.data) as EnvelopeOf
       verifyEnvelope(envelope, { caPem: this.deps.trust.caPem, crl: this.deps.trust.crl })
       const key = `${envelope.manifest.name}@${envelope.manifest.version}`
-      if (!this.catalog.has(key) && this.catalog.size >= MAX_CATALOG) this.catalog.delete(this.catalog.keys().next().value as string)
+      if (!this.catalog.has(key) && this.catalog.size >= this.maxCatalog) this.catalog.delete(this.catalog.keys().next().value as string)
       this.catalog.set(key, { envelope, origin: message.from.toString(), seenAt: new Date().toISOString() })
       return 'accept'
     } catch (err) {
@@ -198,8 +242,8 @@ export class ModelService extends EventEmitter<ModelServiceEvents> {
   async start (): Promise<void> {
     await this.store.start()
     await this.exchange.start()
-    this.deps.host.addEventListener('peer:connect', this.onPeerConnect)
-    const { pubsub } = this.deps.host.services
+    this.deps.connections.addEventListener('peer:connect', this.onPeerConnect)
+    const { pubsub } = this.deps
     pubsub.topicValidators.set(MODELS_TOPIC, (source, message) => toValidatorResult[this.validateAnnouncement(source, message)])
     pubsub.subscribe(MODELS_TOPIC)
     // re-announce what this node holds; provider records expire and a restart may follow a long gap
@@ -209,8 +253,8 @@ export class ModelService extends EventEmitter<ModelServiceEvents> {
   }
 
   async stop (): Promise<void> {
-    this.deps.host.removeEventListener('peer:connect', this.onPeerConnect)
-    const { pubsub } = this.deps.host.services
+    this.deps.connections.removeEventListener('peer:connect', this.onPeerConnect)
+    const { pubsub } = this.deps
     pubsub.unsubscribe(MODELS_TOPIC)
     pubsub.topicValidators.delete(MODELS_TOPIC)
     await this.exchange.stop()
@@ -261,10 +305,10 @@ export class ModelService extends EventEmitter<ModelServiceEvents> {
   }
 
   /** Peers that announced a CID in the DHT (as `routing findprovs`): what a lookup found within its time. */
-  async findProviders (cid: CID, max: number, timeoutMs = PROVIDER_LOOKUP_TIMEOUT_MS): Promise<Array<{ peerId: string, addrs: string[] }>> {
+  async findProviders (cid: CID, max: number, timeoutMs = this.providerLookupTimeoutMs): Promise<Array<{ peerId: string, addrs: string[] }>> {
     const found = new Map<string, string[]>()
     try {
-      for await (const provider of this.deps.host.contentRouting.findProviders(cid, { signal: AbortSignal.timeout(timeoutMs) })) {
+      for await (const provider of this.deps.contentRouting.findProviders(cid, { signal: AbortSignal.timeout(timeoutMs) })) {
         found.set(provider.id.toString(), provider.multiaddrs.map(String))
         if (found.size >= max) break
       }
@@ -282,7 +326,7 @@ export class ModelService extends EventEmitter<ModelServiceEvents> {
       if (added) this.emit('added', model)
       const announced = await this.announce(model)
       const envelope = this.store.envelopeOf(model.name, model.version)
-      const { recipients } = await this.deps.host.services.pubsub.publish(MODELS_TOPIC, new TextEncoder().encode(JSON.stringify(envelope)))
+      const { recipients } = await this.deps.pubsub.publish(MODELS_TOPIC, new TextEncoder().encode(JSON.stringify(envelope)))
       this.deps.log.info({ model: `${model.name}@${model.version}`, added, announced, recipients: recipients.length }, 'model published')
       return { model, added, announced, recipients: recipients.length }
     } finally {
@@ -297,16 +341,16 @@ export class ModelService extends EventEmitter<ModelServiceEvents> {
   }
 
   private async announce (model: StoredModel): Promise<number> {
-    if (this.deps.host.getPeers().length === 0) {
-      this.unannounced.add(model)
+    if (this.deps.connections.getPeers().length === 0) {
+      this.unannounced.set(`${model.name}@${model.version}`, model)
       return 0
     }
     const results = await Promise.allSettled(model.manifest.files.map(async (file) => {
-      await this.deps.host.contentRouting.provide(CID.parse(file.cid), { signal: AbortSignal.timeout(PROVIDE_TIMEOUT_MS) })
+      await this.deps.contentRouting.provide(CID.parse(file.cid), { signal: AbortSignal.timeout(this.provideTimeoutMs) })
     }))
     const failed = results.filter((r) => r.status === 'rejected')
     if (failed.length > 0) {
-      this.unannounced.add(model)
+      this.unannounced.set(`${model.name}@${model.version}`, model)
       this.deps.log.warn({ model: `${model.name}@${model.version}`, failed: failed.length, reason: String((failed[0] as PromiseRejectedResult).reason?.message ?? failed[0]) }, 'some provider records did not reach the DHT')
     }
     return results.length - failed.length

@@ -8,11 +8,14 @@ import { MANIFESTS_PROTOCOL } from '../../protocols/ids.ts'
 import { ManifestResponse, MAX_MANIFEST_MESSAGE_BYTES } from '../../protocols/manifests.ts'
 import { MAX_BLOCK_BYTES } from '../../protocols/blocks.ts'
 import { decodeEnvelope, PackageError, totalSize } from '../../protocols/model-package.ts'
-import type { Host } from '../p2p/index.ts'
 import type { EnvelopeOf, ModelStore, StoredModel } from './model-store.ts'
 import { ModelStoreError } from './model-store.ts'
 import { assertBlockMatches, layoutOf, RAW } from '../dag/index.ts'
-import { findProviderIds, requestBlocks } from './block-requests.ts'
+import { findProviderIds, requestBlocks, type BlockDialer, type ProviderRouting } from './block-requests.ts'
+import {
+  DEFAULT_DIRECT_WRITE_SLOTS, DEFAULT_LEAVES_IN_FLIGHT, DEFAULT_PULL_BATCH, DEFAULT_PULL_MANIFEST_TIMEOUT_MS, DEFAULT_PULL_MAX_PROVIDER_FAILURES,
+  DEFAULT_PULL_MAX_PROVIDERS, DEFAULT_PULL_PROVIDER_LOOKUP_MS, DEFAULT_PULL_REQUEST_TIMEOUT_MS, DEFAULT_PULL_STREAMS_PER_PROVIDER
+} from './constants.ts'
 import { FileAssembler } from './file-assembler.ts'
 import { Limit } from '../../lib/limit.ts'
 import { AlignedSlots } from './staged-file.ts'
@@ -34,33 +37,34 @@ export interface PullProgress {
   error: { code: string, message: string } | null
 }
 
+/** Pull tuning; defaults in constants.ts. */
+export interface PullerInit {
+  batch?: number
+  streamsPerProvider?: number
+  maxProviderFailures?: number
+  maxProviders?: number
+  providerLookupMs?: number
+  requestTimeoutMs?: number
+  manifestTimeoutMs?: number
+  directWriteSlots?: number
+  leavesInFlight?: number
+}
+
 export interface PullerDeps {
-  host: Host
+  /** asking peers for envelopes (/bkg/manifests) and blocks (/bkg/blocks) */
+  streams: BlockDialer
+  /** connected peers: asked first for a model's envelope */
+  connections: { getPeers: () => PeerId[] }
+  /** providers of a file in the DHT */
+  routing: ProviderRouting
   store: ModelStore
   trust: () => Omit<VerifyOptions, 'latestVersion' | 'now'>
   /** a provider sent a block that does not match its CID */
   penalize: (peer: PeerId, reason: string) => void
-  log: Logger
+  log: Pick<Logger, 'debug' | 'warn'>
   /** verified envelopes announced over gossip, for models no connected peer holds */
   catalog: (name: string) => EnvelopeOf[]
 }
-
-/**
- * Want-list size per request and requests in flight per provider: they bound what a pull holds
- * in its stream buffers (BATCH × STREAMS × block size per provider). Many short requests on
- * parallel streams pipeline better than long ones (the provider reads and encrypts the next
- * block while the puller hashes and writes the last): 256 MiB from one seeder here took a median
- * 3.9 s with 16 × 2, 2.7 s with 4 × 4, 2.4 s with 2 × 4, 2.5 s with 1 × 4 (5 pulls each).
- */
-const BATCH = 2
-const STREAMS_PER_PROVIDER = 4
-const MAX_PROVIDER_FAILURES = 3
-/** leaves being written to disk at once (each holds an aligned buffer) */
-const DIRECT_WRITE_SLOTS = 4
-/** verified leaves being written (and hashed) while more frames are read, per pull */
-const LEAVES_IN_FLIGHT = 8
-/** DHT providers looked up per file */
-const MAX_PROVIDERS = 16
 
 /**
  * Fetches a model from its providers: the signed envelope first (verified before any byte is
@@ -71,10 +75,22 @@ const MAX_PROVIDERS = 16
  */
 export class Puller {
   private readonly deps: PullerDeps
+  private readonly tuning: Required<PullerInit>
   private slots: AlignedSlots | undefined
 
-  constructor (deps: PullerDeps) {
+  constructor (deps: PullerDeps, init: PullerInit = {}) {
     this.deps = deps
+    this.tuning = {
+      batch: init.batch ?? DEFAULT_PULL_BATCH,
+      streamsPerProvider: init.streamsPerProvider ?? DEFAULT_PULL_STREAMS_PER_PROVIDER,
+      maxProviderFailures: init.maxProviderFailures ?? DEFAULT_PULL_MAX_PROVIDER_FAILURES,
+      maxProviders: init.maxProviders ?? DEFAULT_PULL_MAX_PROVIDERS,
+      providerLookupMs: init.providerLookupMs ?? DEFAULT_PULL_PROVIDER_LOOKUP_MS,
+      requestTimeoutMs: init.requestTimeoutMs ?? DEFAULT_PULL_REQUEST_TIMEOUT_MS,
+      manifestTimeoutMs: init.manifestTimeoutMs ?? DEFAULT_PULL_MANIFEST_TIMEOUT_MS,
+      directWriteSlots: init.directWriteSlots ?? DEFAULT_DIRECT_WRITE_SLOTS,
+      leavesInFlight: init.leavesInFlight ?? DEFAULT_LEAVES_IN_FLIGHT
+    }
   }
 
   /**
@@ -84,7 +100,7 @@ export class Puller {
    * puller's peak RSS by ~12 MiB each with a set per pull and by ~4 MiB with one shared set.
    */
   private get directWriteSlots (): AlignedSlots {
-    this.slots ??= new AlignedSlots(DIRECT_WRITE_SLOTS, MAX_BLOCK_BYTES)
+    this.slots ??= new AlignedSlots(this.tuning.directWriteSlots, MAX_BLOCK_BYTES)
     return this.slots
   }
 
@@ -102,7 +118,7 @@ export class Puller {
     const providers = new Map<string, PeerId>(sources.map((peer) => [peer.toString(), peer]))
     // the peers that answered with the manifest, plus the files' providers in the DHT
     await Promise.all(manifest.files.map(async (file) => {
-      for (const id of await findProviderIds(this.deps.host, CID.parse(file.cid), { max: MAX_PROVIDERS, signal: AbortSignal.timeout(5000) })) providers.set(id.toString(), id)
+      for (const id of await findProviderIds(this.deps.routing, CID.parse(file.cid), { max: this.tuning.maxProviders, signal: AbortSignal.timeout(this.tuning.providerLookupMs) })) providers.set(id.toString(), id)
     }))
     progress.peers = [...providers.keys()]
     progress.state = 'fetching'
@@ -129,7 +145,7 @@ export class Puller {
 
   /** Asks connected peers for the envelope; keeps only ones that verify; picks the wanted version. */
   private async resolve (name: string, version: string | null): Promise<{ envelope: EnvelopeOf, sources: PeerId[] }> {
-    const peers = this.deps.host.getPeers()
+    const peers = this.deps.connections.getPeers()
     const answers = await Promise.all(peers.map(async (peer) => {
       try {
         const envelope = await this.askManifest(peer, name, version)
@@ -161,8 +177,8 @@ export class Puller {
   }
 
   private async askManifest (peer: PeerId, name: string, version: string | null): Promise<EnvelopeOf> {
-    const signal = AbortSignal.timeout(5000)
-    const stream = await this.deps.host.dialProtocol(peer, MANIFESTS_PROTOCOL, { signal })
+    const signal = AbortSignal.timeout(this.tuning.manifestTimeoutMs)
+    const stream = await this.deps.streams.dialProtocol(peer, MANIFESTS_PROTOCOL, { signal })
     const channel = lpStream(stream, { maxDataLength: MAX_MANIFEST_MESSAGE_BYTES })
     await channel.write(new TextEncoder().encode(JSON.stringify(version == null ? { name } : { name, version })), { signal })
     const response = ManifestResponse.parse(parseUntrustedJson((await channel.read({ signal })).subarray()))
@@ -229,7 +245,7 @@ export class Puller {
     }
     for (const root of roots) await want(root.cid, root.at)
 
-    const writing = new Limit(LEAVES_IN_FLIGHT)
+    const writing = new Limit(this.tuning.leavesInFlight)
     const healthy = new Map(providers.map((p) => [p.toString(), { peer: p, failures: 0 }]))
     let inflight = 0
     let wake: () => void = () => {}
@@ -247,7 +263,7 @@ export class Puller {
           continue
         }
         // split what is known so far across every stream of every provider
-        const size = Math.max(1, Math.min(BATCH, Math.ceil(queue.length / (healthy.size * STREAMS_PER_PROVIDER))))
+        const size = Math.max(1, Math.min(this.tuning.batch, Math.ceil(queue.length / (healthy.size * this.tuning.streamsPerProvider))))
         const batch = queue.splice(0, size)
         inflight++
         try {
@@ -256,7 +272,7 @@ export class Puller {
             // this provider lacks them; another may have them
             entry.failures++
             queue.push(...missing)
-            if (entry.failures >= MAX_PROVIDER_FAILURES) healthy.delete(entry.peer.toString())
+            if (entry.failures >= this.tuning.maxProviderFailures) healthy.delete(entry.peer.toString())
           }
         } catch (err) {
           const unfinished = batch.filter((cid) => expected.has(cid.toString()))
@@ -267,7 +283,7 @@ export class Puller {
             this.deps.log.warn({ peer: entry.peer.toString(), err: err.message }, 'dropped a provider that sent a bad block')
           } else {
             this.deps.log.debug({ peer: entry.peer.toString(), err: (err as Error).message }, 'block request failed; retrying elsewhere')
-            if (++entry.failures >= MAX_PROVIDER_FAILURES) healthy.delete(entry.peer.toString())
+            if (++entry.failures >= this.tuning.maxProviderFailures) healthy.delete(entry.peer.toString())
           }
         } finally {
           inflight--
@@ -276,7 +292,7 @@ export class Puller {
         }
       }
     }
-    const workers = [...healthy.values()].flatMap((entry) => Array.from({ length: STREAMS_PER_PROVIDER }, async () => await worker(entry)))
+    const workers = [...healthy.values()].flatMap((entry) => Array.from({ length: this.tuning.streamsPerProvider }, async () => await worker(entry)))
     await Promise.all(workers)
     if (expected.size > 0) {
       throw new ModelStoreError('pull_incomplete', 502, `${expected.size} block(s) could not be fetched from ${providers.length} provider(s); blocks fetched so far are kept, pull again to resume`)
@@ -286,7 +302,7 @@ export class Puller {
 
   /**
    * One want-list to one provider; returns the CIDs it did not have. Throws PackageError on a bad
-   * block. A verified leaf is written while the next frames are read (up to LEAVES_IN_FLIGHT per
+   * block. A verified leaf is written while the next frames are read (up to `leavesInFlight` per
    * pull, then reading waits); an inner node is stored and expanded before going on.
    */
   private async fetchBatch (peer: PeerId, batch: CID[], pull: { expected: Set<string>, arrived: (cid: CID, block: Uint8ArrayList) => Promise<void>, progress: PullProgress, writing: Limit }): Promise<CID[]> {
@@ -295,7 +311,7 @@ export class Puller {
     const written: Array<Promise<void>> = []
     let failure: unknown
     try {
-      for await (const { cid, block } of requestBlocks(this.deps.host, peer, batch, AbortSignal.timeout(60_000))) {
+      for await (const { cid, block } of requestBlocks(this.deps.streams, peer, batch, AbortSignal.timeout(this.tuning.requestTimeoutMs))) {
         if (block == null) {
           missing.push(cid)
           continue
