@@ -18,7 +18,7 @@ import { dataDirPaths, loadLibp2pKey, loadOrCreateSecret, type DataDirPaths } fr
 import { describeListenFailure, NodeIdentityError } from './listen-errors.ts'
 import { NodeMetrics, topicFamily } from './metrics/index.ts'
 import { modelService, type ModelService } from './models/index.ts'
-import { bootstrapper as bootstrapperService, createHost, reachabilityOf, routingTableSize, type Host, type ReachabilityReport } from './p2p/index.ts'
+import { bootstrapper as bootstrapperService, connectedPeers, createHost, protocolStreams, reachabilityOf, routingTableSize, type Host, type ReachabilityReport } from './p2p/index.ts'
 import { peerDirectory } from './peers/index.ts'
 import { guardNamespaceTopics, pubsubService } from './pubsub/index.ts'
 import { replicationService } from './replication/index.ts'
@@ -211,10 +211,40 @@ async function assembleNode (init: NodeInit, lock: DataDirLock): Promise<BkgNode
     admittedPeers: () => peers.size,
     dhtRoutingTableSize: () => late.host == null ? 0 : routingTableSize(late.host)
   })
+  const db = database({ dir: paths.database, templateDir: init.cacheDir ?? defaultCacheDir() })({ log: child('db') })
   const host = late.host = await createHost({
     privateKey,
     config,
     relayServer: config.relay.server === 'auto' ? trust.own.roles.includes('relay') : config.relay.server,
+    // the services that serve a libp2p protocol: libp2p builds, starts and stops them with the host
+    services: {
+      models: (components) => modelService({ dir: paths.models })({
+        peerId: components.peerId,
+        streams: protocolStreams(components),
+        connections: connectedPeers(components),
+        events: components.events,
+        contentRouting: components.contentRouting,
+        pubsub: components.pubsub,
+        trust,
+        peers,
+        log: child('models'),
+        penalize: (peer, reason) => {
+          peers.deny(peer, { code: 'bad_blocks', message: reason }, config.admission.rejectCooldownMs * 10)
+          late.host?.hangUp(peer).catch((err: unknown) => log.debug({ err, peer: peer.toString() }, 'hanging up on a penalized peer failed'))
+        }
+      }),
+      // (not `events`: libp2p keeps its event bus under that name)
+      eventLog: (components) => eventService()({
+        peerId: components.peerId,
+        pubsub: components.pubsub,
+        streams: protocolStreams(components),
+        trust,
+        peers,
+        privateKey,
+        db,
+        log: child('events')
+      })
+    },
     admission: {
       trust,
       peers,
@@ -231,23 +261,9 @@ async function assembleNode (init: NodeInit, lock: DataDirLock): Promise<BkgNode
 
   const revocation = late.revocation = revocationService({ recheckIntervalMs: config.admission.recheckIntervalMs })({ pubsub: host.services.pubsub, trust, peers, hangUp: async (peer) => { await host.hangUp(peer) }, log: child('revocation') })
   const pubsub = pubsubService()({ pubsub: host.services.pubsub, peers })
-  const models = modelService({ dir: paths.models })({
-    peerId: host.peerId,
-    streams: host,
-    connections: host,
-    contentRouting: host.contentRouting,
-    pubsub: host.services.pubsub,
-    trust,
-    peers,
-    log: child('models'),
-    penalize: (peer, reason) => {
-      peers.deny(peer, { code: 'bad_blocks', message: reason }, config.admission.rejectCooldownMs * 10)
-      host.hangUp(peer).catch((err: unknown) => log.debug({ err, peer: peer.toString() }, 'hanging up on a penalized peer failed'))
-    }
-  })
+  const models = host.services.models as ModelService
+  const events = host.services.eventLog as EventService
   const replication = replicationService({ dir: paths.models })({ host, peers, trust, models, privateKey, log: child('replication') })
-  const db = database({ dir: paths.database, templateDir: init.cacheDir ?? defaultCacheDir() })({ log: child('db') })
-  const events = eventService()({ peerId: host.peerId, pubsub: host.services.pubsub, streams: host, trust, peers, privateKey, db, log: child('events') })
   const rooms = roomHub()({ pubsub: host.services.pubsub, peers, namespaces: new Set(trust.own.namespaces), log: child('rooms') })
   const [adminToken, tokenSecret] = await Promise.all([loadOrCreateSecret(paths.apiToken), loadOrCreateSecret(paths.tokenSecret)])
   const storage = storageService({ dir: paths.storage, ...config.storage })({ db, secret: tokenSecret, log: child('storage') })
@@ -285,12 +301,12 @@ async function assembleNode (init: NodeInit, lock: DataDirLock): Promise<BkgNode
 
   // the lifecycle table: parts start in this order and stop in reverse
   const lifecycle: Named<unknown> = [
-    ['host', hostPart(host)],
+    // the database stops last: the event service, stopping with the host, still writes what it holds
     ['db', db],
+    // with its services: models and events
+    ['host', hostPart(host)],
     ['revocation', revocation],
     ['pubsub', pubsub],
-    ['models', models],
-    ['events', events],
     ['rooms', rooms],
     ['storage', storage],
     ...(init.extraServices ?? []).map(([name, create]) => [name, create({ host, peers, trust, events, models, storage, log: child(name) })] as const),

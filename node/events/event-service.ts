@@ -122,18 +122,23 @@ export class EventService extends EventEmitter<EventServiceEvents> {
   }
 
   async start (): Promise<void> {
+    await this.sync.start()
+  }
+
+  /** After gossipsub has started (libp2p starts a host's services side by side). */
+  async afterStart (): Promise<void> {
     const { pubsub } = this.components
     for (const namespace of this.namespaces) {
       pubsub.topicValidators.set(eventsTopic(namespace), async (source, message) => await this.validate(namespace, source, message))
       pubsub.subscribe(eventsTopic(namespace))
     }
     this.components.peers.on('admitted', this.onAdmitted)
-    await this.sync.start()
     // a node that stored events before opens its database now, so it can catch up on what it missed
     if (await this.components.db.exists()) void this.ready().catch((err: unknown) => this.components.log.error({ err }, 'could not open the event database'))
   }
 
-  async stop (): Promise<void> {
+  /** Before gossipsub stops. */
+  beforeStop (): void {
     this.stopped = true
     clearInterval(this.resync)
     this.components.peers.off('admitted', this.onAdmitted)
@@ -142,6 +147,9 @@ export class EventService extends EventEmitter<EventServiceEvents> {
       pubsub.unsubscribe(eventsTopic(namespace))
       pubsub.topicValidators.delete(eventsTopic(namespace))
     }
+  }
+
+  async stop (): Promise<void> {
     await this.sync.stop()
     await this.flushing
     await this.publishing

@@ -5,13 +5,13 @@ import type { NodeCertificate } from '../../ca/index.ts'
 import { MAX_SYNC_MESSAGE_BYTES, MAX_SYNC_PAGE, SignedEvent, SyncRequest, SyncResponse, type SyncHead } from '../../protocols/events.ts'
 import { EVENTS_SYNC_PROTOCOL } from '../../protocols/ids.ts'
 import type { AdmittedPeers } from '../admission/index.ts'
-import type { Host } from '../p2p/index.ts'
+import type { ProtocolStreams } from '../p2p/index.ts'
 import type { EventStore } from './event-store.ts'
 import { parseUntrustedJson } from '../../protocols/untrusted-json.ts'
 import { DEFAULT_SYNC_MAX_STREAMS, DEFAULT_SYNC_PAGE_SIZE, DEFAULT_SYNC_REQUEST_TIMEOUT_MS } from './constants.ts'
 
 /** the host's stream handling that `/bkg/events/sync` needs: serving the protocol and dialling it */
-export type EventSyncStreams = Pick<Host, 'handle' | 'unhandle' | 'dialProtocol'>
+export type EventSyncStreams = ProtocolStreams
 
 export interface EventSyncOptions {
   /** events asked for per range request (at most 1000, the wire format's limit) */

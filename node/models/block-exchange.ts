@@ -4,14 +4,14 @@ import type { Logger } from 'pino'
 import { decodeWantList, encodeBlockFrame, MAX_FRAME_BYTES } from '../../protocols/blocks.ts'
 import { BLOCKS_PROTOCOL, MANIFESTS_PROTOCOL } from '../../protocols/ids.ts'
 import { ManifestRequest, MAX_MANIFEST_MESSAGE_BYTES } from '../../protocols/manifests.ts'
-import type { Host } from '../p2p/index.ts'
+import type { ProtocolStreams } from '../p2p/index.ts'
 import { DEFAULT_EXCHANGE_STREAMS } from './constants.ts'
 import type { ModelStore } from './model-store.ts'
 import { parseUntrustedJson } from '../../protocols/untrusted-json.ts'
 
 export interface BlockExchangeDeps {
   /** serving /bkg/blocks and /bkg/manifests */
-  streams: Pick<Host, 'handle' | 'unhandle'>
+  streams: Pick<ProtocolStreams, 'handle' | 'unhandle'>
   store: ModelStore
   log: Pick<Logger, 'debug' | 'warn'>
 }

@@ -4,12 +4,12 @@ import type { CID } from 'multiformats/cid'
 import { decodeBlockFrame, encodeWantList, MAX_FRAME_BYTES, type BlockFrame } from '../../protocols/blocks.ts'
 import { BLOCKS_PROTOCOL } from '../../protocols/ids.ts'
 import { PackageError } from '../../protocols/model-package.ts'
-import type { Host } from '../p2p/index.ts'
+import type { Host, ProtocolStreams } from '../p2p/index.ts'
 
 /** finding providers: this node's PeerId (never its own provider) and the DHT */
 export type ProviderRouting = Pick<Host, 'peerId'> & { contentRouting: Pick<Host['contentRouting'], 'findProviders'> }
 /** opening a stream to a peer for a protocol */
-export type BlockDialer = Pick<Host, 'dialProtocol'>
+export type BlockDialer = Pick<ProtocolStreams, 'dialProtocol'>
 
 /**
  * Up to `max` providers of a CID from the DHT, other than this node and the ones in `skip`;

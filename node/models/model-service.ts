@@ -13,7 +13,7 @@ import type { Trust } from '../admission/index.ts'
 import { admissionVerdict, toValidatorResult, type AdmissionCheck, type GossipVerdict } from '../pubsub/index.ts'
 import { verifyEnvelope } from '../model-packages/index.ts'
 import type { EnvelopeOf } from './model-store.ts'
-import type { Host } from '../p2p/index.ts'
+import type { ConnectedPeers, HostComponents, ProtocolStreams } from '../p2p/index.ts'
 import { randomBytes } from 'node:crypto'
 import type { PeerId } from '@libp2p/interface'
 import { BlockExchange } from './block-exchange.ts'
@@ -39,11 +39,13 @@ export interface ModelServiceComponents {
   /** this node: never its own provider */
   peerId: PeerId
   /** serving /bkg/blocks and /bkg/manifests, and dialling peers for both */
-  streams: Pick<Host, 'handle' | 'unhandle' | 'dialProtocol'>
-  /** connected peers (asked first for an envelope), and 'peer:connect' (provider records wait for one) */
-  connections: Pick<Host, 'getPeers' | 'addEventListener' | 'removeEventListener'>
+  streams: ProtocolStreams
+  /** connected peers: asked first for an envelope, and none means provider records must wait */
+  connections: ConnectedPeers
+  /** 'peer:connect': provider records that had to wait go out */
+  events: HostComponents['events']
   /** provider records of held files in the DHT, and looking up providers */
-  contentRouting: Pick<Host['contentRouting'], 'provide' | 'findProviders'>
+  contentRouting: Pick<HostComponents['contentRouting'], 'provide' | 'findProviders'>
   /** the catalog topic: its validator, subscription and the manifests this node publishes */
   pubsub: Pick<GossipSub, 'topicValidators' | 'subscribe' | 'unsubscribe' | 'publish'>
   /** the operator CA and current CRL that every package and manifest is verified against */
@@ -242,7 +244,11 @@ export class ModelService extends EventEmitter<ModelServiceEvents> {
   async start (): Promise<void> {
     await this.store.start()
     await this.exchange.start()
-    this.deps.connections.addEventListener('peer:connect', this.onPeerConnect)
+  }
+
+  /** After gossipsub has started (libp2p starts a host's services side by side). */
+  afterStart (): void {
+    this.deps.events.addEventListener('peer:connect', this.onPeerConnect)
     const { pubsub } = this.deps
     pubsub.topicValidators.set(MODELS_TOPIC, (source, message) => toValidatorResult[this.validateAnnouncement(source, message)])
     pubsub.subscribe(MODELS_TOPIC)
@@ -252,11 +258,15 @@ export class ModelService extends EventEmitter<ModelServiceEvents> {
     })
   }
 
-  async stop (): Promise<void> {
-    this.deps.connections.removeEventListener('peer:connect', this.onPeerConnect)
+  /** Before gossipsub stops. */
+  beforeStop (): void {
+    this.deps.events.removeEventListener('peer:connect', this.onPeerConnect)
     const { pubsub } = this.deps
     pubsub.unsubscribe(MODELS_TOPIC)
     pubsub.topicValidators.delete(MODELS_TOPIC)
+  }
+
+  async stop (): Promise<void> {
     await this.exchange.stop()
     await this.store.stop()
   }

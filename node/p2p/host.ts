@@ -14,6 +14,7 @@ import { createLibp2p, type Libp2p } from 'libp2p'
 import { DHT_PROTOCOL, PROTOCOL_PREFIX } from '../../protocols/ids.ts'
 import { admittingEncrypter, type AdmissionDeps, admissionGater } from '../admission/index.ts'
 import type { NodeConfig } from '../config/index.ts'
+import type { HostComponents } from './host-components.ts'
 
 export interface HostServices {
   identify: unknown
@@ -35,6 +36,11 @@ export interface HostInit {
   admission: AdmissionDeps
   /** whether this node serves as a circuit relay (resolved from config and certificate roles) */
   relayServer: boolean
+  /**
+   * BKG's services that serve a libp2p protocol: built after the host's own (gossipsub among
+   * them), started and stopped by libp2p with the host, found in `host.services` by name
+   */
+  services?: Record<string, (components: HostComponents) => unknown>
 }
 
 /**
@@ -93,6 +99,12 @@ export async function createHost (init: HostInit): Promise<Host> {
     services.upnp = uPnPNAT()
   }
 
+  for (const [name, create] of Object.entries(init.services ?? {})) {
+    // libp2p adds each service to its components under its name: `events` would replace its event bus
+    if (name in services || LIBP2P_COMPONENT_NAMES.has(name)) throw new Error(`a host service cannot be named ${name}: libp2p has a service or component of that name`)
+    services[name] = create
+  }
+
   // A relay reservation (listening on /p2p-circuit) is for nodes that cannot be dialled directly.
   // The relay transport's relay discovery walks the DHT without pause until it has a reservation,
   // so it is switched on by configuration, never on a relay itself.
@@ -119,6 +131,13 @@ export async function createHost (init: HostInit): Promise<Host> {
   })
   return host as unknown as Host
 }
+
+/** libp2p's own components, which a service of the same name would replace (libp2p 3) */
+const LIBP2P_COMPONENT_NAMES = new Set([
+  'peerId', 'privateKey', 'nodeInfo', 'logger', 'events', 'addressManager', 'peerStore', 'upgrader', 'metrics', 'registrar',
+  'connectionManager', 'transportManager', 'connectionGater', 'contentRouting', 'peerRouting', 'datastore', 'connectionProtector',
+  'dns', 'randomWalk', 'connectionMonitor'
+])
 
 const EMPTY = new Uint8Array(0)
 

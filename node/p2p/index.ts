@@ -17,4 +17,5 @@
  */
 export { bootstrapper, Bootstrapper, type BootstrapperComponents, type BootstrapperHost, type BootstrapperInit } from './bootstrapper.ts'
 export { createHost, routingTableSize, type Host, type HostInit, type HostServices } from './host.ts'
+export { connectedPeers, protocolStreams, type ConnectedPeers, type HostComponents, type ProtocolStreams } from './host-components.ts'
 export { reachabilityOf, type Reachability, type ReachabilityReport } from './reachability.ts'

@@ -15,6 +15,7 @@ import { eventId, eventSigningBytes, formatHlc, SignedEvent, type UnsignedEvent 
 import { EVENTS_SYNC_PROTOCOL, eventsTopic } from '../../protocols/ids.ts'
 import { tempDir } from '../helpers/mesh.ts'
 import { certificate, FakeGossipsub, signedMessage } from '../pubsub/fake-gossipsub.ts'
+import { startAll, stopAll } from '../../lib/startable.ts'
 import { refusalOf } from '../helpers/refusal.ts'
 
 /**
@@ -110,7 +111,7 @@ describe('event service on fake components and a real database', () => {
   })
 
   afterEach(async () => {
-    await service?.stop()
+    if (service != null) await stopAll([['events', service]])
     service = undefined
   })
 
@@ -121,12 +122,12 @@ describe('event service on fake components and a real database', () => {
 
   it('start joins the certified namespaces\' topics and serves catch-up; stop leaves them', async () => {
     const { events } = build()
-    await events.start()
+    await startAll([['events', events]])
     expect([...gossip.subscribed].sort()).toEqual([eventsTopic('lab'), eventsTopic('ops')].sort())
     expect([...gossip.topicValidators.keys()].sort()).toEqual([eventsTopic('lab'), eventsTopic('ops')].sort())
     expect(streams.handled.has(EVENTS_SYNC_PROTOCOL)).toBe(true)
     expect(events.certifiedNamespaces).toEqual(new Set(['lab', 'ops']))
-    await events.stop()
+    await stopAll([['events', events]])
     service = undefined
     expect(gossip.subscribed.size).toBe(0)
     expect(gossip.topicValidators.size).toBe(0)
@@ -135,7 +136,7 @@ describe('event service on fake components and a real database', () => {
 
   it('publish refuses reader tokens, other namespaces\' tokens and namespaces this node is not certified for', async () => {
     const { events, stored } = build()
-    await events.start()
+    await startAll([['events', events]])
     const input = (namespace: string): Array<{ namespace: string, type: string, payload: { n: number } }> => [{ namespace, type: 'refused', payload: { n: 1 } }]
     expect(await refusalOf(events.publish(token('reader', 'lab'), input('lab')))).toEqual({ code: 'forbidden', status: 403 })
     expect(await refusalOf(events.publish(token('writer', 'ops'), input('lab')))).toEqual({ code: 'forbidden', status: 403 })
@@ -148,7 +149,7 @@ describe('event service on fake components and a real database', () => {
 
   it('publish signs, stores, emits `stored` and gossips the events on the namespace topic', async () => {
     const { events, stored } = build()
-    await events.start()
+    await startAll([['events', events]])
     const published = await events.publish(token('writer', 'lab'), [
       { namespace: 'lab', type: 'reading', payload: { t: 21.5 } },
       { namespace: 'lab', type: 'reading', payload: { t: 22 } }
@@ -179,7 +180,7 @@ describe('event service on fake components and a real database', () => {
 
   it('packs gossip into messages of at most gossipMessageBytes, and a failed gossip still stores', async () => {
     const { events } = build({ gossipMessageBytes: 600 })
-    await events.start()
+    await startAll([['events', events]])
     const inputs = [1, 2, 3].map((n) => ({ namespace: 'ops', type: 'packed', payload: { n } }))
     const published = await events.publish(token('writer', 'ops'), inputs)
     // one signed event is about 300 bytes of JSON: no two fit in 600
@@ -199,7 +200,7 @@ describe('event service on fake components and a real database', () => {
     peers.admit(alice, certificate(alice, { namespaces: ['ops'] }))
     peers.admit(bob, certificate(bob, { namespaces: ['lab'] }))
     const { events, stored } = build()
-    await events.start()
+    await startAll([['events', events]])
     const validate = gossip.topicValidators.get(eventsTopic('lab'))!
 
     const foreign = await signEvent(aliceKey, { namespace: 'lab', type: 'gossiped', payload: { from: 'alice' }, seq: 1, prevSeq: 0 })
@@ -220,7 +221,7 @@ describe('event service on fake components and a real database', () => {
 
   it('list pages with a cursor (event id or local id) and refuses unknown or malformed cursors', async () => {
     const { events } = build()
-    await events.start()
+    await startAll([['events', events]])
     const published = await events.publish(token('writer', 'lab'), [1, 2, 3, 4].map((n) => ({ namespace: 'lab', type: 'paged', payload: { n } })))
     const page = async (after?: string, limit = 2): Promise<unknown[]> =>
       (await events.list(token('reader', 'lab'), { namespace: 'lab', type: 'paged', after, limit })).map((event) => event.payload)

@@ -8,6 +8,7 @@ import { lpStream, streamPair } from '@libp2p/utils'
 import type { CID } from 'multiformats/cid'
 import pino from 'pino'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { startAll, stopAll } from '../../lib/startable.ts'
 import { packModel } from '../../node/model-packages/index.ts'
 import { modelService, type ModelService, type ModelServiceComponents, type ModelServiceInit } from '../../node/models/index.ts'
 import { decodeWantList, encodeBlockFrame, MAX_FRAME_BYTES } from '../../protocols/blocks.ts'
@@ -113,7 +114,8 @@ describe('model service on fake components', () => {
     const components: ModelServiceComponents = {
       peerId: host.peerId,
       streams: host as unknown as ModelServiceComponents['streams'],
-      connections: host as unknown as ModelServiceComponents['connections'],
+      connections: host,
+      events: host as unknown as ModelServiceComponents['events'],
       contentRouting: host.contentRouting as unknown as ModelServiceComponents['contentRouting'],
       pubsub: host.gossip.as(),
       trust: { caPem, crl: null },
@@ -123,7 +125,7 @@ describe('model service on fake components', () => {
     }
     const models = modelService({ dir: join(tmp.dir, `${name}-${++dirs}`), ...init })(components)
     services.push(models)
-    await models.start()
+    await startAll([['models', models]])
     return { host, models }
   }
 
@@ -158,7 +160,7 @@ describe('model service on fake components', () => {
   }, 60_000)
 
   afterEach(async () => {
-    await Promise.all(services.splice(0).map(async (service) => { await service.stop() }))
+    await stopAll(services.splice(0).map((service) => ['models', service] as const))
     penalties.length = 0
   })
 
@@ -295,7 +297,7 @@ describe('model service on fake components', () => {
     freshNet()
     const a = await node('a')
     expect([...a.host.handlers.keys()].sort()).toEqual(['/bkg/blocks/1.0.0', '/bkg/manifests/1.0.0'])
-    await a.models.stop()
+    await stopAll([['models', a.models]])
     services.splice(services.indexOf(a.models), 1)
     expect(a.host.handlers.size).toBe(0)
     expect(a.host.gossip.subscribed.has(MODELS_TOPIC)).toBe(false)
