@@ -81,8 +81,11 @@ export interface SandboxService {
   restore: (principal: Principal, id: string, snapshotId: string) => Promise<SandboxInfo>
   /** `count` new sandboxes from a snapshot (default: a new snapshot of `id` taken now) */
   fork: (principal: Principal, id: string, input: { snapshotId?: string, count?: number }) => Promise<SandboxInfo[]>
-  /** frees the guest; the sandbox and its snapshots stay (exec starts it again from its last snapshot) */
-  stop: (principal: Principal, id: string) => Promise<SandboxInfo>
+  /**
+   * snapshots the guest and frees it; the sandbox and its snapshots stay, and the next exec starts
+   * it again from that snapshot (named so, not `stop`, because the service's own `stop` ends it all)
+   */
+  stopSandbox: (principal: Principal, id: string) => Promise<SandboxInfo>
   remove: (principal: Principal, id: string) => Promise<void>
   list: (principal: Principal) => SandboxInfo[]
   get: (principal: Principal, id: string) => SandboxInfo
