@@ -1,0 +1,35 @@
+/**
+ * The MCP server (Model Context Protocol, the official SDK's v2 packages): the node's capabilities
+ * as tools for AI agents, each call made with the caller's token. Sandboxes (sandbox_run with
+ * progress and cancellation, sandbox_create/list/inspect/snapshot/restore/fork/stop/delete),
+ * peers_list, models_list/catalog/pull/pull_status, events_publish/query and
+ * storage_list/get/put/create_bucket; a tool is offered only when its service is given.
+ *
+ * Streamable HTTP at `/mcp` serves both protocol eras per request (2026-07-28 stateless,
+ * 2025-11-25 with `Mcp-Session-Id` sessions bound to their token), plus the seed's JSON-RPC
+ * aliases `POST /mcp/init`, `/mcp/list-tools`, `/mcp/execute`; stdio serves `bkg mcp`.
+ * Tool errors are `isError` results with `{"error":{"code","message"}}`, never protocol errors.
+ *
+ * This file is the folder's only entry point for other folders.
+ *
+ * @example
+ * import { mcpRoutes, serveMcpStdio } from '../mcp/index.ts'
+ *
+ * // HTTP, inside createApiServer (after the auth plugin): 401 without a token, before any MCP code
+ * await app.register(mcpRoutes, {
+ *   services: { sandboxes, peers, models, events, storage },
+ *   principalOf: (request) => request.principal,
+ *   adminCheck: tls?.adminCheck
+ * })
+ *
+ * // stdio (`bkg mcp --data DIR`): every call as the node admin; ends when stdin closes
+ * const handle = serveMcpStdio({ sandboxes }, adminPrincipal, { log: stderrLogger })
+ * process.once('SIGTERM', () => { void handle.close() })
+ *
+ * // in-process (tests, benchmarks): a fresh McpServer acting as `caller`
+ * const server = mcpServerFactory(services)({ principal, adminChecked: true })
+ */
+export { mcpRoutes, MODERN_PROTOCOL_VERSION, type McpRoutesOptions } from './http.ts'
+export { mcpServerFactory, mcpTools, type McpServerFactory, type McpServerOptions } from './server.ts'
+export type { McpCaller, McpServices } from './services.ts'
+export { serveMcpStdio, type McpStdioOptions, type StdioServerHandle } from './stdio.ts'
