@@ -87,6 +87,8 @@ export interface NodeRequest {
   method: string
   headers?: Record<string, string>
   body?: string | Readable
+  /** a successful (2xx) response's text as it arrives, instead of all of it at the end */
+  onText?: (text: string) => void
 }
 
 /** One HTTP(S) request with node:http(s), whose TLS options fetch() does not take. */
@@ -113,7 +115,12 @@ export async function requestNode (url: string, init: NodeRequest, tls: NodeTls 
     const request = (secure ? https : http).request(target, options, (response) => {
       let text = ''
       response.setEncoding('utf8')
-      response.on('data', (chunk: string) => { text += chunk })
+      const ok = (response.statusCode ?? 0) >= 200 && (response.statusCode ?? 0) < 300
+      const onText = ok ? init.onText : undefined
+      response.on('data', (chunk: string) => {
+        if (onText != null) onText(chunk)
+        else text += chunk
+      })
       response.on('end', () => resolve({ status: response.statusCode ?? 0, headers: response.headers, text }))
       response.on('error', reject)
     })
@@ -129,6 +136,36 @@ export async function callNode<T> (target: NodeTarget, method: string, path: str
     : {})
 }
 
+/**
+ * A JSON request whose answer is NDJSON (`Accept: application/x-ndjson`): `onLine` gets each
+ * line's value as it arrives. A refusal before the stream began is thrown as by callNode.
+ */
+export async function streamNode (target: NodeTarget, method: string, path: string, body: unknown, onLine: (value: unknown) => void): Promise<void> {
+  let pending = ''
+  let broken: Error | undefined
+  const onText = (text: string): void => {
+    pending += text
+    let newline: number
+    while (broken == null && (newline = pending.indexOf('\n')) >= 0) {
+      const line = pending.slice(0, newline)
+      pending = pending.slice(newline + 1)
+      try {
+        if (line.trim() !== '') onLine(JSON.parse(line))
+      } catch (err) {
+        // thrown here it would escape the response's event handler; it is thrown once the response ends
+        broken = err as Error
+      }
+    }
+  }
+  await send<unknown>(target, method, path, {
+    headers: { 'content-type': 'application/json', accept: 'application/x-ndjson' },
+    body: JSON.stringify(body),
+    onText
+  })
+  if (broken != null) throw new CliError(`the node's stream could not be read: ${broken.message}`)
+  if (pending.trim() !== '') onLine(JSON.parse(pending))
+}
+
 /** Streams a file as the request body (application/octet-stream), e.g. a model package. */
 export async function uploadToNode<T> (target: NodeTarget, method: string, path: string, file: string): Promise<T> {
   const { size } = await stat(file)
@@ -138,12 +175,13 @@ export async function uploadToNode<T> (target: NodeTarget, method: string, path:
   })
 }
 
-async function send<T> (target: NodeTarget, method: string, path: string, init: { headers?: Record<string, string>, body?: string | Readable }): Promise<T> {
+async function send<T> (target: NodeTarget, method: string, path: string, init: { headers?: Record<string, string>, body?: string | Readable, onText?: (text: string) => void }): Promise<T> {
   let response: { status: number, text: string }
   try {
     response = await requestNode(`${target.url}${path}`, {
       method,
       body: init.body,
+      onText: init.onText,
       headers: { authorization: `Bearer ${target.token}`, ...init.headers }
     }, target.tls)
   } catch (err) {

@@ -5,6 +5,7 @@ import { registerCrlCommands } from './commands/crl.ts'
 import { registerDevnetCommand } from './commands/devnet.ts'
 import { registerInitCommand } from './commands/init.ts'
 import { registerModelCommands } from './commands/model.ts'
+import { registerSandboxCommands } from './commands/sandbox.ts'
 import { registerStartCommand } from './commands/start.ts'
 import { registerStorageCommands } from './commands/storage.ts'
 import { registerTokenCommands } from './commands/token.ts'
@@ -28,6 +29,7 @@ registerTokenCommands(program)
 registerCrlCommands(program)
 registerModelCommands(program)
 registerStorageCommands(program)
+registerSandboxCommands(program)
 registerDevnetCommand(program)
 
 try {
