@@ -186,8 +186,6 @@ export const mcpRoutes: FastifyPluginAsync<McpRoutesOptions> = async (app, optio
   const onerror = (err: Error): void => { log.debug({ err }, 'MCP request failed') }
   const modern = createMcpHandler(fromContext, { legacy: 'reject', onerror })
   const modernNode = toNodeHandler(modern, { onerror })
-  // the aliases want one JSON answer: progress notifications have nowhere to go
-  const aliases = createMcpHandler(fromContext, { legacy: 'reject', responseMode: 'json', onerror })
   const sessions = new LegacySessions(factory, {
     idleMs: options.sessionIdleMs ?? DEFAULT_SESSION_IDLE_MS,
     max: options.maxSessions ?? DEFAULT_MAX_SESSIONS,
@@ -216,7 +214,7 @@ export const mcpRoutes: FastifyPluginAsync<McpRoutesOptions> = async (app, optio
     callers.set(request, { principal, adminChecked })
   })
   app.addHook('preClose', async () => {
-    await Promise.all([sessions.closeAll(), modern.close(), aliases.close()])
+    await Promise.all([sessions.closeAll(), modern.close()])
   })
 
   const callerOfRequest = (request: FastifyRequest): McpCaller => {
@@ -258,13 +256,20 @@ export const mcpRoutes: FastifyPluginAsync<McpRoutesOptions> = async (app, optio
       body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params: { ...params, _meta: ALIAS_ENVELOPE } }),
       signal
     })
-    const response = await aliases.fetch(request, { authInfo: authInfoOf(caller) })
+    const response = await modern.fetch(request, { authInfo: authInfoOf(caller) })
     const text = await response.text()
-    try {
-      return JSON.parse(text) as { result?: Record<string, unknown>, error?: { code: number, message: string } }
-    } catch {
-      return { error: { code: -32603, message: `the MCP handler answered ${response.status}` } }
+    // no progressToken is sent, so the answer is JSON; should a notification ever switch it to
+    // SSE, the response is the message with the request's id
+    const messages = (response.headers.get('content-type') ?? '').startsWith('text/event-stream')
+      ? text.split('\n').filter((line) => line.startsWith('data:')).map((line) => line.slice(5).trim())
+      : [text]
+    for (const message of messages) {
+      try {
+        const parsed = JSON.parse(message) as { id?: unknown, result?: Record<string, unknown>, error?: { code: number, message: string } }
+        if (parsed.id === 1 || parsed.id === null) return parsed
+      } catch {}
     }
+    return { error: { code: -32603, message: `the MCP handler answered ${response.status}` } }
   }
 
   function alias (path: string, toCall: (body: Record<string, unknown>) => { method: string, params: Record<string, unknown> } | string, shape: (result: Record<string, unknown>) => Record<string, unknown>): void {
