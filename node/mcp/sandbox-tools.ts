@@ -1,6 +1,6 @@
 import { z } from 'zod'
 import { NAMESPACE_PATTERN } from '../../ca/roles.ts'
-import type { ExecInput, ExecResult, SandboxService } from '../sandbox/types.ts'
+import { PolicyInput, type ExecInput, type ExecResult, type SandboxApi } from '../sandbox/index.ts'
 import { RunProgress } from './progress.ts'
 import { Base64, Content, decodeContent, defineTool, encodeContent, type ToolDefinition } from './tool-kit.ts'
 
@@ -11,12 +11,8 @@ const SandboxId = z.string().min(1).max(128).describe('the sandbox id (from sand
 const SnapshotId = z.string().min(1).max(128).describe('a snapshot id (from sandbox_snapshot or the sandbox\'s snapshots)')
 const TimeoutMs = z.number().int().min(1).max(24 * 3_600_000)
 
-const Policy = z.strictObject({
-  timeoutMs: TimeoutMs.optional().describe('wall time of one execution'),
-  memoryBytes: z.number().int().min(1).optional().describe('hard cap of the guest\'s memory'),
-  outputBytes: z.number().int().min(0).optional().describe('stdout + stderr + returned files of one execution'),
-  env: z.record(z.string().max(256), z.string().max(4096)).optional().describe('environment variables the guest sees')
-}).describe('limits of the sandbox (each field defaults to the node\'s policy and is capped by the node\'s ceiling)')
+// the REST routes' own schema: the same fields, limits and messages
+const Policy = PolicyInput.describe('limits (timeoutMs, memoryBytes, outputBytes, env): each absent field takes the node\'s default, and none may exceed the node\'s ceiling')
 
 const Files = z.record(z.string().min(1).max(1024), Content)
 
@@ -90,7 +86,7 @@ function execInput (args: z.infer<typeof RunInput>): ExecInput {
 }
 
 /** The sandbox tools: every call goes to the SandboxService with the caller's principal, which decides what the token may do. */
-export function sandboxTools (sandboxes: SandboxService): ToolDefinition[] {
+export function sandboxTools (sandboxes: SandboxApi): ToolDefinition[] {
   return [
     defineTool({
       name: 'sandbox_run',

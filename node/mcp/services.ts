@@ -2,8 +2,7 @@ import type { Principal } from '../auth/index.ts'
 import type { EventService } from '../events/index.ts'
 import type { ModelService } from '../models/index.ts'
 import type { PeerDirectory } from '../peers/index.ts'
-// node/sandbox has no index.ts yet: switch to '../sandbox/index.ts' once it exports SandboxService
-import type { SandboxService } from '../sandbox/types.ts'
+import type { SandboxApi } from '../sandbox/index.ts'
 import type { StorageService } from '../storage/index.ts'
 
 /**
@@ -12,7 +11,7 @@ import type { StorageService } from '../storage/index.ts'
  * `bkg mcp` may serve sandboxes alone, without a p2p host).
  */
 export interface McpServices {
-  sandboxes?: SandboxService
+  sandboxes?: SandboxApi
   peers?: Pick<PeerDirectory, 'list'>
   models?: Pick<ModelService, 'list' | 'catalogEntries' | 'startPull' | 'waitForJob'>
   events?: Pick<EventService, 'publish' | 'list'>
