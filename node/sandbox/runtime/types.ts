@@ -49,6 +49,13 @@ export interface RunResult {
   memoryBytes: number
   /** files created or changed by this run (within the output limit) */
   files: Record<string, Uint8Array>
+  /** created or changed files left out of `files` because they did not fit in the output limit */
+  filesOmitted?: string[]
+  /**
+   * persistent mode: the guest's worker had to be ended (terminated after a breach, or crashed),
+   * so the guest goes on from a clean state; restore a snapshot to continue from one
+   */
+  stateLost?: boolean
 }
 
 export interface OutputChunk {

@@ -1,0 +1,38 @@
+/**
+ * The sandbox runtime: untrusted code in WebAssembly guests inside worker threads. JavaScript
+ * runs in QuickJS (quickjs-emscripten) in a `WebAssembly.Memory` whose maximum is the memory
+ * cap; WASI preview1 modules run through @wasmer/wasi with an in-memory filesystem and their
+ * declared memory maximum rewritten to the cap. Python is not available yet (501).
+ * Quick runs take a warm worker and give it back reset (or replace it); persistent guests keep
+ * their state in a worker of their own and can be imaged and restored (and so forked: restore one
+ * image into several guests). Limits: the interrupt handler and, behind it, a terminated worker
+ * for time; the Memory maximum for memory; the output limit for stdout + stderr + files.
+ *
+ * @example
+ * import { sandboxRuntime } from './runtime/index.ts'
+ *
+ * const runtime = sandboxRuntime({ poolSize: { js: 2, wasm: 1 } })({ log })
+ * await runtime.start()
+ * const limits = { timeoutMs: 5000, memoryBytes: 64 * 1024 * 1024, outputBytes: 1024 * 1024 }
+ * const result = await runtime.runOnce('js', { code: 'console.log(1 + 1)', limits }, {
+ *   onOutput: ({ stream, data }) => { process.stdout.write(data) },
+ *   signal: AbortSignal.timeout(10_000)
+ * })
+ * // result: { exitCode: 0, stdout: '2\n', stderr: '', cpuMs, wallMs, memoryBytes, files: {} }
+ *
+ * const guest = await runtime.openPersistent('js', { memoryBytes: limits.memoryBytes })
+ * await guest.run({ code: 'var n = 41', limits })
+ * const image = await guest.image()               // between runs only
+ * await guest.run({ code: 'n++', limits })
+ * await guest.restore(image)                      // n is 41 again
+ * const fork = await runtime.openPersistent('js', { memoryBytes: limits.memoryBytes, image })
+ * await guest.close(); await fork.close()
+ * await runtime.stop()
+ */
+export { sandboxRuntime, WorkerSandboxRuntime, type SandboxRuntimeComponents, type SandboxRuntimeInit } from './sandbox-runtime.ts'
+export { capWasmMemory, type CappedMemory } from './memory-cap.ts'
+export * from './constants.ts'
+export type {
+  BreachReason, Language, OutputChunk, PersistentGuest, RunLimits, RunOptions, RunRequest, RunResult, RuntimeStats,
+  SandboxImage, SandboxRuntime
+} from './types.ts'

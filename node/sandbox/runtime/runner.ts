@@ -1,0 +1,32 @@
+import type { GuestIO } from './guest-io.ts'
+import type { WasmModule } from './webassembly.ts'
+import type { RunJob, RunOutcome, WorkerImage, WorkerMode } from './worker-protocol.ts'
+
+/** what a runner knows of its worker */
+export interface RunnerInit {
+  mode: WorkerMode
+  memoryBytes: number
+  quickjsModule?: WasmModule
+}
+
+export interface RunnerOutcome extends RunOutcome {
+  /** the worker must not serve again: its guest or the library under it may be in a broken state */
+  recycle: boolean
+}
+
+/**
+ * One language's guest inside a worker (one per worker). A language is one file that exports a
+ * `createRunner: CreateRunner` (js-runner.ts, wasi-runner.ts; python comes the same way) and one
+ * line in worker-main.ts. Refusals of a request throw BkgError; guest faults are outcomes; any
+ * other throw is a failure of the runtime, after which the worker is replaced.
+ */
+export interface GuestRunner {
+  run: (job: RunJob, io: GuestIO) => RunnerOutcome | Promise<RunnerOutcome>
+  /** quick mode, after a run: back to the state right after setup; false when it cannot be (replace the worker) */
+  reset: () => boolean
+  /** persistent mode, between runs */
+  image: () => WorkerImage
+  restore: (image: WorkerImage) => void
+}
+
+export type CreateRunner = (init: RunnerInit) => Promise<GuestRunner>
