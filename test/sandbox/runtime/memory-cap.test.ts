@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { capWasmMemory } from '../../../node/sandbox/runtime/index.ts'
+import { Wasm } from '../../../node/sandbox/runtime/webassembly.ts'
 import { assemble, disassemble } from './wat.ts'
 
 const PAGE = 65536
@@ -10,7 +11,7 @@ describe('capWasmMemory', () => {
     const source = await assemble(withMemory('(memory (export "memory") 2)'))
     const { bytes, memory } = capWasmMemory(source, 16 * PAGE)
     expect(memory).toEqual({ imported: false, minPages: 2, maxPages: 16 })
-    expect(WebAssembly.validate(bytes)).toBe(true)
+    expect(Wasm.validate(bytes)).toBe(true)
     expect(await disassemble(bytes)).toContain('(memory (;0;) 2 16)')
     expect(await disassemble(bytes)).toContain('(data (;0;) (i32.const 0) "x")')
   })
@@ -30,7 +31,7 @@ describe('capWasmMemory', () => {
 
   it('the capped memory cannot grow past the cap', async () => {
     const source = await assemble('(module (memory (export "memory") 1) (func (export "grow") (result i32) (memory.grow (i32.const 100))))')
-    const instance = new WebAssembly.Instance(new WebAssembly.Module(capWasmMemory(source, 4 * PAGE).bytes))
+    const instance = new Wasm.Instance(new Wasm.Module(capWasmMemory(source, 4 * PAGE).bytes))
     expect((instance.exports.grow as () => number)()).toBe(-1)
   })
 
