@@ -3,7 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { NodeStreamableHTTPServerTransport, toNodeHandler, toWebRequest } from '@modelcontextprotocol/node'
 import {
   CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, createMcpHandler, isInitializeRequest, isLegacyRequest,
-  PROTOCOL_VERSION_META_KEY, SERVER_INFO_META_KEY, type AuthInfo, type McpServer
+  PROTOCOL_VERSION_META_KEY, SERVER_INFO_META_KEY, SUPPORTED_PROTOCOL_VERSIONS, type AuthInfo, type McpServer
 } from '@modelcontextprotocol/server'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import type { Logger } from 'pino'
@@ -296,7 +296,8 @@ export const mcpRoutes: FastifyPluginAsync<McpRoutesOptions> = async (app, optio
   alias('/mcp/init', () => ({ method: 'server/discover', params: {} }), (result) => {
     const { _meta: meta, resultType: _resultType, ttlMs: _ttl, cacheScope: _scope, ...rest } = result
     const serverInfo = (meta as Record<string, unknown> | undefined)?.[SERVER_INFO_META_KEY]
-    return { protocolVersion: MODERN_PROTOCOL_VERSION, serverInfo, ...rest }
+    // /mcp serves the 2025-era revisions too (as sessions), which discover on a modern-only handler does not list
+    return { protocolVersion: MODERN_PROTOCOL_VERSION, serverInfo, ...rest, supportedVersions: [MODERN_PROTOCOL_VERSION, ...SUPPORTED_PROTOCOL_VERSIONS] }
   })
   alias('/mcp/list-tools', (body) => ({ method: 'tools/list', params: typeof body.cursor === 'string' ? { cursor: body.cursor } : {} }), ({ _meta: _m, resultType: _r, ttlMs: _t, cacheScope: _c, ...rest }) => rest)
   alias('/mcp/execute', (body) => {

@@ -24,6 +24,7 @@ describe('JSON-RPC aliases', () => {
     const plain = await post('/mcp/init', {})
     expect(plain.status).toBe(200)
     expect(plain.json).toMatchObject({ protocolVersion: '2026-07-28', serverInfo: { name: 'bkg', version: expect.any(String) }, capabilities: { tools: {} }, instructions: expect.stringContaining('sandbox_') })
+    expect(plain.json.supportedVersions).toEqual(expect.arrayContaining(['2026-07-28', '2025-11-25']))
     const rpc = await post('/mcp/init', { jsonrpc: '2.0', id: 'a1', method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'x', version: '1' } } })
     expect(rpc.json).toMatchObject({ jsonrpc: '2.0', id: 'a1', result: { protocolVersion: '2026-07-28', serverInfo: { name: 'bkg' } } })
     // without a body at all

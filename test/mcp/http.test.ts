@@ -9,6 +9,7 @@ import { Client as V1Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport as V1Transport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import { Client as V2Client, StreamableHTTPClientTransport as V2Transport } from '@modelcontextprotocol/client'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { BkgError } from '../../lib/bkg-error.ts'
 import { sleep, startApp, toolErrorOf, type TestApp } from './app.ts'
 
 interface Progress { progress: number, total?: number, message?: string }
@@ -297,6 +298,20 @@ describe('2025-era sessions', () => {
       await v1Client(capped.mcpUrl, capped.tokens.other)
     } finally {
       await capped.close()
+    }
+  })
+})
+
+describe('the admin check (--api-admin-mtls)', () => {
+  it('admin-only tools need it on top of the admin token, as admin routes do; other tools do not', async () => {
+    const checked = await startApp({ mcp: { adminCheck: () => { throw new BkgError('client_cert_required', 403, 'admin routes need the client certificate') } } })
+    try {
+      const admin = await v2Client(checked.mcpUrl, checked.tokens.admin)
+      expect(toolErrorOf(await admin.call('models_pull', { name: 'tiny' }))).toMatchObject({ code: 'client_cert_required' })
+      expect((await admin.call('sandbox_list', {})).structuredContent).toEqual({ sandboxes: [] })
+      await admin.close()
+    } finally {
+      await checked.close()
     }
   })
 })
