@@ -22,8 +22,11 @@
  *   adminCheck: tls?.adminCheck
  * })
  *
- * // stdio (`bkg mcp --data DIR`): every call as the node admin; ends when stdin closes
- * const handle = serveMcpStdio({ sandboxes }, adminPrincipal, { log: stderrLogger })
+ * // stdio (`bkg mcp --data DIR`): every call as the node admin; log to stderr (stdout is the protocol)
+ * const handle = serveMcpStdio({ sandboxes, peers, models, events, storage }, adminPrincipal, {
+ *   log: stderrLogger,
+ *   onEnd: () => { void node.stop() }        // the client closed stdin
+ * })
  * process.once('SIGTERM', () => { void handle.close() })
  *
  * // in-process (tests, benchmarks): a fresh McpServer acting as `caller`

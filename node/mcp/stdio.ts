@@ -9,6 +9,11 @@ export interface McpStdioOptions {
   log?: Pick<Logger, 'error' | 'warn'>
   /** another transport than this process's stdin/stdout (tests) */
   transport?: ServeStdioOptions['transport']
+  /**
+   * called once when the client goes away (stdin ends or closes): the command stops what keeps
+   * the process alive (a node's services), since the MCP side is done
+   */
+  onEnd?: () => void
 }
 
 export type { StdioServerHandle }
@@ -24,6 +29,16 @@ export type { StdioServerHandle }
 export function serveMcpStdio (services: McpServices, principal: Principal, options: McpStdioOptions = {}): StdioServerHandle {
   const factory = mcpServerFactory(services, options.log != null ? { log: options.log } : {})
   const caller = { principal, adminChecked: true }
+  if (options.onEnd != null && options.transport == null) {
+    let ended = false
+    const end = (): void => {
+      if (ended) return
+      ended = true
+      options.onEnd?.()
+    }
+    process.stdin.once('end', end)
+    process.stdin.once('close', end)
+  }
   return serveStdio(() => factory(caller), {
     ...(options.transport != null ? { transport: options.transport } : {}),
     onerror: (err) => {

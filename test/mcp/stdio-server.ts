@@ -7,6 +7,8 @@ import { fakeServices } from './fakes.ts'
 
 const services = fakeServices()
 services.sandboxes.events.on('aborted', (id, reason) => { process.stderr.write(`ABORTED ${id} ${String(reason)}\n`) })
-const handle = serveMcpStdio(services, { kind: 'node-admin', role: 'admin', namespace: '*', tokenId: 'node-admin', expiresAt: null })
+const handle = serveMcpStdio(services, { kind: 'node-admin', role: 'admin', namespace: '*', tokenId: 'node-admin', expiresAt: null }, {
+  onEnd: () => { process.stderr.write('END\n') }
+})
 process.once('SIGTERM', () => { void handle.close().then(() => process.exit(0)) })
 process.stderr.write(`READY ${process.pid}\n`)

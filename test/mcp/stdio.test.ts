@@ -3,6 +3,8 @@
  * test/mcp/stdio-server.ts) serving serveMcpStdio; tools, a call with progress, a cancelled run
  * that the server sees aborted, and tool errors.
  */
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
 import { fileURLToPath } from 'node:url'
 import { Client as V1Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { StdioClientTransport as V1Stdio } from '@modelcontextprotocol/sdk/client/stdio.js'
@@ -95,5 +97,18 @@ describe.each([
     } finally {
       await client.close()
     }
+  })
+})
+
+describe('bkg mcp lifecycle', () => {
+  it('ends when the client closes stdin, telling the command (onEnd)', async () => {
+    const child = spawn(process.execPath, [script], { stdio: ['pipe', 'pipe', 'pipe'] })
+    let stderr = ''
+    child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
+    expect(await waitFor(() => stderr.includes('READY'), 10_000)).toBe(true)
+    child.stdin.end()
+    const [code] = await once(child, 'exit') as [number | null]
+    expect(code).toBe(0)
+    expect(stderr).toContain('END')
   })
 })
