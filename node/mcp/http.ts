@@ -182,7 +182,9 @@ function asJsonRpc (body: unknown): JsonRpcRequestLike | null {
 export const mcpRoutes: FastifyPluginAsync<McpRoutesOptions> = async (app, options) => {
   const log = options.log ?? app.log
   const factory = mcpServerFactory(options.services, { log })
-  const fromContext = ({ authInfo }: { authInfo?: AuthInfo }): McpServer => factory(callerOf(authInfo))
+  // a modern tools/call names its tool in Mcp-Name, which the handler checks against the body
+  const fromContext = ({ authInfo, requestInfo }: { authInfo?: AuthInfo, requestInfo?: Request }): McpServer =>
+    factory(callerOf(authInfo), requestInfo?.headers.get('mcp-method') === 'tools/call' ? requestInfo.headers.get('mcp-name') ?? undefined : undefined)
   const onerror = (err: Error): void => { log.debug({ err }, 'MCP request failed') }
   const modern = createMcpHandler(fromContext, { legacy: 'reject', onerror })
   const modernNode = toNodeHandler(modern, { onerror })

@@ -42,7 +42,7 @@ const rows = []
 rows.push(await measure('direct SandboxService.run', async () => await t.services.sandboxes.run(principal, { code: 'print:hello', language: 'js' })))
 
 const factory = mcpServerFactory(t.services)
-const handler = createMcpHandler(() => factory({ principal, adminChecked: false }), { legacy: 'reject' })
+const handler = createMcpHandler(({ requestInfo }) => factory({ principal, adminChecked: false }, requestInfo?.headers.get('mcp-name') ?? undefined), { legacy: 'reject' })
 const envelope = { 'io.modelcontextprotocol/protocolVersion': '2026-07-28', 'io.modelcontextprotocol/clientInfo': { name: 'bench', version: '1' }, 'io.modelcontextprotocol/clientCapabilities': {} }
 const body = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'sandbox_run', arguments: { code: 'print:hello' }, _meta: envelope } })
 rows.push(await measure('in-process tools/call (modern, no socket)', async () => {
