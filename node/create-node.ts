@@ -23,6 +23,7 @@ import { peerDirectory } from './peers/index.ts'
 import { guardNamespaceTopics, pubsubService } from './pubsub/index.ts'
 import { replicationService } from './replication/index.ts'
 import { revocationService, type RevocationService } from './revocation/index.ts'
+import { sandboxRuntime, sandboxService } from './sandbox/index.ts'
 import { storageService, type StorageService } from './storage/index.ts'
 import { VERSION } from './version.ts'
 
@@ -267,6 +268,8 @@ async function assembleNode (init: NodeInit, lock: DataDirLock): Promise<BkgNode
   const rooms = roomHub()({ pubsub: host.services.pubsub, peers, namespaces: new Set(trust.own.namespaces), log: child('rooms') })
   const [adminToken, tokenSecret] = await Promise.all([loadOrCreateSecret(paths.apiToken), loadOrCreateSecret(paths.tokenSecret)])
   const storage = storageService({ dir: paths.storage, ...config.storage })({ db, secret: tokenSecret, log: child('storage') })
+  const runtime = sandboxRuntime({ poolSize: config.sandbox.pool, maxWorkers: config.sandbox.maxWorkers })({ log: child('sandbox-runtime') })
+  const sandboxes = sandboxService({ dir: paths.sandboxes })({ runtime, log: child('sandboxes') })
   // pg is loaded only for a node that syncs
   const centralSync = config.sync.url != null
     ? (await import('./central/index.ts')).centralSyncService({ url: config.sync.url, changes: config.sync.changes, nodeId: selfId, certificatePem: trust.own.pem })({ db, events, log: child('central-sync') })
@@ -289,7 +292,8 @@ async function assembleNode (init: NodeInit, lock: DataDirLock): Promise<BkgNode
     replication,
     events,
     rooms,
-    storage
+    storage,
+    sandboxes
   }
   const api = await createApiServer({
     log: child('api'),
@@ -309,6 +313,9 @@ async function assembleNode (init: NodeInit, lock: DataDirLock): Promise<BkgNode
     ['pubsub', pubsub],
     ['rooms', rooms],
     ['storage', storage],
+    // the warm pool fills in the background: a node answers before its first sandbox worker is up
+    ['sandbox-runtime', { start () {}, afterStart: () => { runtime.start().catch((err: unknown) => log.error({ err }, 'the sandbox runtime did not start')) }, stop: async () => { await runtime.stop() } }],
+    ['sandboxes', sandboxes],
     ...(init.extraServices ?? []).map(([name, create]) => [name, create({ host, peers, trust, events, models, storage, log: child(name) })] as const),
     ['central-sync', centralSync],
     ['psql', psql],

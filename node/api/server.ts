@@ -15,6 +15,8 @@ import type { PubsubService } from '../pubsub/index.ts'
 import type { ReplicationService } from '../replication/index.ts'
 import type { RevocationService } from '../revocation/index.ts'
 import type { StorageService } from '../storage/index.ts'
+import type { SandboxApi } from '../sandbox/index.ts'
+import { mcpRoutes } from '../mcp/index.ts'
 import { authPlugin, principalOf, requestToken, type ApiKeys } from './auth.ts'
 import { nodeRoutes, type NodeStatus } from './routes/node.ts'
 import { splitHostPort, type ApiTlsOptions } from './tls.ts'
@@ -32,6 +34,7 @@ import { replicationRoutes } from './routes/replication.ts'
 import { s3Routes, sendS3Error } from './s3/plugin.ts'
 import { storageRoutes } from './routes/storage.ts'
 import { tokenRoutes } from './routes/tokens.ts'
+import { sandboxRoutes } from './routes/sandboxes.ts'
 
 export interface ApiServerInit {
   log: Logger
@@ -54,6 +57,7 @@ export interface ApiServices {
   events: EventService
   rooms: RoomHub
   storage: StorageService
+  sandboxes: SandboxApi
 }
 
 export interface ApiServer {
@@ -171,6 +175,13 @@ export async function createApiServer (init: ApiServerInit): Promise<ApiServer> 
   await app.register(realtimeRoutes, { events: services.events, rooms: services.rooms, keys })
   await app.register(storageRoutes, { storage: services.storage })
   await app.register(s3Routes, { storage: services.storage, prefix: '/s3' })
+  await app.register(sandboxRoutes, { sandboxes: services.sandboxes })
+  await app.register(mcpRoutes, {
+    services: { sandboxes: services.sandboxes, peers: services.peers, models: services.models, events: services.events, storage: services.storage },
+    principalOf: (request) => request.principal,
+    adminCheck: init.tls?.adminCheck,
+    log: init.log
+  })
   await app.register(metricsRoutes, { metrics: services.metrics })
   app.get('/api/v1/openapi.json', { config: { access: 'public' }, schema: { hide: true } }, async () => app.swagger())
 

@@ -60,6 +60,15 @@ export const NodeConfig = z.object({
     durationLimitMs: z.number().int().min(0).default(0),
     dataLimitBytes: z.number().int().min(0).default(0)
   }).strict().prefault({}),
+  sandbox: z.object({
+    /** warm workers kept per language for quick runs (each QuickJS worker ~15 MiB) */
+    pool: z.object({
+      js: z.number().int().min(0).max(16).default(1),
+      wasm: z.number().int().min(0).max(16).default(1)
+    }).strict().prefault({}),
+    /** sandbox workers at most (warm, running, persistent); more runs are refused with 429 */
+    maxWorkers: z.number().int().min(1).max(256).default(32)
+  }).strict().prefault({}),
   storage: z.object({
     /** where object bytes go: plain files, a content-addressed blockstore, or an external S3-compatible service */
     backend: z.enum(['disk', 'blocks', 's3']).default('disk'),

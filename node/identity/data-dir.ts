@@ -36,6 +36,8 @@ export interface DataDirPaths {
   database: string
   /** object bytes (disk and blockstore backends), S3 upload spool */
   storage: string
+  /** the sandbox registry, snapshot manifests and their content-addressed pages */
+  sandboxes: string
 }
 
 export function defaultDataDir (): string {
@@ -61,7 +63,8 @@ export function dataDirPaths (dir: string): DataDirPaths {
     peerCache: join(root, 'peers.json'),
     models: join(root, 'models'),
     database: join(root, 'db'),
-    storage: join(root, 'storage')
+    storage: join(root, 'storage'),
+    sandboxes: join(root, 'sandboxes')
   }
 }
 

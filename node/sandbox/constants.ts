@@ -15,8 +15,8 @@ export const DEFAULT_OUTPUT_BYTES = 1 * MiB
 export const MAX_TIMEOUT_MS = 5 * 60_000
 export const MAX_MEMORY_BYTES = 512 * MiB
 export const MAX_OUTPUT_BYTES = 16 * MiB
-/** below this a guest cannot even start (QuickJS needs its 16 MiB initial memory) */
-export const MIN_MEMORY_BYTES = 16 * MiB
+/** below this a JavaScript guest cannot work (QuickJS starts with 16 MiB; the runtime's MIN_JS_MEMORY_BYTES) */
+export const MIN_MEMORY_BYTES = 20 * MiB
 
 /** per namespace: sandboxes that exist (quick and persistent) */
 export const DEFAULT_QUOTA_SANDBOXES = 32

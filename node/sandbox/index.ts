@@ -19,6 +19,7 @@
  * (await sandboxes.exec(principal, a.id, { code: 'console.log(++n)' })).stdout   // '42\n'
  */
 export { checkGuestPath } from './input.ts'
+export { sandboxRuntime, type SandboxRuntimeComponents, type SandboxRuntimeInit } from './runtime/index.ts'
 export { PolicyInput, resolvePolicy } from './policy.ts'
 export { sandboxService, SandboxService, type SandboxQuotas, type SandboxServiceComponents, type SandboxServiceInit } from './sandbox-service.ts'
 export type {
