@@ -31,7 +31,7 @@
  */
 export { sandboxRuntime, WorkerSandboxRuntime, type SandboxRuntimeComponents, type SandboxRuntimeInit } from './sandbox-runtime.ts'
 export { capWasmMemory, type CappedMemory } from './memory-cap.ts'
-export * from './constants.ts'
+export { DEFAULT_MEMORY_BYTES, DEFAULT_POOL_SIZE, MIN_JS_MEMORY_BYTES, MIN_WASM_MEMORY_BYTES } from './constants.ts'
 export type {
   BreachReason, Language, OutputChunk, PersistentGuest, RunLimits, RunOptions, RunRequest, RunResult, RuntimeStats,
   SandboxImage, SandboxRuntime
