@@ -269,7 +269,7 @@ async function assembleNode (init: NodeInit, lock: DataDirLock): Promise<BkgNode
   const [adminToken, tokenSecret] = await Promise.all([loadOrCreateSecret(paths.apiToken), loadOrCreateSecret(paths.tokenSecret)])
   const storage = storageService({ dir: paths.storage, ...config.storage })({ db, secret: tokenSecret, log: child('storage') })
   const runtime = sandboxRuntime({ poolSize: config.sandbox.pool, maxWorkers: config.sandbox.maxWorkers })({ log: child('sandbox-runtime') })
-  const sandboxes = sandboxService({ dir: paths.sandboxes })({ runtime, log: child('sandboxes') })
+  const sandboxes = sandboxService({ dir: paths.sandboxes, warmAtStart: config.sandbox.warmAtStart })({ runtime, log: child('sandboxes') })
   // pg is loaded only for a node that syncs
   const centralSync = config.sync.url != null
     ? (await import('./central/index.ts')).centralSyncService({ url: config.sync.url, changes: config.sync.changes, nodeId: selfId, certificatePem: trust.own.pem })({ db, events, log: child('central-sync') })
@@ -313,8 +313,8 @@ async function assembleNode (init: NodeInit, lock: DataDirLock): Promise<BkgNode
     ['pubsub', pubsub],
     ['rooms', rooms],
     ['storage', storage],
-    // the warm pool fills in the background: a node answers before its first sandbox worker is up
-    ['sandbox-runtime', { start () {}, afterStart: () => { runtime.start().catch((err: unknown) => log.error({ err }, 'the sandbox runtime did not start')) }, stop: async () => { await runtime.stop() } }],
+    // the sandbox service starts the runtime (its warm pool) at the first run, or at start with sandbox.warmAtStart
+    ['sandbox-runtime', { start () {}, stop: async () => { await runtime.stop() } }],
     ['sandboxes', sandboxes],
     ...(init.extraServices ?? []).map(([name, create]) => [name, create({ host, peers, trust, events, models, storage, log: child(name) })] as const),
     ['central-sync', centralSync],

@@ -67,7 +67,9 @@ export const NodeConfig = z.object({
       wasm: z.number().int().min(0).max(16).default(1)
     }).strict().prefault({}),
     /** sandbox workers at most (warm, running, persistent); more runs are refused with 429 */
-    maxWorkers: z.number().int().min(1).max(256).default(32)
+    maxWorkers: z.number().int().min(1).max(256).default(32),
+    /** fill the warm pool when the node starts; otherwise at the first run (an idle node carries no workers) */
+    warmAtStart: z.boolean().default(false)
   }).strict().prefault({}),
   storage: z.object({
     /** where object bytes go: plain files, a content-addressed blockstore, or an external S3-compatible service */

@@ -34,10 +34,15 @@ export interface SandboxServiceInit {
   quotas?: Partial<SandboxQuotas>
   maxSnapshots?: number
   shutdownSaveMs?: number
+  /**
+   * start the runtime (its warm pool) with the service; otherwise it starts at the first run, so
+   * a node that never runs code carries no sandbox workers
+   */
+  warmAtStart?: boolean
 }
 
 export interface SandboxServiceComponents {
-  runtime: Pick<SandboxRuntime, 'runOnce' | 'openPersistent'>
+  runtime: Pick<SandboxRuntime, 'runOnce' | 'openPersistent' | 'start'>
   log: Pick<Logger, 'debug' | 'info' | 'warn' | 'error'>
 }
 
@@ -74,6 +79,8 @@ export class SandboxService implements SandboxServiceApi, Startable {
   private readonly runs = new Map<string, number>()
   private readonly memoryInUse = new Map<string, number>()
   private metricsTimer: NodeJS.Timeout | undefined
+  private readonly warmAtStart: boolean
+  private runtimeStarted: Promise<void> | undefined
 
   constructor (init: SandboxServiceInit, components: SandboxServiceComponents) {
     this.dir = init.dir
@@ -85,6 +92,7 @@ export class SandboxService implements SandboxServiceApi, Startable {
     }
     this.maxSnapshots = init.maxSnapshots ?? DEFAULT_MAX_SNAPSHOTS
     this.shutdownSaveMs = init.shutdownSaveMs ?? DEFAULT_SHUTDOWN_SAVE_MS
+    this.warmAtStart = init.warmAtStart ?? false
     this.runtime = components.runtime
     this.log = components.log
     this.registry = new SandboxRegistry(join(init.dir, 'sandboxes.json'))
@@ -97,6 +105,16 @@ export class SandboxService implements SandboxServiceApi, Startable {
     // guests come back lazily, from their last snapshot, when they are next used
     for (const record of await this.registry.load()) this.records.set(record.id, record)
     if (this.records.size > 0) this.log.info({ sandboxes: this.records.size }, 'sandboxes loaded')
+    if (this.warmAtStart) await this.runtimeReady()
+  }
+
+  /** The runtime, started once (its warm pool filled) before the first run needs it. */
+  private async runtimeReady (): Promise<void> {
+    this.runtimeStarted ??= this.runtime.start().catch((err: unknown) => {
+      this.runtimeStarted = undefined
+      throw err
+    })
+    await this.runtimeStarted
   }
 
   /** Saves every idle persistent guest as a snapshot (within shutdownSaveMs), then ends all guests. */
@@ -118,7 +136,11 @@ export class SandboxService implements SandboxServiceApi, Startable {
     const namespace = this.namespaceFor(principal, input.namespace)
     this.requireWriter(principal)
     const policy = resolvePolicy(input.policy, this.limits)
-    return await this.withRunSlot(namespace, policy.memoryBytes, async () => await this.runtime.runOnce(input.language, this.runRequest(input.language, input, policy), options))
+    const request = this.runRequest(input.language, input, policy)
+    return await this.withRunSlot(namespace, policy.memoryBytes, async () => {
+      await this.runtimeReady()
+      return await this.runtime.runOnce(input.language, request, options)
+    })
   }
 
   async create (principal: Principal, input: { namespace?: string, language: Language, mode: SandboxMode, policy?: Partial<SandboxPolicy> }): Promise<SandboxInfo> {
@@ -137,7 +159,10 @@ export class SandboxService implements SandboxServiceApi, Startable {
     const record = this.find(principal, id, 'write')
     const request = this.runRequest(record.language, input, record.policy)
     if (record.mode === 'quick') {
-      const result = await this.withRunSlot(record.namespace, record.policy.memoryBytes, async () => await this.runtime.runOnce(record.language, request, options))
+      const result = await this.withRunSlot(record.namespace, record.policy.memoryBytes, async () => {
+        await this.runtimeReady()
+        return await this.runtime.runOnce(record.language, request, options)
+      })
       this.account(record, result)
       return result
     }
@@ -332,6 +357,7 @@ export class SandboxService implements SandboxServiceApi, Startable {
     }
     this.memoryInUse.set(record.namespace, inUse + record.policy.memoryBytes)
     try {
+      await this.runtimeReady()
       const from = image ?? (record.resumeFrom != null ? await this.snapshots.load(record.resumeFrom) : undefined)
       const guest = await this.runtime.openPersistent(record.language, { memoryBytes: record.policy.memoryBytes, image: from })
       const live: LiveGuest = { guest, running: false }

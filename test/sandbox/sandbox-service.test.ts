@@ -76,9 +76,14 @@ class ToyGuest implements PersistentGuest {
   }
 }
 
-class ToyRuntime implements Pick<SandboxRuntime, 'runOnce' | 'openPersistent'> {
+class ToyRuntime implements Pick<SandboxRuntime, 'runOnce' | 'openPersistent' | 'start'> {
   open = 0
   runs = 0
+  starts = 0
+
+  async start (): Promise<void> {
+    this.starts++
+  }
 
   async runOnce (_language: string, request: RunRequest): Promise<RunResult> {
     const guest = new ToyGuest(this)
@@ -127,12 +132,15 @@ describe('sandbox service', () => {
 
   it('a persistent sandbox keeps its state between execs; a quick one does not', async () => {
     const sandboxes = await open()
+    // no run yet, no runtime: a node that never runs code carries no sandbox workers
+    expect(runtime.starts).toBe(0)
     const box = await sandboxes.create(lab, { language: 'js', mode: 'persistent' })
     expect(box).toMatchObject({ namespace: 'lab', language: 'js', mode: 'persistent', state: 'stopped', policy: { timeoutMs: 10_000 } })
     await out(sandboxes, box.id, 'x=1')
     expect(await out(sandboxes, box.id, 'print x')).toBe('1\n')
     expect(sandboxes.get(lab, box.id)).toMatchObject({ state: 'idle', metrics: { executions: 2, cpuMs: 4 } })
 
+    expect(runtime.starts).toBe(1)
     const quick = await sandboxes.create(lab, { language: 'js', mode: 'quick' })
     await out(sandboxes, quick.id, 'x=1')
     expect(await out(sandboxes, quick.id, 'print x')).toBe('\n')

@@ -71,7 +71,11 @@ const ExecOut = z.object({
   cpuMs: z.number(),
   wallMs: z.number(),
   memoryBytes: z.number(),
-  files: z.record(z.string(), ContentOut)
+  files: z.record(z.string(), ContentOut),
+  /** changed files that did not fit in the output limit */
+  filesOmitted: z.array(z.string()).optional(),
+  /** a persistent guest's worker was ended: the sandbox resumes from its last snapshot */
+  stateLost: z.boolean().optional()
 })
 
 const IdParams = z.object({ id: SandboxId }).strict()
