@@ -13,6 +13,7 @@ import { measureEvents } from './events.ts'
 import { measureGossipLatency } from './gossip-latency.ts'
 import { measureIdleRss } from './idle-rss.ts'
 import { measureModelPull } from './model-pull.ts'
+import { measureSandboxes } from './sandboxes.ts'
 import { failedMetric, machineCpuMs, metric, metricsTable, progress, round, selfTreeCpuMs, type Metric } from './lib.ts'
 import { startBenchMesh, type BenchMesh } from './mesh.ts'
 import { measureStartToAdmitted } from './start-to-admitted.ts'
@@ -58,6 +59,7 @@ async function main (): Promise<void> {
     rss: [] as Metric[],
     models: [] as Metric[],
     events: [] as Metric[],
+    sandboxes: [] as Metric[],
     context: [] as Metric[]
   }
   try {
@@ -129,6 +131,8 @@ async function main (): Promise<void> {
     rows.models.push(...await measureModelPull(tmp.dir, PULL_MIB))
     // events, realtime and central sync on their own 2-node mesh, one in-process PGlite and a PostgreSQL server
     rows.events.push(...await measureEvents(tmp.dir))
+    // sandboxes: the runtime and service in this process, then one node for its RSS and the HTTP paths
+    rows.sandboxes.push(...await measureSandboxes(tmp.dir))
   } finally {
     progress('stopping nodes')
     await cleanup()
@@ -152,7 +156,7 @@ async function main (): Promise<void> {
     note: `of all ${cpus.length} cores during the run; bench+nodes used ${round((100 * ours) / capacity)} %; load avg before ${round(loadBefore[0], 2)}`,
     detail: { machineBusyPercent: round((100 * busy) / capacity), benchTreePercent: round((100 * ours) / capacity), loadavgBefore: loadBefore.map((l) => round(l, 2)) }
   }))
-  const metrics = [...rows.start, ...rows.dht, ...rows.gossip, ...rows.rss, ...rows.models, ...rows.events, ...rows.context]
+  const metrics = [...rows.start, ...rows.dht, ...rows.gossip, ...rows.rss, ...rows.models, ...rows.events, ...rows.sandboxes, ...rows.context]
   const report = {
     timestamp,
     durationMs: round(durationMs),
