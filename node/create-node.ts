@@ -1,35 +1,31 @@
-import { readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import type { Logger } from 'pino'
 import { readBootstrapList } from '../bootstrap/list.ts'
-import { writeFileAtomic } from '../lib/fs.ts'
-import { startAll, stopAll, type Named, type Startable } from '../lib/startable.ts'
+import type { Named } from '../lib/startable.ts'
 import { AdmittedPeers, Trust } from './admission/index.ts'
-import { createApiServer, type ApiServer, type ApiServices } from './api/server.ts'
+import { createApiServer, type ApiServices } from './api/server.ts'
 import { decideApiTransport, loadApiTlsOptions, requireAdminClientCertificate } from './api/tls.ts'
-import type { CentralSyncService } from './central/index.ts'
 import { defaultCacheDir, type NodeConfig } from './config/index.ts'
-import { database, PsqlAccess, type Database } from './db/index.ts'
+import { database, PsqlAccess } from './db/index.ts'
 import { eventService, roomHub, type EventService } from './events/index.ts'
-import { DataDirLock } from './identity/index.ts'
-import { dataDirPaths, loadLibp2pKey, loadOrCreateSecret, type DataDirPaths } from './identity/index.ts'
-import { describeListenFailure, NodeIdentityError } from './listen-errors.ts'
+import { dataDirPaths, DataDirLock, loadLibp2pKey, loadOrCreateSecret } from './identity/index.ts'
+import { NodeIdentityError } from './listen-errors.ts'
 import { NodeMetrics, topicFamily } from './metrics/index.ts'
 import { modelService, type ModelService } from './models/index.ts'
-import { bootstrapper as bootstrapperService, connectedPeers, createHost, protocolStreams, reachabilityOf, routingTableSize, type Host, type ReachabilityReport } from './p2p/index.ts'
+import { BkgNode } from './bkg-node.ts'
+import { apiPart, hostPart } from './node-parts.ts'
+import { bootstrapper as bootstrapperService, connectedPeers, createHost, protocolStreams, routingTableSize, type Host } from './p2p/index.ts'
 import { peerDirectory } from './peers/index.ts'
 import { guardNamespaceTopics, pubsubService } from './pubsub/index.ts'
 import { replicationService } from './replication/index.ts'
 import { revocationService, type RevocationService } from './revocation/index.ts'
 import { sandboxRuntime, sandboxService } from './sandbox/index.ts'
 import { storageService, type StorageService } from './storage/index.ts'
-import { VERSION } from './version.ts'
 
+export { BkgNode, type NodeInfo, type NodeParts } from './bkg-node.ts'
 export { AddressInUseError, ListenError, NodeIdentityError } from './listen-errors.ts'
-
-type CentralStatus = ReturnType<CentralSyncService['status']>
 
 export interface NodeInit {
   dataDir: string
@@ -53,122 +49,6 @@ export interface NodeComponents {
   models: ModelService
   storage: StorageService
   log: Logger
-}
-
-export interface NodeInfo {
-  peerId: string
-  name: string
-  addrs: string[]
-  cert: { roles: string[], namespaces: string[], notAfter: string, serial: string }
-  reachability: ReachabilityReport['reachability']
-  addresses: ReachabilityReport['addresses']
-  dht: { routingTableSize: number }
-  version: string
-}
-
-/** The parts of a node other code reaches: its services by name, and what it is built on. */
-export interface NodeParts {
-  paths: DataDirPaths
-  config: NodeConfig
-  log: Logger
-  trust: Trust
-  host: Host
-  db: Database
-  services: ApiServices
-  centralSync: CentralSyncService | null
-  psql: PsqlAccess | null
-  /** every part in start order, as `startAll` takes it (stop runs in reverse) */
-  lifecycle: Named<unknown>
-  lock: DataDirLock
-}
-
-/**
- * One BKG node, built by createNode: it starts its parts in the order of its lifecycle table and
- * stops them in reverse (every part, even when one fails), and tells its own status.
- */
-export class BkgNode {
-  readonly paths: DataDirPaths
-  readonly config: NodeConfig
-  readonly log: Logger
-  readonly trust: Trust
-  readonly host: Host
-  readonly services: ApiServices
-  private readonly db: Database
-  private readonly centralSync: CentralSyncService | null
-  private readonly psql: PsqlAccess | null
-  private readonly lifecycle: Named<unknown>
-  private readonly lock: DataDirLock
-  private started: Named<Startable> = []
-  /** set by the api part when it listens */
-  apiUrl?: string
-
-  constructor (parts: NodeParts) {
-    this.paths = parts.paths
-    this.config = parts.config
-    this.log = parts.log
-    this.trust = parts.trust
-    this.host = parts.host
-    this.db = parts.db
-    this.services = parts.services
-    this.centralSync = parts.centralSync
-    this.psql = parts.psql
-    this.lifecycle = parts.lifecycle
-    this.lock = parts.lock
-  }
-
-  get peerId (): string {
-    return this.host.peerId.toString()
-  }
-
-  get name (): string {
-    return this.config.name ?? this.trust.own.name
-  }
-
-  /** URL of the running HTTP API */
-  get url (): string {
-    if (this.apiUrl == null) throw new Error('the node is not started')
-    return this.apiUrl
-  }
-
-  async start (): Promise<void> {
-    try {
-      this.started = await startAll(this.lifecycle)
-    } catch (err) {
-      // startAll stopped what had started: a node that did not come up holds nothing
-      await this.lock.release()
-      throw err
-    }
-    this.log.info({ peerId: this.peerId, api: this.apiUrl, addrs: this.host.getMultiaddrs().map(String) }, 'node started')
-  }
-
-  async stop (): Promise<void> {
-    const failures = await stopAll(this.started)
-    for (const failure of failures) this.log.error({ err: failure.cause, service: failure.service }, failure.message)
-    this.started = []
-    await this.lock.release()
-    this.log.info('node stopped')
-  }
-
-  /** What the embedded database is doing: open or not, central sync, change stream, psql. */
-  databaseStatus (): { open: boolean, sync: CentralStatus['sync'] | null, changes: CentralStatus['changes'], psql: string | null } {
-    const central = this.centralSync?.status()
-    return { open: this.db.isOpen, sync: central?.sync ?? null, changes: central?.changes ?? null, psql: this.psql?.endpoint?.command ?? null }
-  }
-
-  info (): NodeInfo {
-    const own = this.trust.own
-    const reach = reachabilityOf(this.host)
-    return {
-      peerId: this.peerId,
-      name: this.name,
-      addrs: this.host.getMultiaddrs().map(String),
-      cert: { roles: own.roles, namespaces: own.namespaces, notAfter: own.notAfter.toISOString(), serial: own.serial },
-      reachability: reach.reachability,
-      addresses: reach.addresses,
-      dht: { routingTableSize: routingTableSize(this.host) },
-      version: VERSION
-    }
-  }
 }
 
 /**
@@ -327,49 +207,4 @@ async function assembleNode (init: NodeInit, lock: DataDirLock): Promise<BkgNode
   ]
   const node: BkgNode = new BkgNode({ paths, config, log, trust, host, db, services, centralSync, psql, lifecycle, lock })
   return node
-}
-
-/** The libp2p host, with listen failures told as one line. */
-function hostPart (host: Host): Startable {
-  return {
-    start: async () => {
-      try {
-        await host.start()
-      } catch (err) {
-        throw describeListenFailure(err, '--listen')
-      }
-    },
-    stop: async () => { await host.stop() }
-  }
-}
-
-/** The HTTP API: listens, then writes the data dir's api.json, which only this node removes again. */
-function apiPart (api: ApiServer, init: { paths: DataDirPaths, config: NodeConfig, peerId: string, onListening: (url: string) => void }): Startable {
-  let url: string | undefined
-  return {
-    start: async () => {
-      try {
-        url = await api.listen(init.config.api)
-      } catch (err) {
-        throw describeListenFailure(err, '--api', init.config.api)
-      }
-      init.onListening(url)
-      // the CLI finds the node by this file (and pins its TLS certificate to the PeerId)
-      await writeFileAtomic(init.paths.apiAddress, JSON.stringify({ url, pid: process.pid, peerId: init.peerId }) + '\n')
-    },
-    stop: async () => {
-      if (url != null && await writtenByThisProcess(init.paths.apiAddress)) await rm(init.paths.apiAddress, { force: true })
-      await api.close()
-    }
-  }
-}
-
-/** Only the address this node wrote: never a file another process put there. */
-async function writtenByThisProcess (path: string): Promise<boolean> {
-  try {
-    return (JSON.parse(await readFile(path, 'utf8')) as { pid?: number }).pid === process.pid
-  } catch {
-    // no file, or not ours to read: nothing of this node's to remove
-    return false
-  }
 }
