@@ -4,6 +4,7 @@ import { registerCaCommands } from './commands/ca.ts'
 import { registerCrlCommands } from './commands/crl.ts'
 import { registerDevnetCommand } from './commands/devnet.ts'
 import { registerInitCommand } from './commands/init.ts'
+import { registerMcpCommand } from './commands/mcp.ts'
 import { registerModelCommands } from './commands/model.ts'
 import { registerSandboxCommands } from './commands/sandbox.ts'
 import { registerStartCommand } from './commands/start.ts'
@@ -30,6 +31,7 @@ registerCrlCommands(program)
 registerModelCommands(program)
 registerStorageCommands(program)
 registerSandboxCommands(program)
+registerMcpCommand(program)
 registerDevnetCommand(program)
 
 try {
