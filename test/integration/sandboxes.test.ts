@@ -1,6 +1,9 @@
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { Client as ModernClient, StreamableHTTPClientTransport as ModernTransport } from '@modelcontextprotocol/client'
+import { Client as LegacyClient } from '@modelcontextprotocol/sdk/client/index.js'
+import { StreamableHTTPClientTransport as LegacyTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import WebSocket from 'ws'
 import { runBkg } from '../helpers/cli.ts'
 import { createToken } from '../helpers/events.ts'
@@ -185,6 +188,48 @@ describe('sandboxes on a node', () => {
     expect(exit.exitCode).toBe(0)
     expect(frames.filter((frame) => frame.type === 'stdout').map((frame) => frame.data).join('')).toBe('ready\ngot ping\n')
   })
+
+  it('MCP on the node with both official clients: tools, a run with progress, a cancelled run', async () => {
+    const headers = { Authorization: `Bearer ${lab}` }
+    const legacy = new LegacyClient({ name: 'v1', version: '1' })
+    const legacyTransport = new LegacyTransport(new URL(`${node.url}/mcp`), { requestInit: { headers } })
+    await legacy.connect(legacyTransport)
+    const modern = new ModernClient({ name: 'v2', version: '1' }, { versionNegotiation: { mode: 'auto' } })
+    await modern.connect(new ModernTransport(new URL(`${node.url}/mcp`), { requestInit: { headers } }))
+    try {
+      expect(legacyTransport.sessionId).toBeTruthy()
+      expect(modern.getNegotiatedProtocolVersion()).toBe('2026-07-28')
+      for (const tools of [await legacy.listTools(), await modern.listTools()]) {
+        const run = tools.tools.find((tool) => tool.name === 'sandbox_run')!
+        expect(Object.keys(run.inputSchema.properties ?? {})).toEqual(expect.arrayContaining(['code', 'language', 'timeoutMs']))
+      }
+      const code = 'for (let i = 0; i < 3; i++) { console.log("tick " + i); const end = Date.now() + 400; while (Date.now() < end) {} }'
+      const progress: unknown[] = []
+      const legacyResult = await legacy.callTool({ name: 'sandbox_run', arguments: { code } }, undefined, { onprogress: (p) => progress.push(p) }) as { structuredContent?: { stdout: string } }
+      expect(legacyResult.structuredContent?.stdout).toBe('tick 0\ntick 1\ntick 2\n')
+      expect(progress.length).toBeGreaterThan(0)
+      const modernResult = await modern.callTool({ name: 'sandbox_run', arguments: { code: 'console.log(6 * 7)' } }) as { structuredContent?: { stdout: string } }
+      expect(modernResult.structuredContent?.stdout).toBe('42\n')
+
+      for (const call of [
+        async (signal: AbortSignal) => await legacy.callTool({ name: 'sandbox_run', arguments: { code: 'while (true) {}' } }, undefined, { signal }),
+        async (signal: AbortSignal) => await modern.callTool({ name: 'sandbox_run', arguments: { code: 'while (true) {}' } }, { signal })
+      ]) {
+        const controller = new AbortController()
+        const started = Date.now()
+        setTimeout(() => controller.abort(new Error('stop')), 300)
+        await expect(call(controller.signal)).rejects.toThrow()
+        expect(Date.now() - started).toBeLessThan(5000)
+        // the run was cancelled on the node, not left to its 10 s timeout: a namespace's 4 run slots are free again
+        const after = await Promise.all([1, 2, 3, 4].map(async () => (await run({ code: 'console.log(1)' }, lab)).body.stdout))
+        expect(after).toEqual(['1\n', '1\n', '1\n', '1\n'])
+      }
+    } finally {
+      await legacyTransport.terminateSession().catch(() => {})
+      await legacy.close()
+      await modern.close()
+    }
+  }, 60_000)
 
   it('bkg sandbox run streams output and exits with the code\'s status', async () => {
     const ok = await runBkg(['sandbox', 'run', '-e', 'console.log("from the cli"); process.exit(4)', '--data', node.paths.dir], node.paths.dir)
