@@ -8,8 +8,11 @@ export const MiB = 1024 * 1024
 /** a WebAssembly page */
 export const WASM_PAGE_BYTES = 65536
 
-/** warm workers kept per language for quick runs (python has no runner yet) */
-export const DEFAULT_POOL_SIZE: Readonly<Record<'js' | 'wasm', number>> = { js: 2, wasm: 1 }
+/**
+ * warm workers kept per language for quick runs. Python: none until the first Python run (a warm
+ * pyodide costs 100-160 MiB of RSS), then one (python-runner.ts; every run replaces its worker)
+ */
+export const DEFAULT_POOL_SIZE: Readonly<Record<'js' | 'wasm' | 'python', number>> = { js: 2, wasm: 1, python: 0 }
 /** the memory cap the warm JS pool is built for; quick runs with another cap get workers of their own */
 export const DEFAULT_MEMORY_BYTES = 64 * MiB
 /** workers at most, warm, running and persistent together; beyond it runs are refused with 429 */
@@ -31,6 +34,21 @@ export const DEFAULT_CANCEL_GRACE_MS = 20
  * as the minimum), so a JS guest cannot be capped below that; 4 MiB more leave it room to work.
  */
 export const MIN_JS_MEMORY_BYTES = 20 * MiB
+/**
+ * pyodide's module declares 480 pages (30 MiB) as its initial memory, and the start snapshot
+ * (the interpreter with its common modules imported) is about as large; 10 MiB more leave a
+ * guest room to work.
+ */
+export const MIN_PYTHON_MEMORY_BYTES = 40 * MiB
+/**
+ * How long after its deadline a Python guest's worker is terminated. The interrupt buffer
+ * raises KeyboardInterrupt within 4-36 ms in a busy loop; `time.sleep` is not interrupted.
+ */
+export const PYTHON_TIMEOUT_GRACE_MS = 250
+/** bumped when what goes into Python's start snapshot changes (python-runner.ts WARM_UP): older snapshots are not used */
+export const PYTHON_SNAPSHOT_REVISION = 1
+/** the script name of a Python guest (`sys.argv[0]`, tracebacks) */
+export const PYTHON_SCRIPT_NAME = '/main.py'
 /** the smallest cap a WASI guest may have (one page) */
 export const MIN_WASM_MEMORY_BYTES = WASM_PAGE_BYTES
 /**

@@ -1,11 +1,11 @@
 import { Worker } from 'node:worker_threads'
 import { BkgError } from '../../../lib/bkg-error.ts'
-import { WORKER_MAX_OLD_GENERATION_MB } from './constants.ts'
+import { PYTHON_TIMEOUT_GRACE_MS, WORKER_MAX_OLD_GENERATION_MB } from './constants.ts'
 import { createLiveStdinBuffer, LiveStdinWriter } from './live-stdin.ts'
 import { CONTROL_STOP, STOP_CANCEL, STOP_NONE, STREAM_STDERR } from './worker-protocol.ts'
 import type { WasmModule } from './webassembly.ts'
 import type { Language, RunOptions, RunRequest, RunResult } from './types.ts'
-import type { FromWorker, RunJob, RunOutcome, WorkerError, WorkerImage, WorkerInit, WorkerMode } from './worker-protocol.ts'
+import type { FromWorker, PythonAssets, RunJob, RunOutcome, WorkerError, WorkerImage, WorkerInit, WorkerMode } from './worker-protocol.ts'
 
 const WORKER_URL = new URL('./worker-main.ts', import.meta.url)
 
@@ -14,6 +14,7 @@ export interface GuestWorkerSpec {
   mode: WorkerMode
   memoryBytes: number
   quickjsModule?: WasmModule
+  python?: PythonAssets
 }
 
 export interface GuestWorkerTiming {
@@ -61,7 +62,7 @@ export class GuestWorker {
     this.memoryBytes = spec.memoryBytes
     const control = new SharedArrayBuffer(4)
     this.control = new Int32Array(control)
-    const workerData: WorkerInit = { language: spec.language, mode: spec.mode, memoryBytes: spec.memoryBytes, quickjsModule: spec.quickjsModule, control }
+    const workerData: WorkerInit = { language: spec.language, mode: spec.mode, memoryBytes: spec.memoryBytes, quickjsModule: spec.quickjsModule, python: spec.python, control }
     this.worker = new Worker(WORKER_URL, {
       workerData,
       // the V8 heap holds only host-side glue; guest memory is WebAssembly memory, capped by its maximum
@@ -148,7 +149,9 @@ export class GuestWorker {
     }
     if (options.signal?.aborted === true) onAbort()
     else options.signal?.addEventListener('abort', onAbort, { once: true })
-    const deadlineGrace = this.language === 'js' ? timing.timeoutGraceMs : 0
+    const deadlineGrace = this.language === 'js'
+      ? timing.timeoutGraceMs
+      : this.language === 'python' ? Math.max(timing.timeoutGraceMs, PYTHON_TIMEOUT_GRACE_MS) : 0
     timers.push(setTimeout(() => { kill('timeout') }, request.limits.timeoutMs + deadlineGrace))
 
     try {

@@ -2,7 +2,10 @@
  * The sandbox runtime: untrusted code in WebAssembly guests inside worker threads. JavaScript
  * runs in QuickJS (quickjs-emscripten) in a `WebAssembly.Memory` whose maximum is the memory
  * cap; WASI preview1 modules run through @wasmer/wasi with an in-memory filesystem and their
- * declared memory maximum rewritten to the cap. Python is not available yet (501).
+ * declared memory maximum rewritten to the cap. Python runs in pyodide (CPython in wasm) with its
+ * wasm memory capped the same way, loaded from a start snapshot (made once per pyodide version in
+ * `cacheDir`), its JavaScript bridges (`js`, `pyodide_js`, pyodide.ffi, ctypes) and Emscripten's
+ * host imports (system(), sockets, dlopen) removed; a quick Python run's worker is always replaced.
  * Quick runs take a warm worker and give it back reset (or replace it); persistent guests keep
  * their state in a worker of their own and can be imaged and restored (and so forked: restore one
  * image into several guests). Limits: the interrupt handler and, behind it, a terminated worker
@@ -31,7 +34,7 @@
  */
 export { sandboxRuntime, WorkerSandboxRuntime, type SandboxRuntimeComponents, type SandboxRuntimeInit } from './sandbox-runtime.ts'
 export { capWasmMemory, type CappedMemory } from './memory-cap.ts'
-export { DEFAULT_MEMORY_BYTES, DEFAULT_POOL_SIZE, MIN_JS_MEMORY_BYTES, MIN_WASM_MEMORY_BYTES } from './constants.ts'
+export { DEFAULT_MEMORY_BYTES, DEFAULT_POOL_SIZE, MIN_JS_MEMORY_BYTES, MIN_PYTHON_MEMORY_BYTES, MIN_WASM_MEMORY_BYTES } from './constants.ts'
 export type {
   BreachReason, Language, OutputChunk, PersistentGuest, RunLimits, RunOptions, RunRequest, RunResult, RuntimeStats,
   SandboxImage, SandboxRuntime

@@ -2,21 +2,25 @@ import type { Logger } from 'pino'
 import { BkgError } from '../../../lib/bkg-error.ts'
 import {
   DEFAULT_CANCEL_GRACE_MS, DEFAULT_MAX_IDLE_OTHER_CAPS, DEFAULT_MAX_WORKERS, DEFAULT_MEMORY_BYTES, DEFAULT_POOL_SIZE,
-  DEFAULT_TIMEOUT_GRACE_MS, MIN_JS_MEMORY_BYTES, MIN_WASM_MEMORY_BYTES, WASM_PAGE_BYTES
+  DEFAULT_TIMEOUT_GRACE_MS, MIN_JS_MEMORY_BYTES, MIN_PYTHON_MEMORY_BYTES, MIN_WASM_MEMORY_BYTES, WASM_PAGE_BYTES
 } from './constants.ts'
 import { GuestWorker } from './guest-worker.ts'
 import type { GuestWorkerTiming } from './guest-worker.ts'
 import { WorkerPersistentGuest } from './persistent-guest.ts'
 import { compileQuickJs } from './quickjs-wasm.ts'
 import { WarmPool } from './warm-pool.ts'
+import { cappedPyodideDir, defaultPythonCacheDir, pythonSnapshotPath } from './python-assets.ts'
 import type { Language, PersistentGuest, RunOptions, RunRequest, RunResult, RuntimeStats, SandboxImage, SandboxRuntime } from './types.ts'
-import type { WorkerMode } from './worker-protocol.ts'
+import type { PythonAssets, WorkerMode } from './worker-protocol.ts'
 import type { WasmModule } from './webassembly.ts'
 
-type RunnableLanguage = 'js' | 'wasm'
+type RunnableLanguage = Language
 
 export interface SandboxRuntimeInit {
-  /** warm quick-mode workers per language (defaults: js 2, wasm 1) */
+  /**
+   * warm quick-mode workers per language (defaults: js 2, wasm 1, python 0; python keeps one warm
+   * once it has been used: a warm pyodide costs 100-160 MiB of RSS)
+   */
   poolSize?: Partial<Record<RunnableLanguage, number>>
   /** the memory cap the warm JS workers are built for; runs with this cap start warm */
   memoryBytes?: number
@@ -28,6 +32,11 @@ export interface SandboxRuntimeInit {
   timeoutGraceMs?: number
   /** how long a cancelled JS run may take to stop before its worker is terminated */
   cancelGraceMs?: number
+  /**
+   * where Python's assets are kept: a pyodide directory per memory cap (its wasm with the memory
+   * maximum rewritten) and the start snapshot (default: os.tmpdir()/bkg-pyodide-<version>)
+   */
+  cacheDir?: string
 }
 
 export interface SandboxRuntimeComponents {
@@ -35,15 +44,14 @@ export interface SandboxRuntimeComponents {
 }
 
 function runnable (language: Language): RunnableLanguage {
-  if (language === 'python') throw new BkgError('language_unavailable', 501, 'Python sandboxes are not available yet')
-  if (language !== 'js' && language !== 'wasm') throw new BkgError('invalid_input', 400, `unknown language ${String(language)}`)
+  if (language !== 'js' && language !== 'wasm' && language !== 'python') throw new BkgError('invalid_input', 400, `unknown language ${String(language)}`)
   return language
 }
 
 function checkMemoryCap (language: RunnableLanguage, memoryBytes: number): number {
   if (!Number.isFinite(memoryBytes)) throw new BkgError('invalid_limits', 400, 'memoryBytes must be a number')
   const pages = Math.floor(memoryBytes / WASM_PAGE_BYTES) * WASM_PAGE_BYTES
-  const minimum = language === 'js' ? MIN_JS_MEMORY_BYTES : MIN_WASM_MEMORY_BYTES
+  const minimum = language === 'js' ? MIN_JS_MEMORY_BYTES : language === 'python' ? MIN_PYTHON_MEMORY_BYTES : MIN_WASM_MEMORY_BYTES
   if (pages < minimum) throw new BkgError('invalid_limits', 400, `a ${language} guest needs a memory cap of at least ${minimum} bytes`)
   return pages
 }
@@ -52,7 +60,7 @@ function checkRequest (language: RunnableLanguage, request: RunRequest): void {
   const { timeoutMs, outputBytes } = request.limits ?? {}
   if (!(Number.isFinite(timeoutMs) && timeoutMs > 0)) throw new BkgError('invalid_limits', 400, 'timeoutMs must be a positive number')
   if (!(Number.isFinite(outputBytes) && outputBytes >= 0)) throw new BkgError('invalid_limits', 400, 'outputBytes must be a number of bytes')
-  if (language === 'js' && typeof request.code !== 'string') throw new BkgError('invalid_input', 400, 'a js run needs code')
+  if (language !== 'wasm' && typeof request.code !== 'string') throw new BkgError('invalid_input', 400, `a ${language} run needs code`)
   if (language === 'wasm' && !(request.module instanceof Uint8Array)) throw new BkgError('invalid_input', 400, 'a wasm run needs a module')
 }
 
@@ -74,11 +82,17 @@ export class WorkerSandboxRuntime implements SandboxRuntime {
   /** workers being started, counted with the live ones against maxWorkers */
   private startingWorkers = 0
   private replaced = 0
+  private readonly cacheDir: string
+  /** pyodide directories per memory cap */
+  private readonly pythonDirs = new Map<number, Promise<string>>()
+  /** the first Python worker's start: it makes the start snapshot when there is none, the others wait for it */
+  private firstPython: Promise<unknown> | undefined
 
   constructor (components: SandboxRuntimeComponents, init: SandboxRuntimeInit) {
     this.log = components.log
     this.defaultMemoryBytes = checkMemoryCap('js', init.memoryBytes ?? DEFAULT_MEMORY_BYTES)
     this.maxWorkers = init.maxWorkers ?? DEFAULT_MAX_WORKERS
+    this.cacheDir = init.cacheDir ?? defaultPythonCacheDir()
     this.timing = {
       timeoutGraceMs: init.timeoutGraceMs ?? DEFAULT_TIMEOUT_GRACE_MS,
       cancelGraceMs: init.cancelGraceMs ?? DEFAULT_CANCEL_GRACE_MS
@@ -86,6 +100,7 @@ export class WorkerSandboxRuntime implements SandboxRuntime {
     this.pool = new WarmPool({
       sizes: { ...DEFAULT_POOL_SIZE, ...init.poolSize },
       defaultMemoryBytes: this.defaultMemoryBytes,
+      minPythonMemoryBytes: MIN_PYTHON_MEMORY_BYTES,
       maxIdleOtherCaps: init.maxIdleOtherCaps ?? DEFAULT_MAX_IDLE_OTHER_CAPS,
       spawn: (language, memoryBytes) => this.workerCount() < this.maxWorkers ? this.spawn(language, 'quick', memoryBytes) : undefined,
       onSpawnError: (language, error) => { this.log.warn({ err: error, language }, 'sandbox worker failed to start') }
@@ -162,7 +177,7 @@ export class WorkerSandboxRuntime implements SandboxRuntime {
 
   stats (): RuntimeStats {
     return {
-      idle: { js: this.pool.idleCount('js'), wasm: this.pool.idleCount('wasm'), python: 0 },
+      idle: { js: this.pool.idleCount('js'), wasm: this.pool.idleCount('wasm'), python: this.pool.idleCount('python') },
       running: this.running,
       replaced: this.replaced
     }
@@ -174,6 +189,16 @@ export class WorkerSandboxRuntime implements SandboxRuntime {
 
   private ensureStarted (): void {
     if (!this.started) throw new BkgError('sandbox_runtime_stopped', 503, 'the sandbox runtime is not running')
+  }
+
+  private async pythonAssets (memoryBytes: number): Promise<PythonAssets> {
+    let dir = this.pythonDirs.get(memoryBytes)
+    if (dir === undefined) {
+      dir = cappedPyodideDir(this.cacheDir, memoryBytes)
+      this.pythonDirs.set(memoryBytes, dir)
+      dir.catch(() => { this.pythonDirs.delete(memoryBytes) })
+    }
+    return { indexURL: await dir, snapshotPath: pythonSnapshotPath(this.cacheDir) }
   }
 
   private async spawnOrRefuse (language: RunnableLanguage, mode: WorkerMode, memoryBytes: number): Promise<GuestWorker> {
@@ -188,7 +213,17 @@ export class WorkerSandboxRuntime implements SandboxRuntime {
     let worker: GuestWorker
     try {
       const quickjsModule = language === 'js' ? await this.quickjsModule : undefined
-      worker = await GuestWorker.start({ language, mode, memoryBytes, quickjsModule })
+      if (language === 'python') {
+        const python = await this.pythonAssets(memoryBytes)
+        const first = this.firstPython
+        if (first !== undefined) await first.catch(() => {})
+        const starting = GuestWorker.start({ language, mode, memoryBytes, python })
+        // until one Python worker has started, the next ones wait (it may be making the start snapshot)
+        if (first === undefined) this.firstPython = starting.catch((error: unknown) => { this.firstPython = undefined; throw error })
+        worker = await starting
+      } else {
+        worker = await GuestWorker.start({ language, mode, memoryBytes, quickjsModule })
+      }
     } finally {
       this.startingWorkers--
     }

@@ -1,13 +1,15 @@
 import type { GuestWorker } from './guest-worker.ts'
 import type { Language } from './types.ts'
 
-type PooledLanguage = 'js' | 'wasm'
+type PooledLanguage = 'js' | 'wasm' | 'python'
 
 export interface WarmPoolInit {
   /** warm workers kept per language for the default memory cap */
   sizes: Record<PooledLanguage, number>
-  /** the cap the warm JS workers are built for (WASI workers serve any cap: it is applied per module) */
+  /** the cap the warm JS and Python workers are built for (WASI workers serve any cap: it is applied per module) */
   defaultMemoryBytes: number
+  /** the smallest cap of a Python guest: below it no Python workers are kept warm */
+  minPythonMemoryBytes: number
   /** idle JS workers kept for other caps, over all of them */
   maxIdleOtherCaps: number
   /** starts a quick-mode worker; undefined when no more workers may be started */
@@ -20,11 +22,15 @@ export interface WarmPoolInit {
  * starts (the Memory's maximum), so JS workers are pooled per cap: the default cap is kept warm
  * at its size and refilled in the background; a worker for another cap is kept after its run
  * (a few of them, the oldest go first) so repeated runs with that cap are warm too.
+ * Python workers are never given back (a run replaces its worker); the default cap is kept warm
+ * at its size, and at one worker at least once a Python run has been taken (a warm pyodide
+ * costs 100-160 MiB of RSS, so none is started before Python is used).
  */
 export class WarmPool {
   private readonly idle = new Map<string, GuestWorker[]>()
   private readonly starting = new Map<string, number>()
   private stopped = false
+  private pythonUsed = false
   private readonly init: WarmPoolInit
 
   constructor (init: WarmPoolInit) {
@@ -32,7 +38,14 @@ export class WarmPool {
   }
 
   private key (language: PooledLanguage, memoryBytes: number): string {
-    return language === 'wasm' ? 'wasm' : `js:${memoryBytes}`
+    return language === 'wasm' ? 'wasm' : `${language}:${memoryBytes}`
+  }
+
+  /** warm workers wanted for the default cap */
+  private size (language: PooledLanguage): number {
+    if (language !== 'python') return this.init.sizes[language]
+    if (this.init.defaultMemoryBytes < this.init.minPythonMemoryBytes) return 0
+    return Math.max(this.init.sizes.python, this.pythonUsed ? 1 : 0)
   }
 
   /** the idle list of a key, without workers that ended while they waited */
@@ -47,11 +60,12 @@ export class WarmPool {
   }
 
   private isDefault (key: string): boolean {
-    return key === 'wasm' || key === `js:${this.init.defaultMemoryBytes}`
+    return key === 'wasm' || key === `js:${this.init.defaultMemoryBytes}` || key === `python:${this.init.defaultMemoryBytes}`
   }
 
   /** an idle worker for this language and cap, if one is there */
   take (language: PooledLanguage, memoryBytes: number): GuestWorker | undefined {
+    if (language === 'python') this.pythonUsed = true
     const worker = this.listFor(this.key(language, memoryBytes)).shift()
     this.refill()
     return worker
@@ -62,7 +76,7 @@ export class WarmPool {
     const language = worker.language as PooledLanguage
     const key = this.key(language, worker.memoryBytes)
     const list = this.listFor(key)
-    const wanted = this.isDefault(key) ? this.init.sizes[language] : 1
+    const wanted = this.isDefault(key) ? this.size(language) : 1
     if (this.stopped || !worker.usable || list.length >= wanted) {
       void worker.terminate()
       return
@@ -74,10 +88,10 @@ export class WarmPool {
   /** starts workers (in the background) until the default pools are at their size */
   refill (): void {
     if (this.stopped) return
-    for (const language of ['js', 'wasm'] as const) {
+    for (const language of ['js', 'wasm', 'python'] as const) {
       const key = this.key(language, this.init.defaultMemoryBytes)
       const list = this.listFor(key)
-      const missing = this.init.sizes[language] - list.length - (this.starting.get(key) ?? 0)
+      const missing = this.size(language) - list.length - (this.starting.get(key) ?? 0)
       for (let i = 0; i < missing; i++) {
         const started = this.init.spawn(language, this.init.defaultMemoryBytes)
         if (started === undefined) return

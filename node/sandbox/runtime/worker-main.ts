@@ -13,7 +13,8 @@ import type { FromWorker, ToWorker, WorkerError, WorkerInit } from './worker-pro
 /** one line per language: the runner's file is loaded only in workers of that language */
 const RUNNERS: Partial<Record<WorkerInit['language'], () => Promise<{ createRunner: CreateRunner }>>> = {
   js: async () => await import('./js-runner.ts'),
-  wasm: async () => await import('./wasi-runner.ts')
+  wasm: async () => await import('./wasi-runner.ts'),
+  python: async () => await import('./python-runner.ts')
 }
 
 const port = parentPort
@@ -43,7 +44,7 @@ async function serve (runner: GuestRunner, message: ToWorker): Promise<void> {
     return
   }
   if (message.type === 'restore') {
-    runner.restore(message.image)
+    await runner.restore(message.image)
     post({ type: 'restored' })
     return
   }
@@ -70,7 +71,7 @@ async function serve (runner: GuestRunner, message: ToWorker): Promise<void> {
 async function main (): Promise<void> {
   const load = RUNNERS[init.language]
   if (load === undefined) throw new BkgError('language_unavailable', 501, `no runner for ${init.language}`)
-  const runner = await (await load()).createRunner({ mode: init.mode, memoryBytes: init.memoryBytes, quickjsModule: init.quickjsModule })
+  const runner = await (await load()).createRunner({ mode: init.mode, memoryBytes: init.memoryBytes, quickjsModule: init.quickjsModule, python: init.python })
   let busy = false
   port?.on('message', (message: ToWorker) => {
     // the main thread sends one request at a time; this guards the guest against a bug there

@@ -7,6 +7,12 @@ import type { WasmModule } from './webassembly.ts'
 
 export type WorkerMode = 'quick' | 'persistent'
 
+/** what a Python worker loads: a pyodide directory whose wasm memory is capped, and the start snapshot (made if missing) */
+export interface PythonAssets {
+  indexURL: string
+  snapshotPath: string
+}
+
 /** `workerData` of a sandbox worker */
 export interface WorkerInit {
   language: Language
@@ -15,6 +21,8 @@ export interface WorkerInit {
   memoryBytes: number
   /** QuickJS compiled once on the main thread (structured-clonable), so a worker need not compile it */
   quickjsModule?: WasmModule
+  /** python: where pyodide loads from */
+  python?: PythonAssets
   /** Int32Array over it: the stop request the guest polls (see STOP_* below) */
   control: SharedArrayBuffer
 }

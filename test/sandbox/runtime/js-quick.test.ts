@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import type { SandboxRuntime } from '../../../node/sandbox/runtime/index.ts'
+import type { Language, SandboxRuntime } from '../../../node/sandbox/runtime/index.ts'
 import { decode, limits, recorder, startRuntime, text } from './runtime-helpers.ts'
 
 let runtime: SandboxRuntime
@@ -111,7 +111,8 @@ describe('quick JavaScript runs', () => {
   })
 
   it('refuses what it cannot run', async () => {
-    await expect(runtime.runOnce('python', { code: 'print(1)', limits })).rejects.toMatchObject({ code: 'language_unavailable', status: 501 })
+    await expect(runtime.runOnce('ruby' as Language, { code: 'puts 1', limits })).rejects.toMatchObject({ code: 'invalid_input', status: 400 })
+    await expect(runtime.runOnce('python', { code: 'print(1)', limits: { ...limits, memoryBytes: 32 * 1024 * 1024 } })).rejects.toMatchObject({ code: 'invalid_limits', status: 400 })
     await expect(runtime.runOnce('js', { limits })).rejects.toMatchObject({ code: 'invalid_input', status: 400 })
     await expect(run('1', { limits: { ...limits, memoryBytes: 1024 * 1024 } })).rejects.toMatchObject({ code: 'invalid_limits', status: 400 })
   })
