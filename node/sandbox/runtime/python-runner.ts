@@ -265,10 +265,21 @@ interface Guest {
   unlock: PyCallable
 }
 
-/** host-reaching parts of pyodide's FS and of the worker's globals removed */
-function lockFs (fs: EmscriptenFs): void {
+/** Emscripten module functions that reach the host (a shell, WebSockets, loading code): refused */
+const DENIED_MODULE_FUNCTIONS = /system|run_script|websocket|dlopen|loadDynamicLibrary|loadWebAssemblyModule/i
+
+/**
+ * Host-reaching parts of pyodide's FS, of its Emscripten module and of the worker's globals
+ * removed. Python cannot reach these objects (no JS object is left within its reach); this is for
+ * a guest that corrupts CPython's memory and forges a reference into pyodide's table of JS objects.
+ */
+function lockFs (fs: EmscriptenFs, module: Record<string, unknown>): void {
+  const refuse = (): never => { throw new Error('not available in a sandbox') }
   for (const name of Object.keys(fs.filesystems)) if (name !== 'MEMFS') delete fs.filesystems[name]
-  fs.mount = () => { throw new Error('not available in a sandbox') }
+  fs.mount = refuse
+  for (const name of Object.keys(module)) {
+    if (typeof module[name] === 'function' && DENIED_MODULE_FUNCTIONS.test(name)) module[name] = refuse
+  }
   delete (globalThis as Record<string, unknown>).require
   delete (globalThis as Record<string, unknown>).fetch
 }
@@ -328,7 +339,13 @@ class PythonRunner implements GuestRunner {
     const python = init.python
     if (python === undefined) throw new Error('a Python worker needs its pyodide directory')
     const runner = new PythonRunner(init)
-    runner.guest = await runner.load(await startSnapshot(python.indexURL, python.snapshotPath))
+    try {
+      runner.guest = await runner.load(await startSnapshot(python.indexURL, python.snapshotPath))
+    } catch {
+      // a start snapshot that does not load (damaged, or from another build) is made again
+      rmSync(python.snapshotPath, { force: true })
+      runner.guest = await runner.load(await startSnapshot(python.indexURL, python.snapshotPath))
+    }
     return runner
   }
 
@@ -354,8 +371,8 @@ class PythonRunner implements GuestRunner {
     py.runPython('del _bkg_run, _bkg_lock, _bkg_unlock')
     this.attach(py)
     const fs = py.FS as unknown as EmscriptenFs
-    lockFs(fs)
     const module = (py as unknown as { _module: { HEAPU8: Uint8Array } })._module
+    lockFs(fs, module as unknown as Record<string, unknown>)
     const api = py as unknown as { makeMemorySnapshot: () => Uint8Array }
     const makeSnapshot = api.makeMemorySnapshot.bind(py)
     wipeApi(py)

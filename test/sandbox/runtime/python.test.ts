@@ -55,6 +55,19 @@ describe('python quick runs', () => {
     expect(await runtime.runOnce('python', py('import sys; sys.exit("bye")'))).toMatchObject({ exitCode: 1, stderr: 'bye\n' })
   }, 30_000)
 
+  it('reads a live stdin as it comes', async () => {
+    async function * typing (): AsyncGenerator<Uint8Array> {
+      yield text('first\n')
+      await new Promise(resolve => setTimeout(resolve, 100))
+      yield text('second\n')
+    }
+    const { chunks, onOutput } = recorder()
+    const code = 'print("got", input(), flush=True)\nprint("got", input())\ntry:\n    input()\nexcept EOFError:\n    print("eof")'
+    const result = await runtime.runOnce('python', py(code), { stdin: typing(), onOutput })
+    expect(result.stdout).toBe('got first\ngot second\neof\n')
+    expect(chunks[0].text).toBe('got first\n')
+  }, 30_000)
+
   it('reads stdin, and gets argv and the environment', async () => {
     const code = 'import sys, os\nname = input()\nrest = sys.stdin.read()\nprint(name.upper(), repr(rest), sys.argv, os.environ.get("GREETING"), "HOME" in os.environ)'
     const result = await runtime.runOnce('python', py(code, { stdin: text('ada\nline 2\nline 3\n'), args: ['-v', 'x y'], env: { GREETING: 'hi' } }))
@@ -214,6 +227,9 @@ describe('python guests cannot reach the host', () => {
       'pyodide from the zip': 'import zipimport; zipimport.zipimporter("/lib/python314.zip").load_module("pyodide.ffi").to_js([1]).constructor',
       jsfinder: 'import sys; [c for c in object.__subclasses__() if c.__name__ == "MetaPathFinder"]; import _frozen_importlib_external as f; next(v for c in f.PathFinder.__subclasses__() + [t for t in type.__subclasses__(object) if t.__name__ == "JsFinder"] for v in [c.find_spec.__globals__.get("jsfinder")] if v).jsproxies["pyodide_js"]',
       frames: 'import sys; f = sys._getframe(); [f := f.f_back for _ in range(3)]; f.f_globals',
+      'gc reloaded': 'import gc, importlib; importlib.reload(gc); gc.get_objects()',
+      '_imp reloaded': 'import _imp, importlib; importlib.reload(_imp); _imp.create_builtin(importlib.util.spec_from_loader("_ctypes", importlib.machinery.BuiltinImporter))',
+      'gc anew': 'import sys; del sys.modules["gc"]; import gc; gc.get_objects()',
       'gc walk': 'import gc; [o for o in gc.get_objects() if "Js" in type(o).__name__][0].constructor'
     })
     expect(Object.entries(results).filter(([, outcome]) => !outcome.startsWith('BLOCKED'))).toEqual([])
