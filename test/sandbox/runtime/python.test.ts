@@ -321,6 +321,11 @@ describe('persistent python guests', () => {
     expect((await fork.run(py('print(n, open("/home/notes.txt").read())'))).stdout).toBe('-1 first\n')
     expect((await guest.run(py('print(n)'))).stdout).toBe('42\n')
     console.log(`python image: ${(image.memory?.byteLength ?? 0) / MiB} MiB in ${imageMs.toFixed(0)} ms, restore in ${restoreMs.toFixed(0)} ms`)
+    // images that are not pyodide snapshots, or too large for the cap, are refused and change nothing
+    await expect(guest.restore({ language: 'python', memory: new Uint8Array(64 * 1024).fill(7), files: {} })).rejects.toMatchObject({ code: 'invalid_image' })
+    await expect(guest.restore({ language: 'python', memory: null, files: {} })).rejects.toMatchObject({ code: 'invalid_image' })
+    await expect(guest.restore({ language: 'python', memory: new Uint8Array(limits.memoryBytes + 65536), files: {} })).rejects.toMatchObject({ code: 'invalid_image' })
+    expect((await guest.run(py('print(n)'))).stdout).toBe('42\n')
     await Promise.all([guest.close(), fork.close()])
   }, 60_000)
 
@@ -340,17 +345,22 @@ describe('persistent python guests', () => {
 
 describe('python latency', () => {
   it('measures start-to-first-output of quick runs from a warm pool', async () => {
-    const samples: number[] = []
-    for (let i = 0; i < 8; i++) {
-      await warm()
-      const started = performance.now()
-      let first: number | undefined
-      await runtime.runOnce('python', py('print(1)'), { onOutput: () => { first ??= performance.now() - started } })
-      samples.push(first ?? Number.NaN)
+    // just ready: V8 still tiers up pyodide's wasm in the background, on the same 2 cores;
+    // settled: the warm worker has waited a second, as in a pool that is not saturated
+    for (const [label, settleMs] of [['just ready', 0], ['settled', 1000]] as const) {
+      const samples: number[] = []
+      for (let i = 0; i < 6; i++) {
+        await warm()
+        await new Promise(resolve => setTimeout(resolve, settleMs))
+        const started = performance.now()
+        let first: number | undefined
+        await runtime.runOnce('python', py('print(1)'), { onOutput: () => { first ??= performance.now() - started } })
+        samples.push(first ?? Number.NaN)
+      }
+      samples.sort((a, b) => a - b)
+      const p50 = samples[Math.floor(samples.length / 2)]
+      console.log(`python quick run, start to first output, warm worker ${label} (n=${samples.length}): p50 ${p50.toFixed(1)} ms, max ${samples[samples.length - 1].toFixed(1)} ms`)
+      expect(samples.every(Number.isFinite)).toBe(true)
     }
-    samples.sort((a, b) => a - b)
-    const p50 = samples[Math.floor(samples.length / 2)]
-    console.log(`python quick run, start to first output (warm pool, n=${samples.length}): p50 ${p50.toFixed(1)} ms, max ${samples[samples.length - 1].toFixed(1)} ms`)
-    expect(samples.every(Number.isFinite)).toBe(true)
   }, 60_000)
 })
