@@ -1,6 +1,6 @@
 /*
  * Latency of the sandbox runtime: start-to-first-output of quick runs per language (warm pool),
- * and image/restore of 16 and 64 MiB JS heaps (in the guest,
+ * Python's image/restore, and image/restore of 16 and 64 MiB JS heaps (in the guest,
  * and through the worker as the service sees it). Run: node test/sandbox/runtime/quick-mode.bench.ts
  * (prints JSON). Other suites running at the same time inflate the tails a lot on 2 cores.
  */
@@ -79,7 +79,39 @@ for (const heapMiB of [16, 64]) {
 }
 await runtime.stop()
 
+// python: every quick run replaces its worker (0.3-1 s from the start snapshot), so fewer runs;
+// "ready" runs as soon as the replacement is warm, "settled" after it has idled 500 ms (V8 tiers
+// pyodide's wasm up in the background for a while after a worker starts)
+const PY_RUNS = Number(process.env.PY_RUNS ?? 20)
+const pyRuntime = await startRuntime({ poolSize: { js: 0, wasm: 0, python: 1 } })
+const python: Record<string, number[]> = { ready: [], settled: [], image: [], restore: [] }
+for (const [label, settleMs] of [['ready', 0], ['settled', 500]] as const) {
+  for (let i = 0; i < PY_RUNS; i++) {
+    while (pyRuntime.stats().idle.python < 1) await new Promise(resolve => setTimeout(resolve, 5))
+    await new Promise(resolve => setTimeout(resolve, settleMs))
+    const start = performance.now()
+    let first = 0
+    await pyRuntime.runOnce('python', { code: 'print("hello")', limits }, { onOutput: () => { first ||= performance.now() - start } })
+    python[label].push(first)
+  }
+}
+const pyGuest = await pyRuntime.openPersistent('python', { memoryBytes: limits.memoryBytes })
+await pyGuest.run({ code: 'data = list(range(100000))', limits })
+let pyImage = await pyGuest.image()
+for (let i = 0; i < 10; i++) {
+  python.image.push(await timed(async () => { pyImage = await pyGuest.image() }))
+  python.restore.push(await timed(async () => { await pyGuest.restore(pyImage) }))
+}
+await pyGuest.close()
+await pyRuntime.stop()
+
 console.log(JSON.stringify({
+  python: {
+    startToFirstOutputMs: { ready: percentiles(python.ready), settled: percentiles(python.settled) },
+    imageMs: percentiles(python.image),
+    restoreMs: percentiles(python.restore),
+    imageBytes: pyImage.memory?.byteLength
+  },
   startToFirstOutputMs: { js: percentiles(firstOutput.js), wasm: percentiles(firstOutput.wasm) },
   runWallMs: { js: percentiles(wall.js), wasm: percentiles(wall.wasm) },
   imagesMs: images
