@@ -112,7 +112,23 @@ def _bkg_lockdown(blocked):
     # what lock() took away, to put back for a memory snapshot (pyodide's loader imports its own
     # modules and finds its JS modules when it starts from one); held only by lock and unlock,
     # which only the host holds
-    hidden = {'modules': {}, 'finders': [], 'values': []}
+    hidden = {'modules': {}, 'finders': [], 'values': [], 'asyncio': None}
+    import asyncio, asyncio.selector_events, time
+
+    class SandboxLoop(asyncio.selector_events.BaseSelectorEventLoop):
+        # the self-pipe wakes a loop from other threads and signal handlers; there are neither
+        # here, and sockets (socketpair) are denied
+        def _make_self_pipe(self):
+            self._ssock = self._csock = None
+        def _close_self_pipe(self):
+            pass
+        def _write_to_self(self):
+            pass
+        def _process_self_data(self, data):
+            pass
+
+    class SandboxPolicy(asyncio.events._BaseDefaultEventLoopPolicy):
+        _loop_factory = SandboxLoop
 
     def lock():
         if hidden['modules']:
@@ -135,6 +151,24 @@ def _bkg_lockdown(blocked):
                 elif key == 'jsfinder' and isinstance(getattr(value, 'jsproxies', None), dict):
                     hidden['values'].append((value.jsproxies, None, dict(value.jsproxies)))
                     value.jsproxies.clear()
+        # pyodide's event loop (WebLoop) runs on JS timers and its asyncio.run reads pyodide_js:
+        # the stdlib's asyncio.run and loop instead; time.sleep in slices, so that the interrupt
+        # ends a sleeping guest at its deadline (Emscripten's sleep is a busy wait that never looks)
+        webloop = hidden['modules'].get('pyodide.webloop')
+        hidden['asyncio'] = (asyncio.run, time.sleep, asyncio.events._get_running_loop(), asyncio.events._event_loop_policy)
+        asyncio.run = getattr(webloop, '_orig_run', asyncio.run)
+        asyncio._set_running_loop(None)
+        asyncio.events._event_loop_policy = SandboxPolicy()
+        sleep = getattr(webloop, '_orig_sleep', time.sleep)
+        monotonic = time.monotonic
+        slice_seconds = 0.02
+        def sliced_sleep(seconds):
+            end = monotonic() + seconds
+            sleep(min(seconds, slice_seconds))
+            while (left := end - monotonic()) > 0:
+                sleep(min(left, slice_seconds))
+        sliced_sleep.__doc__ = sleep.__doc__
+        time.sleep = sliced_sleep
 
     def unlock():
         for space, key, value in reversed(hidden['values']):
@@ -149,6 +183,10 @@ def _bkg_lockdown(blocked):
         hidden['finders'] = []
         sys.modules.update(hidden['modules'])
         hidden['modules'] = {}
+        if hidden['asyncio'] is not None:
+            asyncio.run, time.sleep, loop, asyncio.events._event_loop_policy = hidden['asyncio']
+            asyncio._set_running_loop(loop)
+            hidden['asyncio'] = None
 
     lock()
     def no_builtin(spec):
