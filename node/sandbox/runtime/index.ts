@@ -2,10 +2,13 @@
  * The sandbox runtime: untrusted code in WebAssembly guests inside worker threads. JavaScript
  * runs in QuickJS (quickjs-emscripten) in a `WebAssembly.Memory` whose maximum is the memory
  * cap; WASI preview1 modules run through @wasmer/wasi with an in-memory filesystem and their
- * declared memory maximum rewritten to the cap. Python runs in pyodide (CPython in wasm) with its
- * wasm memory capped the same way, loaded from a start snapshot (made once per pyodide version in
- * `cacheDir`), its JavaScript bridges (`js`, `pyodide_js`, pyodide.ffi, ctypes) and Emscripten's
- * host imports (system(), sockets, dlopen) removed; a quick Python run's worker is always replaced.
+ * declared memory maximum rewritten to the cap. Python runs in pyodide (CPython 3.14 in wasm) with
+ * its wasm memory capped the same way (a pyodide directory per cap in `cacheDir`), loaded from a
+ * start snapshot (made by the first Python worker, 3-5 s; then 0.6 s per worker), its JavaScript
+ * bridges (`js`, `pyodide_js`, pyodide.ffi, _pyodide_core, ctypes) and Emscripten's host imports
+ * (system(), sockets, dlopen, NODEFS) removed. A quick Python run's worker is always replaced, never
+ * reset; no Python worker is kept warm until Python is first used (each costs 100-160 MiB of RSS),
+ * then one (`poolSize.python` for more). A Python image is pyodide's memory snapshot and the files.
  * Quick runs take a warm worker and give it back reset (or replace it); persistent guests keep
  * their state in a worker of their own and can be imaged and restored (and so forked: restore one
  * image into several guests). Limits: the interrupt handler and, behind it, a terminated worker
@@ -30,6 +33,10 @@
  * await guest.restore(image)                      // n is 41 again
  * const fork = await runtime.openPersistent('js', { memoryBytes: limits.memoryBytes, image })
  * await guest.close(); await fork.close()
+ *
+ * // python: the same calls; an uncaught exception's error has its type and traceback
+ * await runtime.runOnce('python', { code: 'import sys\nprint(sys.argv)\nsys.exit(3)', args: ['x'], limits })
+ * // { exitCode: 3, stdout: "['/main.py', 'x']\n", … }
  * await runtime.stop()
  */
 export { sandboxRuntime, WorkerSandboxRuntime, type SandboxRuntimeComponents, type SandboxRuntimeInit } from './sandbox-runtime.ts'
