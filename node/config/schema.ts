@@ -64,7 +64,9 @@ export const NodeConfig = z.object({
     /** warm workers kept per language for quick runs (each QuickJS worker ~15 MiB) */
     pool: z.object({
       js: z.number().int().min(0).max(16).default(1),
-      wasm: z.number().int().min(0).max(16).default(1)
+      wasm: z.number().int().min(0).max(16).default(1),
+      /** a warm Pyodide costs ~100-160 MiB: none until the first Python run, then at least one */
+      python: z.number().int().min(0).max(8).default(0)
     }).strict().prefault({}),
     /** sandbox workers at most (warm, running, persistent); more runs are refused with 429 */
     maxWorkers: z.number().int().min(1).max(256).default(32),

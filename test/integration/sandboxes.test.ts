@@ -71,9 +71,13 @@ describe('sandboxes on a node', () => {
     expect((await run({ code: 'process.exit(3)' }, lab)).body.exitCode).toBe(3)
     const thrown = (await run({ code: 'throw new TypeError("boom")' }, lab)).body
     expect(thrown).toMatchObject({ exitCode: 1, error: { name: 'TypeError', message: 'boom' } })
-    // python is not there yet: refused as such, not run
-    expect((await run({ language: 'python', code: 'print(1)' }, lab)).body.error.code).toBe('language_unavailable')
-  })
+    const python = (await run({ language: 'python', code: 'import sys\nprint("hello", 6 * 7)\nprint("oops", file=sys.stderr)' }, lab)).body
+    expect(python).toMatchObject({ exitCode: 0, stdout: 'hello 42\n', stderr: 'oops\n' })
+    expect((await run({ language: 'python', code: 'import sys\nsys.exit(3)' }, lab)).body.exitCode).toBe(3)
+    const raised = (await run({ language: 'python', code: 'def f():\n  raise ValueError("bad")\nf()' }, lab)).body
+    expect(raised).toMatchObject({ exitCode: 1, error: { name: 'ValueError' } })
+    expect(raised.error.stack).toMatch(/line 2, in f/)
+  }, 60_000)
 
   it('an endless loop and new Array(1e9)+"" end at their limit while the node keeps answering', async () => {
     for (const code of ['while (true) {}', 'new Array(1e9) + ""']) {
@@ -107,7 +111,9 @@ describe('sandboxes on a node', () => {
     expect(js.stdout).toBe('false\nfalse\nundefined undefined\n')
     const wasm = (await run({ language: 'wasm', module: Buffer.from(await watToWasm(PASSWD_WAT)).toString('base64') }, lab)).body
     expect(wasm.exitCode).toBe(0)
-  })
+    const python = (await run({ language: 'python', code: `import os\nfor p in ['/etc/passwd', ${JSON.stringify(node.paths.apiToken)}]:\n  print(os.path.exists(p))\ntry:\n  import js\n  print('js reachable')\nexcept ImportError:\n  print('no js')` }, lab)).body
+    expect(python.stdout).toBe('False\nFalse\nno js\n')
+  }, 60_000)
 
   it('files in and out, stdin, and output streamed as NDJSON', async () => {
     const result = (await run({ code: 'fs.writeFile("/out/sum.txt", String(fs.readFile("/in/a.txt", "utf8").length + readStdin().length))', files: { '/in/a.txt': 'abc' }, stdin: 'xy' }, lab)).body
@@ -153,6 +159,18 @@ describe('sandboxes on a node', () => {
     // a fork that took no snapshot of its own comes back from the one it was forked from
     expect(await exec(forks[3].id, 'console.log(n)')).toBe('1\n')
   }, 60_000)
+
+  it('a persistent Python sandbox: state between runs, snapshot → change → restore', async () => {
+    const box = (await node.api('POST', '/api/v1/sandboxes', { language: 'python', mode: 'persistent' }, lab)).body
+    const exec = async (code: string): Promise<string> => (await node.api('POST', `/api/v1/sandboxes/${box.id}/exec`, { code }, lab)).body.stdout
+    await exec('n = 1\nopen("/tmp/note", "w").write("first")')
+    const { snapshotId } = (await node.api('POST', `/api/v1/sandboxes/${box.id}/snapshots`, undefined, lab)).body
+    await exec('n = 2\nopen("/tmp/note", "w").write("second")')
+    expect(await exec('print(n, open("/tmp/note").read())')).toBe('2 second\n')
+    expect((await node.api('POST', `/api/v1/sandboxes/${box.id}/restore`, { snapshotId }, lab)).status).toBe(200)
+    expect(await exec('print(n, open("/tmp/note").read())')).toBe('1 first\n')
+    await node.api('DELETE', `/api/v1/sandboxes/${box.id}`, undefined, lab)
+  }, 90_000)
 
   it('a namespace token sees only its namespace; tokens and bodies are checked', async () => {
     const other = createToken(node, 'other', 'writer')
