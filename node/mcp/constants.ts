@@ -17,3 +17,5 @@ export const MAX_GET_MAX_BYTES = 8 * 1024 * 1024
 export const MAX_PULL_WAIT_MS = 10 * 60_000
 /** how often a waiting `models_pull` reports the pull's progress */
 export const PULL_PROGRESS_MS = 1000
+/** the stateless revision served per request; 2025-era clients get sessions instead */
+export const MODERN_PROTOCOL_VERSION = '2026-07-28'

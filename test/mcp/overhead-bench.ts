@@ -14,7 +14,7 @@ import { Client as V1Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport as V1Transport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import { createMcpHandler } from '@modelcontextprotocol/server'
 import type { Principal } from '../../node/auth/index.ts'
-import { mcpServerFactory } from '../../node/mcp/index.ts'
+import { mcpServerFactory } from '../../node/mcp/server.ts'
 import type { ExecResult } from '../../node/sandbox/index.ts'
 import { startApp } from './app.ts'
 

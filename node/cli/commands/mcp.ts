@@ -1,6 +1,6 @@
 import type { Command } from 'commander'
 import { defaultDataDir } from '../../identity/index.ts'
-import { serveMcpStdioProxy } from '../../mcp/index.ts'
+import { serveMcpStdioProxy } from '../../mcp-stdio/index.ts'
 import { CliError, EXIT } from '../errors.ts'
 import { resolveTarget } from '../node-client.ts'
 

@@ -10,8 +10,7 @@ import { ProtocolError, ProtocolErrorCode, SERVER_INFO_META_KEY, Server, type Ca
 import { serveStdio, type ServeStdioOptions } from '@modelcontextprotocol/server/stdio'
 import { PEER_URI_PREFIX } from '../../ca/index.ts'
 import { VERSION } from '../version.ts'
-import { MODERN_PROTOCOL_VERSION } from './http.ts'
-import { toolError } from './tool-kit.ts'
+import { MODERN_PROTOCOL_VERSION, toolError } from '../mcp/index.ts'
 
 /** How to trust (and be known to) a node's HTTPS API: the CLI's NodeTls. */
 export interface ProxyTls {
