@@ -14,6 +14,7 @@ const MiB = 1024 * 1024
 const RUNS = 200
 const WARMUP = 20
 const SATURATION_MS = 3000
+const PYTHON_RUNS = 20
 const log = pino({ level: 'silent' })
 const admin: Principal = { kind: 'node-admin', role: 'admin', namespace: '*', tokenId: 'bench', expiresAt: null }
 const limits = { timeoutMs: 5000, memoryBytes: 64 * MiB, outputBytes: MiB }
@@ -71,12 +72,18 @@ async function firstOutput (runtime: SandboxRuntime, language: Language): Promis
     progress(`sandboxes: start-to-first-output, ${language}`)
     const program = await PROGRAMS[language]()
     const samples: number[] = []
-    for (let i = 0; i < RUNS + WARMUP; i++) {
+    // a Python worker is never reused: each run waits (untimed) until the pool has a fresh one warm
+    // again (~0.7 s to start one), which is what "from a warm pool" means for it
+    const runs = language === 'python' ? PYTHON_RUNS : RUNS
+    const warmup = language === 'python' ? 2 : WARMUP
+    for (let i = 0; i < runs + warmup; i++) {
+      // (before its first Python run the runtime keeps no Python worker warm)
+      if (language === 'python' && i > 0) await untilWarm(runtime, 'python')
       const started = performance.now()
       let first = 0
       const result = await runtime.runOnce(language, { ...program, limits }, { onOutput: () => { first ||= performance.now() - started } })
       if (result.exitCode !== 0 || first === 0) throw new Error(`a hello run ended with ${JSON.stringify({ exitCode: result.exitCode, reason: result.reason, error: result.error })}`)
-      if (i >= WARMUP) samples.push(first)
+      if (i >= warmup) samples.push(first)
     }
     const summary = summarize(samples)
     return [
@@ -85,6 +92,14 @@ async function firstOutput (runtime: SandboxRuntime, language: Language): Promis
     ]
   } catch (err) {
     return [failedMetric(`${id}_p50_ms`, `sandbox ${language}: start→first output p50 (warm pool)`, 'ms', { op: '<', value: target.p50 }, err)]
+  }
+}
+
+async function untilWarm (runtime: SandboxRuntime, language: Language): Promise<void> {
+  const deadline = Date.now() + 30_000
+  while (runtime.stats().idle[language] < 1) {
+    if (Date.now() > deadline) throw new Error(`no warm ${language} worker after 30 s`)
+    await new Promise((resolve) => setTimeout(resolve, 20))
   }
 }
 

@@ -149,7 +149,7 @@ async function assembleNode (init: NodeInit, lock: DataDirLock): Promise<BkgNode
   const [adminToken, tokenSecret] = await Promise.all([loadOrCreateSecret(paths.apiToken), loadOrCreateSecret(paths.tokenSecret)])
   const storage = storageService({ dir: paths.storage, ...config.storage })({ db, secret: tokenSecret, log: child('storage') })
   // the Pyodide start snapshot and capped builds are machine-wide, as the database template is
-  const runtime = sandboxRuntime({ poolSize: config.sandbox.pool, maxWorkers: config.sandbox.maxWorkers, cacheDir: join(init.cacheDir ?? defaultCacheDir(), 'pyodide') })({ log: child('sandbox-runtime') })
+  const runtime = sandboxRuntime({ poolSize: config.sandbox.pool, maxWorkers: config.sandbox.maxWorkers, warmBeforeUse: config.sandbox.warmAtStart, cacheDir: join(init.cacheDir ?? defaultCacheDir(), 'pyodide') })({ log: child('sandbox-runtime') })
   const sandboxes = sandboxService({ dir: paths.sandboxes, warmAtStart: config.sandbox.warmAtStart })({ runtime, log: child('sandboxes') })
   // pg is loaded only for a node that syncs
   const centralSync = config.sync.url != null

@@ -70,7 +70,7 @@ export const NodeConfig = z.object({
     }).strict().prefault({}),
     /** sandbox workers at most (warm, running, persistent); more runs are refused with 429 */
     maxWorkers: z.number().int().min(1).max(256).default(32),
-    /** fill the warm pool when the node starts; otherwise at the first run (an idle node carries no workers) */
+    /** fill the JS and WASI pools when the node starts; otherwise a language is kept warm once it has been used */
     warmAtStart: z.boolean().default(false)
   }).strict().prefault({}),
   storage: z.object({

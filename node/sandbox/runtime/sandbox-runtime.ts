@@ -37,6 +37,11 @@ export interface SandboxRuntimeInit {
    * maximum rewritten) and the start snapshot (default: os.tmpdir()/bkg-pyodide-<version>)
    */
   cacheDir?: string
+  /**
+   * keep JS and WASI workers warm from the start (default); false: only once the language has
+   * been used (a node that never runs WASI carries no WASI worker)
+   */
+  warmBeforeUse?: boolean
 }
 
 export interface SandboxRuntimeComponents {
@@ -102,6 +107,7 @@ export class WorkerSandboxRuntime implements SandboxRuntime {
       defaultMemoryBytes: this.defaultMemoryBytes,
       minPythonMemoryBytes: MIN_PYTHON_MEMORY_BYTES,
       maxIdleOtherCaps: init.maxIdleOtherCaps ?? DEFAULT_MAX_IDLE_OTHER_CAPS,
+      warmBeforeUse: init.warmBeforeUse ?? true,
       spawn: (language, memoryBytes) => this.workerCount() < this.maxWorkers ? this.spawn(language, 'quick', memoryBytes) : undefined,
       onSpawnError: (language, error) => { this.log.warn({ err: error, language }, 'sandbox worker failed to start') }
     })

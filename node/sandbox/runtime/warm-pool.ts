@@ -12,6 +12,11 @@ export interface WarmPoolInit {
   minPythonMemoryBytes: number
   /** idle JS workers kept for other caps, over all of them */
   maxIdleOtherCaps: number
+  /**
+   * false: a language's workers are kept warm only once it has been used (a warm JS worker costs
+   * ~50 MiB of RSS, a WASI one ~35 MiB, a Python one 100-160 MiB); true: JS and WASI from the start
+   */
+  warmBeforeUse: boolean
   /** starts a quick-mode worker; undefined when no more workers may be started */
   spawn: (language: PooledLanguage, memoryBytes: number) => Promise<GuestWorker> | undefined
   onSpawnError: (language: Language, error: unknown) => void
@@ -30,7 +35,8 @@ export class WarmPool {
   private readonly idle = new Map<string, GuestWorker[]>()
   private readonly starting = new Map<string, number>()
   private stopped = false
-  private pythonUsed = false
+  /** languages a quick run has asked for */
+  private readonly used = new Set<PooledLanguage>()
   private readonly init: WarmPoolInit
 
   constructor (init: WarmPoolInit) {
@@ -43,9 +49,10 @@ export class WarmPool {
 
   /** warm workers wanted for the default cap */
   private size (language: PooledLanguage): number {
-    if (language !== 'python') return this.init.sizes[language]
+    const used = this.used.has(language)
+    if (language !== 'python') return used || this.init.warmBeforeUse ? this.init.sizes[language] : 0
     if (this.init.defaultMemoryBytes < this.init.minPythonMemoryBytes) return 0
-    return Math.max(this.init.sizes.python, this.pythonUsed ? 1 : 0)
+    return Math.max(this.init.sizes.python, used ? 1 : 0)
   }
 
   /** the idle list of a key, without workers that ended while they waited */
@@ -65,7 +72,7 @@ export class WarmPool {
 
   /** an idle worker for this language and cap, if one is there */
   take (language: PooledLanguage, memoryBytes: number): GuestWorker | undefined {
-    if (language === 'python') this.pythonUsed = true
+    this.used.add(language)
     const worker = this.listFor(this.key(language, memoryBytes)).shift()
     // a Python worker starts in 0.3-1 s of busy CPU: started during the run, it took
     // CPU from it (start-to-first-output 40 ms instead of a few on 2 cores); the run's end refills

@@ -6,13 +6,14 @@ import type { WarmPoolInit } from '../../../node/sandbox/runtime/warm-pool.ts'
 const MiB = 1024 * 1024
 
 /** a pool whose workers are stand-ins: what it starts is counted, nothing runs */
-function fakePool (sizes: WarmPoolInit['sizes'], defaultMemoryBytes = 64 * MiB): { pool: WarmPool, started: string[] } {
+function fakePool (sizes: WarmPoolInit['sizes'], defaultMemoryBytes = 64 * MiB, warmBeforeUse = true): { pool: WarmPool, started: string[] } {
   const started: string[] = []
   const pool = new WarmPool({
     sizes,
     defaultMemoryBytes,
     minPythonMemoryBytes: 40 * MiB,
     maxIdleOtherCaps: 4,
+    warmBeforeUse,
     spawn: async (language, memoryBytes) => {
       started.push(`${language}:${memoryBytes / MiB}`)
       return { language, memoryBytes, usable: true, terminate: async () => {} } as unknown as GuestWorker
@@ -57,5 +58,19 @@ describe('the warm pool and Python', () => {
     await small.pool.settled()
     expect(small.started).toEqual([])
     await small.pool.stop()
+  })
+
+  it('with warmBeforeUse false, a language is kept warm only once it has been used', async () => {
+    const { pool, started } = fakePool({ js: 1, wasm: 1, python: 0 }, 64 * MiB, false)
+    pool.refill()
+    await pool.settled()
+    expect(started).toEqual([])
+    expect(pool.take('wasm', 64 * MiB)).toBeUndefined()
+    await pool.settled()
+    expect(started).toEqual(['wasm:64'])
+    expect(pool.take('js', 64 * MiB)).toBeUndefined()
+    await pool.settled()
+    expect(started).toEqual(['wasm:64', 'js:64'])
+    expect(pool.idleCount('js')).toBe(1)
   })
 })
