@@ -5,7 +5,7 @@ import { EventCursor, EventNamespace, EventPayload, EventType } from '../../prot
 import { ModelName, ModelVersion, totalSize } from '../../protocols/model-package.ts'
 import { msUntilExpiry, type Principal } from '../auth/index.ts'
 import type { StoredEvent } from '../events/index.ts'
-import type { StoredModel } from '../models/index.ts'
+import { modelSummary } from '../models/index.ts'
 import type { ObjectMeta, StorageScope } from '../storage/index.ts'
 import { DEFAULT_GET_MAX_BYTES, MAX_GET_MAX_BYTES, MAX_PULL_WAIT_MS, PULL_PROGRESS_MS } from './constants.ts'
 import { RunProgress } from './progress.ts'
@@ -35,22 +35,6 @@ export function peerTools (peers: NonNullable<McpServices['peers']>): ToolDefini
     annotations: { ...READ_ONLY, openWorldHint: true },
     run: async (args) => ({ peers: await peers.list(args.ping ?? true) })
   })]
-}
-
-function modelSummary (model: StoredModel): Record<string, unknown> {
-  const { manifest } = model
-  return {
-    name: manifest.name,
-    version: manifest.version,
-    architecture: manifest.architecture,
-    licence: manifest.licence,
-    publisher: manifest.publisher,
-    createdAt: manifest.createdAt,
-    addedAt: model.addedAt,
-    totalSize: totalSize(manifest),
-    location: model.location,
-    files: manifest.files
-  }
 }
 
 const PullJobOut = z.object({

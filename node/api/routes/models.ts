@@ -4,7 +4,7 @@ import { CID } from 'multiformats/cid'
 import { z } from 'zod'
 import { ModelName, ModelVersion, totalSize } from '../../../protocols/model-package.ts'
 import { BkgError } from '../../../lib/bkg-error.ts'
-import type { ModelService, StoredModel } from '../../models/index.ts'
+import { modelSummary, type ModelService } from '../../models/index.ts'
 import { msUntilExpiry } from '../../auth/index.ts'
 
 /** the largest package a node accepts over HTTP */
@@ -34,7 +34,7 @@ export const modelRoutes: FastifyPluginAsyncZod<{ models: ModelService }> = asyn
   app.get('/api/v1/models', {
     config: { access: 'token' },
     schema: { summary: 'Models held by this node', tags: ['models'], response: { 200: z.array(ModelSummary) } }
-  }, async () => models.list().map(summary))
+  }, async () => models.list().map(modelSummary))
 
   app.post('/api/v1/models', {
     config: { access: 'admin' },
@@ -50,7 +50,7 @@ export const modelRoutes: FastifyPluginAsyncZod<{ models: ModelService }> = asyn
     if (!(request.body instanceof Readable)) throw new BkgError('unsupported_media_type', 415, 'send the .bkg package as application/octet-stream')
     // a custom content-type parser bypasses Fastify's bodyLimit: the service counts
     const result = await models.publishUpload(request.body, MAX_PACKAGE_BYTES)
-    return await reply.status(result.added ? 201 : 200).send({ ...summary(result.model), added: result.added, announced: result.announced, recipients: result.recipients })
+    return await reply.status(result.added ? 201 : 200).send({ ...modelSummary(result.model), added: result.added, announced: result.announced, recipients: result.recipients })
   })
 
   app.get('/api/v1/models/:name/:version', {
@@ -59,21 +59,21 @@ export const modelRoutes: FastifyPluginAsyncZod<{ models: ModelService }> = asyn
   }, async (request) => {
     const model = models.get(request.params.name, request.params.version)
     if (model == null) throw new BkgError('model_not_found', 404, `no model ${request.params.name}@${request.params.version} here`)
-    return summary(model)
+    return modelSummary(model)
   })
 
   app.delete('/api/v1/models/:name/:version', {
     config: { access: 'admin' },
     schema: { summary: 'Remove a held model and the blocks no other model needs', tags: ['models'], params: ModelParams, response: { 200: ModelSummary } }
   }, async (request) => {
-    return summary(await models.remove(request.params.name, request.params.version))
+    return modelSummary(await models.remove(request.params.name, request.params.version))
   })
 
   app.post('/api/v1/models/:name/:version/verify', {
     config: { access: 'admin' },
     schema: { summary: 'Re-read every file of a held model and check it against the signed manifest', tags: ['models'], params: ModelParams, response: { 200: ModelSummary } }
   }, async (request) => {
-    return summary(await models.verify(request.params.name, request.params.version))
+    return modelSummary(await models.verify(request.params.name, request.params.version))
   })
 
   app.get('/api/v1/models/catalog', {
@@ -187,20 +187,4 @@ export const modelRoutes: FastifyPluginAsyncZod<{ models: ModelService }> = asyn
       .header('x-content-sha256', file.sha256)
       .send(Readable.from(rest()))
   })
-}
-
-function summary (model: StoredModel): z.infer<typeof ModelSummary> {
-  const { manifest } = model
-  return {
-    name: manifest.name,
-    version: manifest.version,
-    architecture: manifest.architecture,
-    licence: manifest.licence,
-    publisher: manifest.publisher,
-    createdAt: manifest.createdAt,
-    addedAt: model.addedAt,
-    totalSize: totalSize(manifest),
-    location: model.location,
-    files: manifest.files
-  }
 }

@@ -390,18 +390,12 @@ class PythonRunner implements GuestRunner {
 
   /** a pyodide from a snapshot, locked down, with this runner's stdio, interrupt and file meter */
   private async load (snapshot: Uint8Array): Promise<Guest> {
-    const indexURL = this.init.python?.indexURL ?? ''
-    const py = await withDeniedImports(async () => await loadPyodide({
-      indexURL: indexURL.endsWith('/') ? indexURL : indexURL + '/',
-      jsglobals: Object.create(null) as object,
-      env: { HOME: '/home/pyodide' },
-      stdout: () => {},
-      stderr: () => {},
+    const py = await loadLockedPyodide(this.init.python?.indexURL ?? '', {
       checkAPIVersion: true,
       _loadSnapshot: snapshot,
       // persistent guests are imaged with pyodide's memory snapshot, which must be asked for at load
       ...(this.persistent ? { _makeSnapshot: true } : {})
-    }))
+    })
     blockFunctionConstructors()
     py.runPython(LOCKDOWN, { filename: '<sandbox>' })
     const run = py.globals.get('_bkg_run') as PyCallable
@@ -643,6 +637,21 @@ function cleanPath (path: string): string {
 }
 
 /**
+ * A pyodide from `indexURL` (our capped build) that sees no JavaScript global, no host home and
+ * prints nothing by itself; `extra` are the load options of the caller (snapshots).
+ */
+async function loadLockedPyodide (indexURL: string, extra: Record<string, unknown>): Promise<Awaited<ReturnType<typeof loadPyodide>>> {
+  return await withDeniedImports(async () => await loadPyodide({
+    indexURL: indexURL.endsWith('/') ? indexURL : indexURL + '/',
+    jsglobals: Object.create(null) as object,
+    env: { HOME: '/home/pyodide' },
+    stdout: () => {},
+    stderr: () => {},
+    ...extra
+  }))
+}
+
+/**
  * The start snapshot: read from the cache, or made here (a cold load, 3-5 s) and written there
  * atomically for the next workers. A snapshot that does not load is made again.
  */
@@ -652,14 +661,7 @@ async function startSnapshot (indexURL: string, path: string): Promise<Uint8Arra
   } catch {
     // none yet
   }
-  const py = await withDeniedImports(async () => await loadPyodide({
-    indexURL: indexURL.endsWith('/') ? indexURL : indexURL + '/',
-    jsglobals: Object.create(null) as object,
-    env: { HOME: '/home/pyodide' },
-    stdout: () => {},
-    stderr: () => {},
-    _makeSnapshot: true
-  }))
+  const py = await loadLockedPyodide(indexURL, { _makeSnapshot: true })
   py.runPython(WARM_UP)
   const snapshot = (py as unknown as { makeMemorySnapshot: () => Uint8Array }).makeMemorySnapshot()
   const temp = `${path}.${process.pid}.${Math.random().toString(36).slice(2)}`
