@@ -2,10 +2,10 @@ import { z } from 'zod'
 import { NAMESPACE_PATTERN } from '../../ca/roles.ts'
 import { BkgError } from '../../lib/bkg-error.ts'
 import { EventCursor, EventNamespace, EventPayload, EventType } from '../../protocols/events.ts'
-import { ModelName, ModelVersion, totalSize } from '../../protocols/model-package.ts'
+import { ModelName, ModelVersion } from '../../protocols/model-package.ts'
 import { msUntilExpiry, type Principal } from '../auth/index.ts'
 import type { StoredEvent } from '../events/index.ts'
-import { modelSummary } from '../models/index.ts'
+import { catalogSummary, modelSummary } from '../models/index.ts'
 import type { ObjectMeta, StorageScope } from '../storage/index.ts'
 import { DEFAULT_GET_MAX_BYTES, MAX_GET_MAX_BYTES, MAX_PULL_WAIT_MS, PULL_PROGRESS_MS } from './constants.ts'
 import { RunProgress } from './progress.ts'
@@ -82,16 +82,7 @@ export function modelTools (models: NonNullable<McpServices['models']>): ToolDef
       input: z.strictObject({}),
       output: z.object({ models: z.array(z.object({ name: z.string(), version: z.string(), publisher: z.string(), origin: z.string(), totalSize: z.number(), seenAt: z.string() })) }),
       annotations: READ_ONLY,
-      run: async () => ({
-        models: models.catalogEntries().map((entry) => ({
-          name: entry.envelope.manifest.name,
-          version: entry.envelope.manifest.version,
-          publisher: entry.envelope.manifest.publisher.name,
-          origin: entry.origin,
-          totalSize: totalSize(entry.envelope.manifest),
-          seenAt: entry.seenAt
-        }))
-      })
+      run: async () => ({ models: models.catalogEntries().map(catalogSummary) })
     }),
     defineTool({
       name: 'models_pull',

@@ -25,4 +25,4 @@
 export { findProviderIds, requestBlocks } from './block-requests.ts'
 export { modelService, type ModelService, type ModelServiceComponents, type ModelServiceEvents, type ModelServiceInit } from './model-service.ts'
 export type { StoredModel } from './model-store.ts'
-export { modelSummary, type ModelSummary } from './model-summary.ts'
+export { catalogSummary, modelSummary, type CatalogSummary, type ModelSummary } from './model-summary.ts'

@@ -1,4 +1,5 @@
 import { totalSize } from '../../protocols/model-package.ts'
+import type { CatalogEntry } from './model-service.ts'
 import type { StoredModel } from './model-store.ts'
 
 /** A held model as the API and MCP show it: its manifest's facts, size, where its files are. */
@@ -30,4 +31,21 @@ export function modelSummary (model: StoredModel): ModelSummary {
     location: model.location,
     files: manifest.files
   }
+}
+
+/** A model announced in the mesh, as the API and MCP list the catalog. */
+export interface CatalogSummary {
+  name: string
+  version: string
+  /** the publisher's node name */
+  publisher: string
+  /** the node that announced it */
+  origin: string
+  totalSize: number
+  seenAt: string
+}
+
+export function catalogSummary (entry: CatalogEntry): CatalogSummary {
+  const { manifest } = entry.envelope
+  return { name: manifest.name, version: manifest.version, publisher: manifest.publisher.name, origin: entry.origin, totalSize: totalSize(manifest), seenAt: entry.seenAt }
 }

@@ -249,13 +249,7 @@ export class SandboxService implements SandboxServiceApi, Startable {
     const live = this.live.get(id)
     if (live != null) {
       if (live.running) throw new BkgError('sandbox_busy', 409, `sandbox ${id} is running code; stop it when the run has ended`)
-      try {
-        await this.takeSnapshot(record, live)
-      } catch (err) {
-        // a guest whose language cannot be imaged is stopped all the same: it starts afresh (or from its last snapshot)
-        if (!(err instanceof BkgError && err.code === 'snapshot_unsupported')) throw err
-        this.log.info({ sandbox: id }, 'stopped without a snapshot: this language cannot be snapshotted')
-      }
+      await this.takeSnapshot(record, live)
       await this.closeGuest(id)
     }
     return this.info(record)

@@ -2,9 +2,9 @@ import { Readable } from 'node:stream'
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import { CID } from 'multiformats/cid'
 import { z } from 'zod'
-import { ModelName, ModelVersion, totalSize } from '../../../protocols/model-package.ts'
+import { ModelName, ModelVersion } from '../../../protocols/model-package.ts'
 import { BkgError } from '../../../lib/bkg-error.ts'
-import { modelSummary, type ModelService } from '../../models/index.ts'
+import { catalogSummary, modelSummary, type ModelService } from '../../models/index.ts'
 import { msUntilExpiry } from '../../auth/index.ts'
 
 /** the largest package a node accepts over HTTP */
@@ -83,14 +83,7 @@ export const modelRoutes: FastifyPluginAsyncZod<{ models: ModelService }> = asyn
       tags: ['models'],
       response: { 200: z.array(z.object({ name: z.string(), version: z.string(), publisher: z.string(), origin: z.string(), totalSize: z.number(), seenAt: z.string() })) }
     }
-  }, async () => models.catalogEntries().map((entry) => ({
-    name: entry.envelope.manifest.name,
-    version: entry.envelope.manifest.version,
-    publisher: entry.envelope.manifest.publisher.name,
-    origin: entry.origin,
-    totalSize: totalSize(entry.envelope.manifest),
-    seenAt: entry.seenAt
-  })))
+  }, async () => models.catalogEntries().map(catalogSummary))
 
   const PullJob = z.object({
     id: z.string(),

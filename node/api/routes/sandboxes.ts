@@ -9,6 +9,8 @@ import { PolicyInput, type ExecInput, type ExecOptions, type ExecResult, type Ou
 const RUN_BODY_LIMIT = 48 * 1024 * 1024
 /** a WebSocket client that reads nothing while this much output waits is cut */
 const MAX_STREAM_BUFFERED = 8 * 1024 * 1024
+/** stdin sent over the WebSocket that the guest has not read yet, at most */
+const MAX_STREAM_STDIN_QUEUED = 4 * 1024 * 1024
 
 const Language = z.enum(['js', 'python', 'wasm'])
 const SandboxId = z.string().regex(/^sbx_[0-9a-f]{16}$/, 'a sandbox id: sbx_ and 16 hex digits')
@@ -339,8 +341,10 @@ function streamSession (socket: WebSocket, sandboxes: SandboxApi, principal: Par
       send({ type: 'error', error: { code: 'no_run', message: 'no run is going on: send {"type":"exec",…} first' } })
       return
     }
-    if (message.type === 'stdin') run.stdin.push(new TextEncoder().encode(message.data))
-    else if (message.type === 'stdin-end') run.stdin.end()
+    if (message.type === 'stdin') {
+      // stdin a guest does not read is not buffered without end: the client is told to wait
+      if (!run.stdin.push(new TextEncoder().encode(message.data))) send({ type: 'error', error: { code: 'stdin_full', message: `more than ${MAX_STREAM_STDIN_QUEUED} bytes of stdin wait unread; send more once the guest reads` } })
+    } else if (message.type === 'stdin-end') run.stdin.end()
     else run.controller.abort(new BkgError('cancelled', 499, 'cancelled by the client'))
   })
   socket.on('close', () => {
@@ -351,13 +355,18 @@ function streamSession (socket: WebSocket, sandboxes: SandboxApi, principal: Par
 /** Stdin chunks from the client, as the async iterable the runtime reads; ends with stdin-end or the run. */
 class StdinQueue implements AsyncIterable<Uint8Array> {
   private readonly chunks: Uint8Array[] = []
+  private queued = 0
   private ended = false
   private wake: (() => void) | null = null
 
-  push (chunk: Uint8Array): void {
-    if (this.ended) return
+  /** false when the guest has not read what is queued and this chunk would pass the bound */
+  push (chunk: Uint8Array): boolean {
+    if (this.ended) return true
+    if (this.queued + chunk.byteLength > MAX_STREAM_STDIN_QUEUED) return false
+    this.queued += chunk.byteLength
     this.chunks.push(chunk)
     this.wake?.()
+    return true
   }
 
   end (): void {
@@ -369,6 +378,7 @@ class StdinQueue implements AsyncIterable<Uint8Array> {
     while (true) {
       const chunk = this.chunks.shift()
       if (chunk != null) {
+        this.queued -= chunk.byteLength
         yield chunk
         continue
       }
