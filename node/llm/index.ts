@@ -1,0 +1,6 @@
+/**
+ * Local inference on signed models: node-llama-cpp runs GGUF files that arrived in verified `.bkg`
+ * packages; a request runs here or, when this node lacks the model or is busy, on the best peer
+ * that announces it (`/bkg/infer/1.0.0`). See docs/architecture.md (Inference) and docs/api.md.
+ */
+export type * from './types.ts'
