@@ -72,3 +72,9 @@ export function namespaceOfTopic (topic: string): string | null {
 
 /** Catch-up of missed events: chain heads and ranges by origin and sequence number. */
 export const EVENTS_SYNC_PROTOCOL = '/bkg/events/sync/1.0.0'
+
+/** Runs one chat or embedding request on a peer's local model and streams the answer back, credit-paced. */
+export const INFER_PROTOCOL = '/bkg/infer/1.0.0'
+
+/** Gossip topic where nodes announce the models they have loaded and how busy their slots are. */
+export const LLM_TOPIC = 'bkg/llm/1'
