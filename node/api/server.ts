@@ -16,6 +16,7 @@ import type { ReplicationService } from '../replication/index.ts'
 import type { RevocationService } from '../revocation/index.ts'
 import type { StorageService } from '../storage/index.ts'
 import type { SandboxApi } from '../sandbox/index.ts'
+import type { LlmApi } from '../llm/index.ts'
 import { mcpRoutes } from '../mcp/index.ts'
 import { authPlugin, principalOf, requestToken, type ApiKeys } from './auth.ts'
 import { nodeRoutes, type NodeStatus } from './routes/node.ts'
@@ -35,6 +36,8 @@ import { s3Routes, sendS3Error } from './s3/plugin.ts'
 import { storageRoutes } from './routes/storage.ts'
 import { tokenRoutes } from './routes/tokens.ts'
 import { sandboxRoutes } from './routes/sandboxes.ts'
+import { llmRoutes } from './routes/llm.ts'
+import { openAiRoutes } from './routes/openai.ts'
 
 export interface ApiServerInit {
   log: Logger
@@ -58,6 +61,7 @@ export interface ApiServices {
   rooms: RoomHub
   storage: StorageService
   sandboxes: SandboxApi
+  llm: LlmApi
 }
 
 export interface ApiServer {
@@ -176,6 +180,8 @@ export async function createApiServer (init: ApiServerInit): Promise<ApiServer> 
   await app.register(storageRoutes, { storage: services.storage })
   await app.register(s3Routes, { storage: services.storage, prefix: '/s3' })
   await app.register(sandboxRoutes, { sandboxes: services.sandboxes })
+  await app.register(llmRoutes, { llm: services.llm, keys })
+  await app.register(openAiRoutes, { llm: services.llm })
   await app.register(mcpRoutes, {
     services: { sandboxes: services.sandboxes, peers: services.peers, models: services.models, events: services.events, storage: services.storage },
     principalOf: (request) => request.principal,
