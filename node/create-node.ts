@@ -13,6 +13,7 @@ import { eventService, roomHub, type EventService } from './events/index.ts'
 import { dataDirPaths, DataDirLock, loadLibp2pKey, loadOrCreateSecret } from './identity/index.ts'
 import { NodeIdentityError } from './listen-errors.ts'
 import { NodeMetrics, topicFamily } from './metrics/index.ts'
+import { llmService } from './llm/index.ts'
 import { modelService, type ModelService } from './models/index.ts'
 import { BkgNode } from './bkg-node.ts'
 import { apiPart, hostPart } from './node-parts.ts'
@@ -151,6 +152,12 @@ async function assembleNode (init: NodeInit, lock: DataDirLock): Promise<BkgNode
   // the Pyodide start snapshot and capped builds are machine-wide, as the database template is
   const runtime = sandboxRuntime({ poolSize: config.sandbox.pool, maxWorkers: config.sandbox.maxWorkers, warmBeforeUse: config.sandbox.warmAtStart, cacheDir: join(init.cacheDir ?? defaultCacheDir(), 'pyodide') })({ log: child('sandbox-runtime') })
   const sandboxes = sandboxService({ dir: paths.sandboxes, warmAtStart: config.sandbox.warmAtStart })({ runtime, log: child('sandboxes') })
+  const llm = llmService(config.llm)({
+    peerId: selfId,
+    models,
+    registry: metrics.registry,
+    log: child('llm')
+  })
   // pg is loaded only for a node that syncs
   const centralSync = config.sync.url != null
     ? (await import('./central/index.ts')).centralSyncService({ url: config.sync.url, changes: config.sync.changes, nodeId: selfId, certificatePem: trust.own.pem })({ db, events, log: child('central-sync') })
@@ -174,7 +181,8 @@ async function assembleNode (init: NodeInit, lock: DataDirLock): Promise<BkgNode
     events,
     rooms,
     storage,
-    sandboxes
+    sandboxes,
+    llm
   }
   const api = await createApiServer({
     log: child('api'),
@@ -197,6 +205,7 @@ async function assembleNode (init: NodeInit, lock: DataDirLock): Promise<BkgNode
     // the sandbox service starts the runtime (its warm pool) at the first run, or at start with sandbox.warmAtStart
     ['sandbox-runtime', { start () {}, stop: async () => { await runtime.stop() } }],
     ['sandboxes', sandboxes],
+    ['llm', llm],
     ...(init.extraServices ?? []).map(([name, create]) => [name, create({ host, peers, trust, events, models, storage, log: child(name) })] as const),
     ['central-sync', centralSync],
     ['psql', psql],

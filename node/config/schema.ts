@@ -73,6 +73,26 @@ export const NodeConfig = z.object({
     /** fill the JS and WASI pools when the node starts; otherwise a language is kept warm once it has been used */
     warmAtStart: z.boolean().default(false)
   }).strict().prefault({}),
+  /** local inference (node/llm): node-llama-cpp on held GGUF models, peers as fallback */
+  llm: z.object({
+    /** 'auto': a GPU build when one is installed and a GPU is present; false: CPU only */
+    gpu: z.union([z.literal('auto'), z.literal(false)]).default('auto'),
+    /** CPU threads per context; default half the cores (1 on a 2-core machine), at most 4 */
+    threads: z.number().int().min(1).max(256).optional(),
+    /** requests generating at once per model (sequences batched together) */
+    parallel: z.number().int().min(1).max(64).default(4),
+    /** tokens per sequence, capped at the model's training context */
+    contextSize: z.number().int().min(64).max(1_048_576).default(2048),
+    /** requests waiting per model; one more is answered 429 */
+    maxQueued: z.number().int().min(0).max(4096).default(16),
+    /** a request for a held model that is not loaded loads it */
+    autoLoad: z.boolean().default(true),
+    maxLoaded: z.number().int().min(1).max(64).default(2),
+    /** NAME@VERSION of held models loaded when the node starts */
+    load: z.array(z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}@[0-9A-Za-z.+-]{1,64}$/, 'NAME@VERSION')).max(64).default([]),
+    /** the model of requests that name none (else the first one loaded) */
+    defaultModel: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}@[0-9A-Za-z.+-]{1,64}$/, 'NAME@VERSION').optional()
+  }).strict().prefault({}),
   storage: z.object({
     /** where object bytes go: plain files, a content-addressed blockstore, or an external S3-compatible service */
     backend: z.enum(['disk', 'blocks', 's3']).default('disk'),

@@ -4,3 +4,7 @@
  * that announces it (`/bkg/infer/1.0.0`). See docs/architecture.md (Inference) and docs/api.md.
  */
 export type * from './types.ts'
+export { llmService, LlmService, type LlmServiceComponents, type LlmServiceInit, type MeshInference } from './llm-service.ts'
+export { LlmBusyError } from './local/fair-queue.ts'
+export { readGgufFacts } from './gguf/gguf-header.ts'
+export { testModelGguf, type TestModelOptions } from './gguf/test-model.ts'

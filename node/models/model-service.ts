@@ -285,6 +285,11 @@ export class ModelService extends EventEmitter<ModelServiceEvents> {
     return await this.store.verify(name, version)
   }
 
+  /** Checks a held model before a runtime uses it: signature, publisher certificate against today's CRL, and every file. */
+  async verifyForUse (name: string, version: string): Promise<StoredModel> {
+    return await this.store.verifyForUse(name, version)
+  }
+
   /** A held file, every block checked against its CID as it is read. */
   async openFile (name: string, version: string, path: string): ReturnType<ModelStore['openFile']> {
     return await this.store.openFile(name, version, path)

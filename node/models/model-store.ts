@@ -278,6 +278,18 @@ export class ModelStore {
     return this.toStored(entry)
   }
 
+  /**
+   * Checks a held model as a runtime about to use it should: its signature against today's trust
+   * anchor and CRL (a publisher revoked since the model arrived is refused), then every file.
+   */
+  async verifyForUse (name: string, version: string): Promise<StoredModel> {
+    const entry = this.require(name, version)
+    // the rollback check is about accepting a package, not about using one already held
+    verifyEnvelope(entry.envelope, { ...this.deps.trust(), latestVersion: null })
+    await this.checkFiles(entry)
+    return this.toStored(entry)
+  }
+
   /** Where the checked files of a held model lie as plain files (for runtimes that need a path). */
   locationOf (name: string, version: string): string {
     return join(this.filesDir, name, version)
