@@ -101,7 +101,7 @@ describe('inference on a node', () => {
     const refused = answers.filter((answer) => answer.status === 429)
     expect(refused.length).toBeGreaterThanOrEqual(1)
     expect(Number(refused[0].headers.get('retry-after'))).toBeGreaterThanOrEqual(1)
-    expect((await refused[0].json()).error.code).toBe('llm_busy')
+    expect(((await refused[0].json()) as { error: { code: string } }).error.code).toBe('llm_busy')
     expect(answers.filter((answer) => answer.status === 200).length).toBeGreaterThanOrEqual(2)
   })
 })
