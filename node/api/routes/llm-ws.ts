@@ -16,6 +16,8 @@ const DRAIN_POLL_MS = 5
 export const MAX_WS_CHATS = 8
 /** what a chat without an `id` is filed under: one at a time */
 const NO_ID = ''
+/** events read from a cancelled chat while waiting for its `done` */
+const MAX_EVENTS_AFTER_CANCEL = 8
 
 const Frame = z.discriminatedUnion('type', [
   z.object({ type: z.literal('chat'), id: z.string().min(1).max(64).optional(), ...chatFields, placement: Placement.optional() }).strict(),
@@ -57,8 +59,8 @@ export function llmSocketRoute (app: FastifyInstance, llm: LlmApi, keys: ApiKeys
 
 /**
  * One socket's chats: `{type:'chat', id?, …body}` starts one, `{type:'cancel', id?}` ends it (or
- * all of them without an id); each streams `start`, `token` and `done` (or `error`) frames
- * carrying its `id`. A chat's next event is pulled only while the socket holds less than
+ * all of them without an id); each streams `start` (provenance), `token` and `done` (`result`)
+ * or `error` frames carrying its `id`. A chat's next event is pulled only while the socket holds less than
  * MAX_WS_BUFFERED unsent, so a client that does not read pauses its own generation.
  */
 function chatSocket (socket: WebSocket, llm: LlmApi, principal: string | undefined): void {
@@ -109,8 +111,8 @@ function chatSocket (socket: WebSocket, llm: LlmApi, principal: string | undefin
     }
     const controller = new AbortController()
     running.set(key, controller)
-    void runSocketChat(socket, llm, chat, { signal: controller.signal, principal }, send, id)
-      .catch((err: unknown) => { fail(id, controller.signal.aborted ? new BkgError('cancelled', 499, 'cancelled by the client') : err) })
+    void runSocketChat(socket, llm, chat, { controller, principal }, send, id)
+      .catch((err: unknown) => { fail(id, err instanceof BkgError || !controller.signal.aborted ? err : new BkgError('cancelled', 499, 'cancelled by the client')) })
       .finally(() => running.delete(key))
   })
   socket.on('close', () => {
@@ -118,30 +120,41 @@ function chatSocket (socket: WebSocket, llm: LlmApi, principal: string | undefin
   })
 }
 
-async function runSocketChat (socket: WebSocket, llm: LlmApi, chat: ChatRequest, options: { signal: AbortSignal, principal: string | undefined }, send: (message: Record<string, unknown>) => void, id: string | undefined): Promise<void> {
-  const iterator: AsyncIterator<ChatEvent> = llm.chat(chat, options)[Symbol.asyncIterator]()
-  let finished = false
-  const open = (): boolean => socket.readyState === socket.OPEN && !options.signal.aborted
+/**
+ * One chat's events to the socket. A cancelled chat is still read to its end for a few events:
+ * the service, seeing its signal, ends with a `done` whose finish_reason is `cancelled` and
+ * whose text is what was generated so far, which the client gets; a chat whose socket closed is
+ * aborted and its iterator returned at once.
+ */
+async function runSocketChat (socket: WebSocket, llm: LlmApi, chat: ChatRequest, options: { controller: AbortController, principal: string | undefined }, send: (message: Record<string, unknown>) => void, id: string | undefined): Promise<void> {
+  const { controller } = options
+  const iterator: AsyncIterator<ChatEvent> = llm.chat(chat, { signal: controller.signal, principal: options.principal })[Symbol.asyncIterator]()
+  const open = (): boolean => socket.readyState === socket.OPEN
+  let afterCancel = 0
+  let ended = false
   try {
     while (open()) {
-      while (socket.bufferedAmount > MAX_WS_BUFFERED && open()) await sleep(DRAIN_POLL_MS)
+      if (controller.signal.aborted && ++afterCancel > MAX_EVENTS_AFTER_CANCEL) break
+      while (socket.bufferedAmount > MAX_WS_BUFFERED && open() && !controller.signal.aborted) await sleep(DRAIN_POLL_MS)
       if (!open()) break
       const next = await iterator.next()
       if (next.done === true) throw new BkgError('internal', 500, 'the chat ended without a result')
+      // a cancelled chat's pieces are not sent; its `done` is
+      if (controller.signal.aborted && next.value.type === 'text') continue
       const { type, data } = chatEventOut(next.value)
-      send({ type, ...(id != null ? { id } : {}), ...data })
+      // the result has an id of its own: nested, it cannot be taken for the client's
+      send({ type, ...(id != null ? { id } : {}), ...(type === 'done' ? { result: data } : data) })
       if (next.value.type === 'done') {
-        finished = true
+        ended = true
         return
       }
     }
-    // cancelled by a frame while the socket stays open: say so, the client is waiting for an end
-    if (socket.readyState === socket.OPEN) throw new BkgError('cancelled', 499, 'cancelled by the client')
+    throw new BkgError('cancelled', 499, 'cancelled by the client')
   } finally {
-    if (!finished) {
-      try {
-        await iterator.return?.()
-      } catch {}
-    }
+    // the socket went away or the service did not end: stop generation now
+    if (!ended && !controller.signal.aborted) controller.abort(new BkgError('cancelled', 499, 'the client closed the socket'))
+    try {
+      await iterator.return?.()
+    } catch {}
   }
 }
