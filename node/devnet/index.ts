@@ -15,3 +15,4 @@ export {
   CLI_ENTRY, NODE_RUNTIME_ENV, NODE_RUNTIME_FLAGS, nodeRuntime, NodeStartError, spawnNode, type NodeProcess, type SpawnNodeOptions,
   type StartedLine
 } from './node-process.ts'
+export { DEVNET_MODEL_ID, serveDevnetModel } from './test-model.ts'

@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import type { Command } from 'commander'
-import { startDevnet, type DevnetNode } from '../../devnet/index.ts'
+import { DEVNET_MODEL_ID, serveDevnetModel, startDevnet, type DevnetNode } from '../../devnet/index.ts'
 import { NodeStartError } from '../../devnet/index.ts'
 import { EXIT } from '../errors.ts'
 import { port, positiveInt } from '../options.ts'
@@ -39,13 +39,20 @@ export function registerDevnetCommand (program: Command): void {
         }
         throw err
       }
-      const admitted = await waitForMesh(nodes, 20_000)
+      const [admitted, model] = await Promise.all([
+        waitForMesh(nodes, 20_000),
+        serveDevnetModel(dir, nodes[0].paths, nodes[0].process.started.api, nodes[0].token).then(() => null, (err: Error) => err)
+      ])
       console.log(`BKG devnet: ${nodes.length} nodes in ${dir}${owned ? ' (removed on exit)' : ''}`)
       for (const node of nodes) {
         console.log(`  ${node.name}  ${node.process.started.api}  ${node.process.started.peerId}`)
       }
       console.log(`  admin token of each node: <dir>/node-N/api-token   e.g. ${join(nodes[0].paths.dir, 'api-token')}`)
       console.log(`  try: curl -H "Authorization: Bearer $(cat ${join(nodes[0].paths.dir, 'api-token')})" ${nodes[0].process.started.api}/api/v1/peers`)
+      const tokenFile = join(nodes[0].paths.dir, 'api-token')
+      console.log(model == null
+        ? `  node-1 serves ${DEVNET_MODEL_ID} (the project's test model): curl -H "Authorization: Bearer $(cat ${tokenFile})" -H 'content-type: application/json' -d '{"model":"${DEVNET_MODEL_ID}","messages":[{"role":"user","content":"Hi"}],"max_tokens":20}' ${nodes[0].process.started.api}/v1/chat/completions`
+        : `  warning: node-1 does not serve the test model: ${model.message}`)
       console.log(admitted
         ? `mesh ready in ${Math.round(performance.now() - started)} ms: every node admitted by node-1. Ctrl-C stops all.`
         : 'warning: not every node was admitted within 20 s; see the logs above. Ctrl-C stops all.')
