@@ -175,7 +175,7 @@ describe('POST /api/v1/llm/chat, SSE', () => {
       expect(frames.map((frame) => frame.event)).toEqual(['start', 'token', 'token', 'token', 'token', 'token', 'done'])
       expect(frames[0].data).toEqual({ model: FAKE_MODEL, model_sha256: FAKE_SHA, backend: 'fake@1 (cpu)', served_by: FAKE_PEER, via_peer: false, deterministic: false })
       expect(frames[1].data).toEqual({ text: 't0 ', tokens: 1 })
-      expect(frames[6].data).toMatchObject({ text: 't0 t1 t2 t3 t4 ', finish_reason: 'length', served_by: FAKE_PEER })
+      expect(frames[6].data).toMatchObject({ text: 't0 t1 t2 t3 t4 ', finish_reason: 'stop', served_by: FAKE_PEER })
       expect(fake.llm.calls[0].finished).toBe(true)
     }
   })

@@ -118,9 +118,10 @@ export function fakeLlm (script: Partial<FakeScript> = {}): FakeLlm {
           const started = Date.now()
           yield { type: 'start', provenance }
           let text = ''
-          let finishReason: ChatResult['finishReason'] = 'length'
           const calling = request.tools != null && request.toolChoice !== 'none'
           const limit = Math.min(s.pieces, request.maxTokens ?? Infinity)
+          // the script running out is the model's end of text; max_tokens cutting it is 'length'
+          let finishReason: ChatResult['finishReason'] = limit < s.pieces ? 'length' : 'stop'
           for (let index = 0; index < limit; index++) {
             await s.pace()
             if (options.signal?.aborted === true) {

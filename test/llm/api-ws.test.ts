@@ -50,7 +50,7 @@ describe('WS /api/v1/llm/chat/ws', () => {
     expect(frames.map((frame) => frame.type)).toEqual(['start', 'token', 'token', 'token', 'token', 'token', 'done'])
     expect(frames[0]).toMatchObject({ type: 'start', served_by: FAKE_PEER, model: FAKE_MODEL, deterministic: true })
     expect(frames[1]).toEqual({ type: 'token', text: 't0 ', tokens: 1 })
-    expect(frames[6]).toMatchObject({ type: 'done', result: { id: 'chat_1', text: 't0 t1 t2 t3 t4 ', finish_reason: 'length', served_by: FAKE_PEER } })
+    expect(frames[6]).toMatchObject({ type: 'done', result: { id: 'chat_1', text: 't0 t1 t2 t3 t4 ', finish_reason: 'stop', served_by: FAKE_PEER } })
     expect(fake.llm.calls[0].request).toMatchObject({ seed: 3, messages: [{ role: 'user', content: 'hello' }] })
     // the socket serves the next chat
     socket.send(JSON.stringify({ type: 'chat', messages: user, max_tokens: 1 }))
