@@ -4,6 +4,7 @@ import { registerCaCommands } from './commands/ca.ts'
 import { registerCrlCommands } from './commands/crl.ts'
 import { registerDevnetCommand } from './commands/devnet.ts'
 import { registerInitCommand } from './commands/init.ts'
+import { registerLlmCommands } from './commands/llm.ts'
 import { registerMcpCommand } from './commands/mcp.ts'
 import { registerModelCommands } from './commands/model.ts'
 import { registerSandboxCommands } from './commands/sandbox.ts'
@@ -31,6 +32,7 @@ registerCrlCommands(program)
 registerModelCommands(program)
 registerStorageCommands(program)
 registerSandboxCommands(program)
+registerLlmCommands(program)
 registerMcpCommand(program)
 registerDevnetCommand(program)
 

@@ -60,7 +60,7 @@ describe('POST /api/v1/llm/chat, JSON', () => {
     })
     expect(response.status).toBe(200)
     expect(response.headers.get('x-bkg-served-by')).toBe(FAKE_PEER)
-    const result = await response.json()
+    const result = await (response.json() as Promise<any>)
     expect(result).toMatchObject({
       text: 't0 t1 t2 ',
       tool_calls: [],
@@ -103,7 +103,7 @@ describe('POST /api/v1/llm/chat, JSON', () => {
       response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object' } } }
     })
     expect(response.status).toBe(200)
-    const result = await response.json()
+    const result = await (response.json() as Promise<any>)
     expect(result.finish_reason).toBe('tool_calls')
     expect(result.tool_calls).toEqual([{ id: 'call_' + '0'.repeat(24), type: 'function', function: { name: 'get_time', arguments: '{"zone":"UTC"}' } }])
     const request = fake.llm.calls[0].request
@@ -129,7 +129,7 @@ describe('POST /api/v1/llm/chat, JSON', () => {
     for (const [body, message] of cases) {
       const response = await post('/api/v1/llm/chat', body)
       expect(response.status, JSON.stringify(body)).toBe(400)
-      const error = (await response.json()).error
+      const error = (await (response.json() as Promise<any>)).error
       expect(error.code).toBe('invalid_request')
       expect(error.message).toMatch(message)
     }
@@ -142,11 +142,11 @@ describe('POST /api/v1/llm/chat, JSON', () => {
     const busy = await post('/api/v1/llm/chat', { messages: user })
     expect(busy.status).toBe(429)
     expect(busy.headers.get('retry-after')).toBe('3')
-    expect((await busy.json()).error.code).toBe('llm_busy')
+    expect((await (busy.json() as Promise<any>)).error.code).toBe('llm_busy')
     fake.llm.script.busy = null
     const unknown = await post('/api/v1/llm/chat', { model: 'nope@1.0.0', messages: user })
     expect(unknown.status).toBe(404)
-    expect((await unknown.json()).error).toEqual({ code: 'model_not_found', message: 'no model nope@1.0.0 here or on a peer' })
+    expect((await (unknown.json() as Promise<any>)).error).toEqual({ code: 'model_not_found', message: 'no model nope@1.0.0 here or on a peer' })
   })
 
   it('a client that disconnects before the result cancels the chat', async () => {
@@ -186,7 +186,7 @@ describe('POST /api/v1/llm/chat, SSE', () => {
     expect(response.status).toBe(429)
     expect(response.headers.get('retry-after')).toBe('2')
     expect(response.headers.get('content-type')).toMatch(/^application\/json/)
-    expect((await response.json()).error.code).toBe('llm_busy')
+    expect((await (response.json() as Promise<any>)).error.code).toBe('llm_busy')
   })
 
   it('a failure after the head is an error event', async () => {
