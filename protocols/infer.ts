@@ -81,8 +81,8 @@ const ToolChoiceSchema = z.union([z.enum(['auto', 'none', 'required']), z.object
 
 const PlacementSchema = z.enum(['auto', 'local', 'peer'])
 
-/** ChatRequest with its model resolved */
-export const InferChatRequest = z.object({
+/** ChatRequest with its model resolved; unknown top-level fields dropped (what a client sends: see InferChatRequest) */
+export const InferChatRequestFields = z.object({
   model: ModelIdSchema,
   messages: z.array(ChatMessageSchema).min(1).max(MAX_MESSAGES),
   responseFormat: ResponseFormatSchema.optional(),
@@ -97,15 +97,18 @@ export const InferChatRequest = z.object({
   minP: z.number().min(0).max(1).optional(),
   seed: z.number().int().min(-Number.MAX_SAFE_INTEGER).max(Number.MAX_SAFE_INTEGER).optional(),
   stop: z.array(z.string().min(1).max(256)).max(MAX_STOP_STRINGS).optional()
-}).strict()
+})
+/** what a server accepts: nothing it does not know */
+export const InferChatRequest = InferChatRequestFields.strict()
 export type InferChatRequest = z.infer<typeof InferChatRequest>
 
-/** EmbedRequest with its model resolved */
-export const InferEmbedRequest = z.object({
+/** EmbedRequest with its model resolved; unknown top-level fields dropped (what a client sends) */
+export const InferEmbedRequestFields = z.object({
   model: ModelIdSchema,
   input: z.array(z.string()).min(1).max(MAX_EMBED_INPUTS),
   placement: PlacementSchema.optional()
-}).strict()
+})
+export const InferEmbedRequest = InferEmbedRequestFields.strict()
 export type InferEmbedRequest = z.infer<typeof InferEmbedRequest>
 
 export const ClientFrame = z.discriminatedUnion('type', [

@@ -2,7 +2,8 @@ import { lpStream } from '@libp2p/utils'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { INFER_PROTOCOL } from '../../protocols/ids.ts'
 import {
-  decodeClientFrame, decodeServerFrame, encodeFrame, MAX_SERVER_FRAME_BYTES, type ClientFrame
+  decodeClientFrame, decodeServerFrame, encodeFrame, MAX_SERVER_FRAME_BYTES,
+  type ClientFrame, type InferChatRequest, type InferEmbedRequest
 } from '../../protocols/infer.ts'
 import { peerChat, peerEmbed, PeerInferError } from '../../node/llm/peer/infer-client.ts'
 import { inferServer, type InferServer } from '../../node/llm/peer/infer-server.ts'
@@ -52,6 +53,10 @@ describe('infer wire format', () => {
     const embed = decodeClientFrame(encodeFrame({ type: 'embed', request: { model: MODEL, input: ['a'] } }))
     if (embed.type !== 'embed') throw new Error('embed frame expected')
     const embedRequest: EmbedRequest = embed.request
+    // and the other way: every field of the contract's requests is one the wire format carries
+    const everyChatField: [Exclude<keyof ChatRequest, keyof InferChatRequest>] extends [never] ? true : false = true
+    const everyEmbedField: [Exclude<keyof EmbedRequest, keyof InferEmbedRequest>] extends [never] ? true : false = true
+    expect(everyChatField && everyEmbedField).toBe(true)
     expect(request.seed).toBe(7)
     expect(embedRequest.input).toEqual(['a'])
 
@@ -198,6 +203,10 @@ describe('infer server and client over stream pairs', () => {
     expect(err).toMatchObject({ code: 'invalid_request', status: 400 })
     expect(client.dials).toBe(dials)
     expect(backend.calls).toEqual([])
+
+    // a field that is no part of ChatRequest (a route's own) stays here
+    const events = await collect(peerChat(client.streams, server.peerId, { ...chatRequest(), stream: true } as never))
+    expect(events.at(-1)?.type).toBe('done')
   })
 
   it('a credit frame first is refused', async () => {

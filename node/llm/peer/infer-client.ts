@@ -4,7 +4,7 @@ import type { z } from 'zod'
 import { BkgError } from '../../../lib/bkg-error.ts'
 import { INFER_PROTOCOL } from '../../../protocols/ids.ts'
 import {
-  DEFAULT_CREDIT, InferChatRequest, InferEmbedRequest, MAX_CREDIT, MAX_SERVER_FRAME_BYTES, decodeServerFrame, encodeFrame,
+  DEFAULT_CREDIT, InferChatRequestFields, InferEmbedRequestFields, MAX_CREDIT, MAX_SERVER_FRAME_BYTES, decodeServerFrame, encodeFrame,
   type ClientFrame, type ServerFrame
 } from '../../../protocols/infer.ts'
 import type { ProtocolStreams } from '../../p2p/index.ts'
@@ -131,7 +131,11 @@ class InferCall {
   }
 }
 
-/** The request as the wire carries it, checked here: a request any peer would refuse fails before a peer is asked. */
+/**
+ * The request as the wire carries it, checked here: a request any peer would refuse fails before
+ * a peer is asked. Fields that are no part of ChatRequest / EmbedRequest (a route's own) are
+ * dropped; a test checks that the schema knows every field of those types.
+ */
 function wireRequest<T> (schema: z.ZodType<T>, request: unknown): T {
   const parsed = schema.safeParse(request)
   if (parsed.success) return parsed.data
@@ -162,7 +166,7 @@ export async function * peerChat (
   const credit = Math.max(1, Math.min(options.credit ?? DEFAULT_CREDIT, MAX_CREDIT))
   // credit goes back in batches (half the window): a frame per token would double the frames
   const batch = Math.max(1, Math.floor(credit / 2))
-  const wire = wireRequest(InferChatRequest, request)
+  const wire = wireRequest(InferChatRequestFields, request)
   const call = await open(streams, peer, options.signal)
   try {
     await call.send({ type: 'chat', request: wire, credit })
@@ -200,7 +204,7 @@ export async function * peerChat (
 export async function peerEmbed (
   streams: InferDial, peer: PeerId, request: EmbedRequest & { model: ModelId }, options: Pick<PeerCallOptions, 'signal'> = {}
 ): Promise<EmbedResult> {
-  const wire = wireRequest(InferEmbedRequest, request)
+  const wire = wireRequest(InferEmbedRequestFields, request)
   const call = await open(streams, peer, options.signal)
   try {
     await call.send({ type: 'embed', request: wire })
