@@ -46,22 +46,37 @@ export function inferServer (init: InferServerInit = {}): (components: InferServ
 }
 
 /**
- * One request being served: the credit the client granted, and the abort that stops the local
- * generation (a cancel frame, the client's side ending or resetting, a stall, the node stopping).
+ * One request being served: the credit the client granted, the generation's abort (what the local
+ * backend sees) and the request's cancellation (a cancel frame, the client's side ending or
+ * resetting, a stall, the node stopping), which also aborts the generation and every read and
+ * write of the stream. A generation that ends early for this side's own reasons (a failed send)
+ * is aborted without cancelling, so an error frame can still go out.
  */
 class Served {
-  readonly controller = new AbortController()
+  private readonly generation = new AbortController()
+  private readonly cancellation = new AbortController()
+  /** resolves when the generation is aborted, for races against a backend that is slow to notice */
   readonly aborted: Promise<'aborted'>
   credit = 0
   private wake: (() => void) | null = null
 
   constructor () {
-    const { signal } = this.controller
+    const { signal } = this.generation
     this.aborted = new Promise((resolve) => { signal.addEventListener('abort', () => { resolve('aborted') }, { once: true }) })
   }
 
+  /** what the local backend runs under */
   get signal (): AbortSignal {
-    return this.controller.signal
+    return this.generation.signal
+  }
+
+  /** what the stream's reads and writes run under */
+  get cancelSignal (): AbortSignal {
+    return this.cancellation.signal
+  }
+
+  get cancelled (): boolean {
+    return this.cancellation.signal.aborted
   }
 
   grant (n: number): void {
@@ -70,11 +85,16 @@ class Served {
   }
 
   cancel (reason: string): void {
-    if (!this.signal.aborted) this.controller.abort(new BkgError('llm_cancelled', 499, reason))
+    if (!this.cancelled) this.cancellation.abort(new BkgError('llm_cancelled', 499, reason))
+    this.stopGeneration(reason)
+  }
+
+  stopGeneration (reason: string): void {
+    if (!this.signal.aborted) this.generation.abort(new BkgError('llm_cancelled', 499, reason))
     this.poke()
   }
 
-  /** Resolves true once there is credit, false once the request is cancelled (or stalls past `stallMs`). */
+  /** Resolves true once there is credit, false once the generation is aborted (or stalls past `stallMs`). */
   async untilCredit (stallMs: number): Promise<boolean> {
     while (this.credit === 0 && !this.signal.aborted) {
       const timer = setTimeout(() => { this.cancel('no credit from the client') }, stallMs)
@@ -132,7 +152,7 @@ export class InferServer {
 
   private async serve (stream: Stream, peer: string, served: Served): Promise<void> {
     const channel = lpStream(stream, { maxDataLength: MAX_CLIENT_FRAME_BYTES, maxBufferSize: MAX_CLIENT_FRAME_BYTES + 16 })
-    const send = async (frame: ServerFrame): Promise<void> => { await channel.write(encodeFrame(frame), { signal: served.signal }) }
+    const send = async (frame: ServerFrame): Promise<void> => { await channel.write(encodeFrame(frame), { signal: served.cancelSignal }) }
     let control: Promise<void> = Promise.resolve()
     try {
       if (!this.deps.peers.isAdmitted(peer)) {
@@ -152,14 +172,14 @@ export class InferServer {
         await this.embed(first.request, peer, served, send)
       }
     } catch (err) {
-      if (!served.signal.aborted) await send(this.errorFrame(err, peer)).catch(noop)
+      if (!served.cancelled) await send(this.errorFrame(err, peer)).catch(noop)
     } finally {
       await this.end(stream, served, control)
     }
   }
 
   private async firstFrame (channel: LengthPrefixedStream<Stream>, served: Served): Promise<ClientFrame> {
-    const signal = AbortSignal.any([served.signal, AbortSignal.timeout(this.requestTimeoutMs)])
+    const signal = AbortSignal.any([served.cancelSignal, AbortSignal.timeout(this.requestTimeoutMs)])
     return decodeClientFrame((await channel.read({ signal })).subarray())
   }
 
@@ -167,7 +187,7 @@ export class InferServer {
   private async readControl (channel: LengthPrefixedStream<Stream>, served: Served): Promise<void> {
     try {
       for (;;) {
-        const frame = decodeClientFrame((await channel.read({ signal: served.signal })).subarray())
+        const frame = decodeClientFrame((await channel.read({ signal: served.cancelSignal })).subarray())
         if (frame.type === 'credit') {
           served.grant(frame.n)
         } else {
@@ -183,6 +203,7 @@ export class InferServer {
   private async chat (request: InferChatRequest, peer: string, served: Served, send: (frame: ServerFrame) => Promise<void>): Promise<void> {
     const iterator = this.deps.local.chat(request, { signal: served.signal, principal: `peer:${peer}` })[Symbol.asyncIterator]()
     let pending: Promise<IteratorResult<ChatEvent>> | null = null
+    let answered = false
     try {
       for (;;) {
         // no credit: the next token is not even asked for, so the model's generation waits
@@ -203,11 +224,14 @@ export class InferServer {
         } else if (event.type === 'start') {
           await send({ type: 'start', provenance: event.provenance })
         } else {
+          answered = true
           await send({ type: 'done', result: event.result })
           return
         }
       }
     } finally {
+      // ended early (a failed send, the backend's error): the generation is aborted, then returned from
+      if (!answered) served.stopGeneration('the request ended before its answer')
       // a pending step settles on its own once the backend sees the abort; return() queues behind it
       pending?.catch(noop)
       iterator.return?.().catch(noop)
@@ -242,11 +266,11 @@ export class InferServer {
    * A client that does not is reset after the grace period, and so at once is a cancelled stream.
    */
   private async end (stream: Stream, served: Served, control: Promise<void>): Promise<void> {
-    if (!served.signal.aborted) {
+    if (!served.cancelled) {
       await stream.close({ signal: AbortSignal.timeout(this.closeGraceMs) }).catch(noop)
-      await Promise.race([closed(stream, this.closeGraceMs), served.aborted])
+      await Promise.race([closed(stream, this.closeGraceMs), new Promise((resolve) => { served.cancelSignal.addEventListener('abort', resolve, { once: true }) })])
     }
-    if (stream.status === 'open' || stream.status === 'closing') stream.abort(new Error(served.signal.aborted ? 'cancelled' : 'the client did not close its side'))
+    if (stream.status === 'open' || stream.status === 'closing') stream.abort(new Error(served.cancelled ? 'cancelled' : 'the client did not close its side'))
     served.cancel('the request has ended')
     await control
   }
