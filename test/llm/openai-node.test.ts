@@ -141,7 +141,7 @@ describe('the openai client on a real node', () => {
     const plain = await client.responses.create({ model: model.id, input: 'Hello there', instructions: 'Be brief.', max_output_tokens: 16, seed: 3 } as OpenAI.Responses.ResponseCreateParamsNonStreaming)
     expect(plain.output_text.length).toBeGreaterThan(0)
     expect(plain.usage?.output_tokens).toBe(16)
-    const helper = client.responses.stream({ model: model.id, input: 'Hello there', instructions: 'Be brief.', max_output_tokens: 16, seed: 3 } as OpenAI.Responses.ResponseCreateParamsStreaming)
+    const helper = client.responses.stream({ model: model.id, input: 'Hello there', instructions: 'Be brief.', max_output_tokens: 16, seed: 3 } as unknown as Parameters<OpenAI['responses']['stream']>[0])
     let deltas = ''
     helper.on('response.output_text.delta', (event) => { deltas += event.delta })
     const final = await helper.finalResponse()
