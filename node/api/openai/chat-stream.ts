@@ -56,7 +56,11 @@ export async function runChat (llm: LlmApi, request: FastifyRequest, reply: Fast
       }
       if (client.gone()) break
     }
-    throw client.gone() ? new BkgError('cancelled', 499, 'the client closed the connection') : new BkgError('internal', 500, 'the chat ended without a result')
+    throw new BkgError('internal', 500, 'the chat ended without a result')
+  } catch (err) {
+    // nobody hears the answer: not a server failure to log, whatever the service threw on abort
+    if (client.gone()) throw new BkgError('cancelled', 499, 'the client closed the connection')
+    throw err
   } finally {
     client.release()
     // also after `done`: the service's generator may still hold a sequence until it is closed
@@ -91,7 +95,13 @@ export async function streamChat (llm: LlmApi, request: FastifyRequest, reply: F
   client.onGone(() => wake?.())
   const iterator = llm.chat(chat, { signal: client.signal, principal: principalId(request) })[Symbol.asyncIterator]()
   try {
-    const first = await iterator.next()
+    let first: IteratorResult<ChatEvent>
+    try {
+      first = await iterator.next()
+    } catch (err) {
+      if (client.gone()) throw new BkgError('cancelled', 499, 'the client closed the connection')
+      throw err
+    }
     if (first.done === true) throw new BkgError('internal', 500, 'the chat ended without a result')
     const provenance = provenanceOf(first.value)
     reply.hijack()
