@@ -13,7 +13,7 @@ import { eventService, roomHub, type EventService } from './events/index.ts'
 import { dataDirPaths, DataDirLock, loadLibp2pKey, loadOrCreateSecret } from './identity/index.ts'
 import { NodeIdentityError } from './listen-errors.ts'
 import { NodeMetrics, topicFamily } from './metrics/index.ts'
-import { llmService } from './llm/index.ts'
+import { llmService, peerMesh } from './llm/index.ts'
 import { modelService, type ModelService } from './models/index.ts'
 import { BkgNode } from './bkg-node.ts'
 import { apiPart, hostPart } from './node-parts.ts'
@@ -156,7 +156,16 @@ async function assembleNode (init: NodeInit, lock: DataDirLock): Promise<BkgNode
     peerId: selfId,
     models,
     registry: metrics.registry,
-    log: child('llm')
+    log: child('llm'),
+    // peers' requests run on the service's local backend; this node's go to the best peer when needed
+    mesh: peerMesh({ announcements: { intervalMs: config.llm.announceIntervalMs } }, {
+      peerId: host.peerId,
+      streams: host,
+      pubsub: host.services.pubsub,
+      peers,
+      ping: async (peer, options) => await host.services.ping.ping(peer, options),
+      log: child('llm-mesh')
+    })
   })
   // pg is loaded only for a node that syncs
   const centralSync = config.sync.url != null

@@ -88,6 +88,8 @@ export const NodeConfig = z.object({
     /** a request for a held model that is not loaded loads it */
     autoLoad: z.boolean().default(true),
     maxLoaded: z.number().int().min(1).max(64).default(2),
+    /** how often the node tells peers which models it serves and how busy it is (also at every change); every node of a mesh should use the same */
+    announceIntervalMs: z.number().int().min(500).max(600_000).default(5000),
     /** NAME@VERSION of held models loaded when the node starts */
     load: z.array(z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}@[0-9A-Za-z.+-]{1,64}$/, 'NAME@VERSION')).max(64).default([]),
     /** the model of requests that name none (else the first one loaded) */

@@ -37,7 +37,7 @@ export async function serveDevnetModel (dir: string, publisher: DataDirPaths, ap
   const published = await fetch(`${api}/api/v1/models`, {
     method: 'POST',
     headers: { authorization, 'content-type': 'application/octet-stream' },
-    body: createReadStream(packagePath) as unknown as BodyInit,
+    body: createReadStream(packagePath) as unknown as RequestInit['body'],
     duplex: 'half'
   } as RequestInit)
   if (!published.ok) throw new Error(`node-1 did not take the test model: ${published.status} ${await published.text()}`)

@@ -17,8 +17,6 @@ export const LLM_DEFAULTS = {
   autoLoad: true,
   /** models loaded at once; loading one more unloads the least recently used */
   maxLoaded: 2,
-  /** how often this node tells the mesh what it serves (and at every change) */
-  announceIntervalMs: 5000,
   /** how long a load with `pull` waits for the model to arrive */
   pullTimeoutMs: 10 * 60_000
 }

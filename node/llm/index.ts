@@ -8,3 +8,4 @@ export { llmService, LlmService, type LlmServiceComponents, type LlmServiceInit,
 export { LlmBusyError } from './local/fair-queue.ts'
 export { readGgufFacts } from './gguf/gguf-header.ts'
 export { testModelGguf, type TestModelOptions } from './gguf/test-model.ts'
+export { peerMesh, type PeerMesh } from './peer/peer-mesh.ts'

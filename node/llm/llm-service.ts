@@ -165,14 +165,21 @@ export class LlmService implements LlmApi {
       }
     }
     let outcome = 'error'
+    let started = false
     try {
       for await (const event of model.chat(request, { ...options, servedBy: this.components.peerId, observer })) {
+        if (event.type === 'start') {
+          // a sequence was taken: peers learn how busy this node is
+          started = true
+          this.mesh?.changed()
+        }
         if (event.type === 'done') outcome = event.result.finishReason === 'cancelled' ? 'cancelled' : 'ok'
         yield event
       }
     } finally {
       if (outcome === 'error' && options.signal?.aborted === true) outcome = 'cancelled'
       this.metrics.requests.inc({ model: model.id, served: 'local', outcome })
+      if (started) this.mesh?.changed()
     }
   }
 
