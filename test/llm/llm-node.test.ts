@@ -1,6 +1,7 @@
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { issueCrl, revokeCertificate } from '../../ca/index.ts'
 import { runBkg } from '../helpers/cli.ts'
 import { packTestModel, tamperPackage, type PackedTestModel } from '../helpers/llm.ts'
 import { peerIdsOf, tempDir, TestMesh, waitFor, type TestNode } from '../helpers/mesh.ts'
@@ -89,6 +90,20 @@ describe('inference on a node', () => {
     expect(refused.body.error.code).toBe('content_mismatch')
     const asked = await chat(a, { ...hello, model: third.id })
     expect(asked.body.error.code).toBe('content_mismatch')
+  })
+
+  it('refuses a held model whose publisher was revoked since it arrived', async () => {
+    const publisher = await mesh.addNode('pub', { roles: ['publisher', 'member'] })
+    const signed = await packTestModel({ dir: tmp.dir, publisher: publisher.paths, name: 'revoked-llama', model: { seed: 13 } })
+    expect((await runBkg(['model', 'publish', signed.path, '--data', a.paths.dir], tmp.dir)).code).toBe(0)
+    await revokeCertificate(mesh.caDir, { certPem: await readFile(publisher.paths.cert, 'utf8') })
+    const { crlPem } = await issueCrl(mesh.caDir, { days: 7 })
+    expect((await a.api('POST', '/api/v1/admin/crl', { pem: crlPem })).status).toBe(200)
+    const refused = await a.api('POST', '/api/v1/admin/llm/models/load', { model: signed.id })
+    expect(refused.status).toBe(400)
+    expect(refused.body.error.code).toBe('publisher_revoked')
+    const asked = await chat(a, { ...hello, model: signed.id })
+    expect(asked.body.error.code).toBe('publisher_revoked')
   })
 
   it('answers 429 with Retry-After when the queue is full', async () => {
