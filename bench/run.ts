@@ -12,6 +12,7 @@ import { measureDhtFindPeer } from './dht-find-peer.ts'
 import { measureEvents } from './events.ts'
 import { measureGossipLatency } from './gossip-latency.ts'
 import { measureIdleRss } from './idle-rss.ts'
+import { measureLlm } from './llm.ts'
 import { measureModelPull } from './model-pull.ts'
 import { measureSandboxes } from './sandboxes.ts'
 import { failedMetric, machineCpuMs, metric, metricsTable, progress, round, selfTreeCpuMs, type Metric } from './lib.ts'
@@ -60,6 +61,7 @@ async function main (): Promise<void> {
     models: [] as Metric[],
     events: [] as Metric[],
     sandboxes: [] as Metric[],
+    llm: [] as Metric[],
     context: [] as Metric[]
   }
   try {
@@ -133,6 +135,8 @@ async function main (): Promise<void> {
     rows.events.push(...await measureEvents(tmp.dir))
     // sandboxes: the runtime and service in this process, then one node for its RSS and the HTTP paths
     rows.sandboxes.push(...await measureSandboxes(tmp.dir))
+    // inference: two nodes and the test model, against node-llama-cpp called in this process (`node bench/llm.ts` runs these alone)
+    rows.llm.push(...await measureLlm(tmp.dir))
   } finally {
     progress('stopping nodes')
     await cleanup()
@@ -156,7 +160,7 @@ async function main (): Promise<void> {
     note: `of all ${cpus.length} cores during the run; bench+nodes used ${round((100 * ours) / capacity)} %; load avg before ${round(loadBefore[0], 2)}`,
     detail: { machineBusyPercent: round((100 * busy) / capacity), benchTreePercent: round((100 * ours) / capacity), loadavgBefore: loadBefore.map((l) => round(l, 2)) }
   }))
-  const metrics = [...rows.start, ...rows.dht, ...rows.gossip, ...rows.rss, ...rows.models, ...rows.events, ...rows.sandboxes, ...rows.context]
+  const metrics = [...rows.start, ...rows.dht, ...rows.gossip, ...rows.rss, ...rows.models, ...rows.events, ...rows.sandboxes, ...rows.llm, ...rows.context]
   const report = {
     timestamp,
     durationMs: round(durationMs),
