@@ -137,7 +137,7 @@ export const llmRoutes: FastifyPluginAsyncZod<{ llm: LlmApi, keys: ApiKeys }> = 
 
   app.post('/api/v1/admin/llm/models/unload', {
     config: { access: 'admin' },
-    schema: { summary: 'Unload a model (its running requests end first)', tags, body: z.object({ model: ModelRef }).strict(), response: { 200: ModelInfo } }
+    schema: { summary: 'Unload a model (its running requests end as cancelled, queued ones are refused with 409)', tags, body: z.object({ model: ModelRef }).strict(), response: { 200: ModelInfo } }
   }, async (request) => await llm.unload(request.body.model))
 
   app.put('/api/v1/admin/llm/default', {

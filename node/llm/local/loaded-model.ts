@@ -134,8 +134,9 @@ export class LoadedModel {
     options.signal?.addEventListener('abort', onAbort, { once: true })
     const release = await queue.acquire(options.principal ?? 'anonymous', options.signal)
     this.running.add(controller)
-    const sequence = deterministic ? await this.deterministicSequence() : this.takeSequence(prompt)
+    let sequence: LlamaContextSequence | undefined
     try {
+      sequence = deterministic ? await this.deterministicSequence() : this.takeSequence(prompt)
       const queuedMs = performance.now() - accepted
       yield { type: 'start', provenance: this.provenance(options.servedBy, deterministic) }
       const stream = generate({
@@ -192,7 +193,7 @@ export class LoadedModel {
     } finally {
       options.signal?.removeEventListener('abort', onAbort)
       this.running.delete(controller)
-      if (!deterministic) this.free.push(sequence)
+      if (!deterministic && sequence != null) this.free.push(sequence)
       release()
     }
   }
