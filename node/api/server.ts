@@ -183,7 +183,7 @@ export async function createApiServer (init: ApiServerInit): Promise<ApiServer> 
   await app.register(llmRoutes, { llm: services.llm, keys })
   await app.register(openAiRoutes, { llm: services.llm })
   await app.register(mcpRoutes, {
-    services: { sandboxes: services.sandboxes, peers: services.peers, models: services.models, events: services.events, storage: services.storage },
+    services: { sandboxes: services.sandboxes, peers: services.peers, models: services.models, events: services.events, storage: services.storage, llm: services.llm },
     principalOf: (request) => request.principal,
     adminCheck: init.tls?.adminCheck,
     log: init.log

@@ -2,6 +2,7 @@ import { McpServer, type AuthInfo, type ServerContext } from '@modelcontextproto
 import type { Logger } from 'pino'
 import { BkgError } from '../../lib/bkg-error.ts'
 import { VERSION } from '../version.ts'
+import { llmTools } from './llm-tools.ts'
 import { eventTools, modelTools, peerTools, storageTools } from './node-tools.ts'
 import { sandboxTools } from './sandbox-tools.ts'
 import type { McpCaller, McpServices } from './services.ts'
@@ -19,7 +20,7 @@ export interface McpServerOptions {
 export type McpServerFactory = (caller: McpCaller | null, only?: string) => McpServer
 
 const INSTRUCTIONS = 'Tools of a BKG mesh node: sandbox_* run untrusted code in WebAssembly sandboxes (quick runs, or persistent sandboxes with snapshots, restore and fork); ' +
-  'peers_list, models_*, events_* and storage_* reach the node\'s peers, models, signed events and object storage. Every call acts with the caller\'s token. ' +
+  'peers_list, models_*, events_* and storage_* reach the node\'s peers, models, signed events and object storage; llm_* chat with and embed text by language models here or on peers. Every call acts with the caller\'s token. ' +
   'Tool errors come as isError results whose text is {"error":{"code","message"}}.'
 
 /** The tools the given services support (tool definitions and their schemas are built once, servers per request). */
@@ -29,7 +30,8 @@ export function mcpTools (services: McpServices): ToolDefinition[] {
     ...(services.peers != null ? peerTools(services.peers) : []),
     ...(services.models != null ? modelTools(services.models) : []),
     ...(services.events != null ? eventTools(services.events) : []),
-    ...(services.storage != null ? storageTools(services.storage) : [])
+    ...(services.storage != null ? storageTools(services.storage) : []),
+    ...(services.llm != null ? llmTools(services.llm) : [])
   ]
 }
 

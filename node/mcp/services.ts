@@ -1,5 +1,6 @@
 import type { Principal } from '../auth/index.ts'
 import type { EventService } from '../events/index.ts'
+import type { LlmApi } from '../llm/index.ts'
 import type { ModelService } from '../models/index.ts'
 import type { PeerDirectory } from '../peers/index.ts'
 import type { SandboxApi } from '../sandbox/index.ts'
@@ -15,6 +16,7 @@ export interface McpServices {
   peers?: Pick<PeerDirectory, 'list'>
   models?: Pick<ModelService, 'list' | 'catalogEntries' | 'startPull' | 'waitForJob'>
   events?: Pick<EventService, 'publish' | 'list'>
+  llm?: Pick<LlmApi, 'chat' | 'embed' | 'models' | 'servable' | 'meshModels' | 'defaultModel'>
   storage?: { objects: Pick<StorageService['objects'], 'listBuckets' | 'createBucket' | 'list' | 'getObject' | 'read' | 'putObject'> }
 }
 
