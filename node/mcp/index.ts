@@ -2,8 +2,8 @@
  * The MCP server (Model Context Protocol, the official SDK's v2 packages): the node's capabilities
  * as tools for AI agents, each call made with the caller's token. Sandboxes (sandbox_run with
  * progress and cancellation, sandbox_create/list/inspect/snapshot/restore/fork/stop/delete),
- * peers_list, models_list/catalog/pull/pull_status, events_publish/query and
- * storage_list/get/put/create_bucket; a tool is offered only when its service is given.
+ * peers_list, models_list/catalog/pull/pull_status, events_publish/query,
+ * storage_list/get/put/create_bucket and llm_chat/embed/models; a tool is offered only when its service is given.
  *
  * Streamable HTTP at `/mcp` serves both protocol eras per request (2026-07-28 stateless,
  * 2025-11-25 with `Mcp-Session-Id` sessions bound to their token), plus the seed's JSON-RPC

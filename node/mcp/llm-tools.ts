@@ -142,6 +142,8 @@ export function llmTools (llm: NonNullable<McpServices['llm']>): ToolDefinition[
         'Sends the text as it is generated in progress notifications (when the call has a progressToken); cancelling the call stops generation.',
       input: ChatInput,
       output: ChatOutput,
+      // the answer itself for clients that read only text; the rest is in structuredContent
+      text: (out) => String(out.text),
       // a peer may serve it
       annotations: { readOnlyHint: true, destructiveHint: false, idempotentHint: false, openWorldHint: true },
       run: async (args, { caller, ctx }) => {

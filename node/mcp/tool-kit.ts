@@ -23,6 +23,8 @@ export interface ToolDefinition<I extends z.ZodType = z.ZodType> {
   output?: z.ZodType
   annotations: ToolAnnotations
   run: (args: z.output<I>, call: ToolCall) => Promise<Record<string, unknown>>
+  /** the text content block for clients that read only text (default: the result as JSON) */
+  text?: (out: Record<string, unknown>) => string
 }
 
 export function defineTool<I extends z.ZodType> (tool: ToolDefinition<I>): ToolDefinition {
@@ -102,7 +104,7 @@ export function registerTools (server: McpServer, tools: ToolDefinition[], calle
       if (!parsed.success) return toolError('invalid_input', `${tool.name}: ${describeZodError(parsed.error)}`)
       try {
         const out = await tool.run(parsed.data, { caller: caller(ctx), ctx })
-        return { content: [{ type: 'text', text: JSON.stringify(out) }], structuredContent: out }
+        return { content: [{ type: 'text', text: tool.text?.(out) ?? JSON.stringify(out) }], structuredContent: out }
       } catch (err) {
         if (err instanceof BkgError) return toolError(err.code, err.message)
         if (err instanceof z.ZodError) return toolError('invalid_input', `${tool.name}: ${describeZodError(err)}`)

@@ -121,6 +121,8 @@ describe.each([
       deterministic: true
     })
     expect(rest.body.text.length).toBeGreaterThan(0)
+    // clients that read only the text block get the answer itself
+    expect(result.content).toEqual([{ type: 'text', text: rest.body.text }])
     const streamed = progress.map((p) => p.message ?? '').filter((message) => !/^running for \d+ s$/.test(message)).join('')
     expect(streamed).toBe(rest.body.text)
     // the prompt shortcut is one user message
