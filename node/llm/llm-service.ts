@@ -8,7 +8,11 @@ import { LlmMetrics } from './llm-metrics.ts'
 import { LlmBusyError } from './local/fair-queue.ts'
 import { LlamaRuntime } from './local/llama-runtime.ts'
 import { LoadedModel, type GenerationObserver } from './local/loaded-model.ts'
+import { readAhead } from './local/read-ahead.ts'
 import type { CallOptions, ChatEvent, ChatRequest, EmbedRequest, EmbedResult, InferenceBackend, LlmApi, LlmModelInfo, MeshModel, ModelId } from './types.ts'
+
+/** tokens generated ahead of a consumer that is writing the previous ones (the bound of a stalled reader's waste) */
+const READ_AHEAD_EVENTS = 8
 
 export interface LlmServiceInit {
   gpu: 'auto' | false
@@ -167,7 +171,7 @@ export class LlmService implements LlmApi {
     let outcome = 'error'
     let started = false
     try {
-      for await (const event of model.chat(request, { ...options, servedBy: this.components.peerId, observer })) {
+      for await (const event of readAhead(model.chat(request, { ...options, servedBy: this.components.peerId, observer }), READ_AHEAD_EVENTS)) {
         if (event.type === 'start') {
           // a sequence was taken: peers learn how busy this node is
           started = true
