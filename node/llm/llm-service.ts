@@ -171,7 +171,7 @@ export class LlmService implements LlmApi {
     let outcome = 'error'
     let started = false
     try {
-      for await (const event of readAhead(model.chat(request, { ...options, servedBy: this.components.peerId, observer }), READ_AHEAD_EVENTS)) {
+      for await (const event of readAhead(model.chat(request, { ...options, servedBy: this.components.peerId, observer }), READ_AHEAD_EVENTS, mergeText)) {
         if (event.type === 'start') {
           // a sequence was taken: peers learn how busy this node is
           started = true
@@ -434,6 +434,12 @@ export class LlmService implements LlmApi {
   meshModels (): MeshModel[] {
     return this.mesh?.models() ?? []
   }
+}
+
+/** text pieces generated while the consumer was writing go out as one piece */
+function mergeText (first: ChatEvent, then: ChatEvent): ChatEvent | null {
+  if (first.type !== 'text' || then.type !== 'text') return null
+  return { type: 'text', text: first.text + then.text, tokens: first.tokens + then.tokens }
 }
 
 /** a refusal of the request itself (bad input): another node would refuse it too */

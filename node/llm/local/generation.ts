@@ -66,7 +66,8 @@ export async function * generate (input: GenerationInput): AsyncGenerator<{ text
       }
       generated.push(token)
       pending.push(token)
-      const piece = model.detokenize(pending, false, generated.slice(0, generated.length - pending.length).slice(-8))
+      const before = generated.length - pending.length
+      const piece = model.detokenize(pending, false, generated.slice(Math.max(0, before - 8), before))
       // a multi-byte character split across tokens: wait for the rest (at most 4 bytes)
       if (piece.endsWith('\uFFFD') && pending.length < 4) continue
       const count = pending.length

@@ -53,6 +53,7 @@ export class LoadedModel {
   private deterministic?: Promise<LlamaContextSequence>
   private embedding?: Promise<LlamaEmbeddingContext>
   private readonly grammars = new Map<string, Promise<LlamaGrammar>>()
+  private readonly stopsByTemplate = new Map<string, { strings: string[], tokens: ReadonlySet<Token> }>()
   private readonly running = new Set<AbortController>()
   private disposed = false
 
@@ -113,13 +114,9 @@ export class LoadedModel {
     const grammar = await this.grammarFor(mode)
     const state = this.wrapper.generateContextState({ chatHistory: history })
     const prompt = state.contextText.tokenize(this.model.tokenizer)
-    const stopStrings = [...(request.stop ?? [])]
-    const stopTokens = new Set<Token>()
-    for (const trigger of state.stopGenerationTriggers) {
-      const tokens = trigger.tokenize(this.model.tokenizer, 'trimLeadingSpace')
-      if (tokens.length === 1 && this.model.isSpecialToken(tokens[0])) stopTokens.add(tokens[0])
-      else if (trigger.values.every((value) => typeof value === 'string')) stopStrings.push(trigger.toString())
-    }
+    const stops = this.templateStops(state.stopGenerationTriggers)
+    const stopStrings = [...(request.stop ?? []), ...stops.strings]
+    const stopTokens = stops.tokens
     // a JSON grammar allows whitespace after the value: a model that cannot stop would pad to maxTokens
     for (const trigger of grammar?.stopGenerationTriggers ?? []) {
       if (typeof trigger === 'string') stopStrings.push(trigger)
@@ -196,6 +193,27 @@ export class LoadedModel {
       if (!deterministic && sequence != null) this.free.push(sequence)
       release()
     }
+  }
+
+  /**
+   * The chat template's end-of-turn markers as a special token or as text; the same for every
+   * request of a template, so tokenized once.
+   */
+  private templateStops (triggers: readonly LlamaText[]): { strings: string[], tokens: ReadonlySet<Token> } {
+    const key = JSON.stringify(triggers.map((trigger) => trigger.toJSON()))
+    let known = this.stopsByTemplate.get(key)
+    if (known == null) {
+      const strings: string[] = []
+      const tokens = new Set<Token>()
+      for (const trigger of triggers) {
+        const tokenized = trigger.tokenize(this.model.tokenizer, 'trimLeadingSpace')
+        if (tokenized.length === 1 && this.model.isSpecialToken(tokenized[0])) tokens.add(tokenized[0])
+        else if (trigger.values.every((value) => typeof value === 'string')) strings.push(trigger.toString())
+      }
+      known = { strings, tokens }
+      this.stopsByTemplate.set(key, known)
+    }
+    return known
   }
 
   /** The free sequence holding the longest prefix of this prompt (llama-server's prompt cache, by slot). */

@@ -3,8 +3,10 @@
  * next token on llama.cpp's native thread while the consumer writes the last one to its socket,
  * instead of one after the other; a consumer that stops reading still stops the source, `depth`
  * items later. Returning from the iteration returns the source (after its pending step).
+ * `merge` joins items that are ready together: a consumer slower than the source then gets fewer,
+ * larger items instead of falling further behind.
  */
-export async function * readAhead<T> (source: AsyncIterable<T>, depth: number): AsyncGenerator<T> {
+export async function * readAhead<T> (source: AsyncIterable<T>, depth: number, merge?: (first: T, then: T) => T | null): AsyncGenerator<T> {
   const iterator = source[Symbol.asyncIterator]()
   const ready: Array<IteratorResult<T>> = []
   // shared with the pump: closures would narrow plain `let`s away
@@ -45,9 +47,17 @@ export async function * readAhead<T> (source: AsyncIterable<T>, depth: number): 
         await new Promise<void>((resolve) => { state.onReady = resolve })
         continue
       }
-      wake('onSpace')
       if (next.done === true) return
-      yield next.value
+      // items that piled up while the consumer was busy go out as one (one socket write, not many)
+      let value = next.value
+      while (merge != null && ready.length > 0 && ready[0].done !== true) {
+        const merged = merge(value, ready[0].value)
+        if (merged == null) break
+        value = merged
+        ready.shift()
+      }
+      wake('onSpace')
+      yield value
     }
   } finally {
     state.stopped = true
