@@ -3,7 +3,8 @@ import type { WebSocket } from 'ws'
 import { z } from 'zod'
 import { BkgError } from '../../../lib/bkg-error.ts'
 import type { ChatEvent, ChatRequest, LlmApi } from '../../llm/index.ts'
-import { principalOf, requestToken, type ApiKeys } from '../auth.ts'
+import type { ApiKeys } from '../auth.ts'
+import { tokenWebSocketRoute } from '../token-websocket.ts'
 import { retryAfterOf } from '../openai/chat-stream.ts'
 import { chatFields, chatRequestOf, Placement } from '../openai/request.ts'
 import { chatEventOut } from './llm-shapes.ts'
@@ -31,27 +32,12 @@ const sleep = async (ms: number): Promise<void> => { await new Promise((resolve)
  * `?token=`, checked before the upgrade. Frames as in docs/api.md ("Inference").
  */
 export function llmSocketRoute (app: FastifyInstance, llm: LlmApi, keys: ApiKeys): void {
-  app.route({
-    method: 'GET',
+  tokenWebSocketRoute(app, {
     url: '/api/v1/llm/chat/ws',
-    config: { access: 'public' },
-    schema: { summary: 'WebSocket: chats streamed token by token (docs/api.md, "Inference")', tags: ['llm'], hide: true },
-    handler: async () => {
-      throw new BkgError('upgrade_required', 426, 'this is a WebSocket endpoint: connect with Upgrade: websocket')
-    },
-    preValidation: async (request) => {
-      const token = requestToken(request, true)
-      if (token == null) throw new BkgError('unauthorized', 401, 'missing token: Authorization: Bearer <token> or ?token=<token>')
-      const principal = principalOf(request, token, keys)
-      if (principal == null) throw new BkgError('unauthorized', 401, 'invalid or expired token')
-      request.principal = principal
-    },
-    // a refused upgrade's socket is destroyed after the answer: a keep-alive client must not reuse it
-    onSend: async (request, reply, payload) => {
-      if (request.ws) reply.header('connection', 'close')
-      return payload
-    },
-    wsHandler: (socket: WebSocket, request) => {
+    summary: 'WebSocket: chats streamed token by token (docs/api.md, "Inference")',
+    tags: ['llm'],
+    keys,
+    onSocket: (socket: WebSocket, request) => {
       chatSocket(socket, llm, request.principal?.tokenId)
     }
   })

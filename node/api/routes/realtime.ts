@@ -2,8 +2,8 @@ import type { FastifyPluginAsync } from 'fastify'
 import type { WebSocket } from 'ws'
 import { verifyToken } from '../../auth/index.ts'
 import { RealtimeSession, type EventService, type RoomHub } from '../../events/index.ts'
-import { BkgError } from '../../../lib/bkg-error.ts'
-import { principalOf, requestToken, type ApiKeys } from '../auth.ts'
+import type { ApiKeys } from '../auth.ts'
+import { tokenWebSocketRoute } from '../token-websocket.ts'
 
 const PING_MS = 20_000
 /** a client that answered no ping and sent nothing for this long is gone */
@@ -18,29 +18,12 @@ const STALL_MS = 60_000
  * `?token=`; it is checked before the upgrade, so a refusal is a plain 401 JSON response.
  */
 export const realtimeRoutes: FastifyPluginAsync<{ events: EventService, rooms: RoomHub, keys: ApiKeys }> = async (app, { events, rooms, keys }) => {
-  app.route({
-    method: 'GET',
+  tokenWebSocketRoute(app, {
     url: '/realtime',
-    config: { access: 'public' },
-    schema: { summary: 'Realtime channels over WebSocket (see docs/api.md, "Realtime")', tags: ['events'], hide: true },
-    // a plain GET (no Upgrade) is told what this endpoint is, as JSON like every other error
-    handler: async () => {
-      throw new BkgError('upgrade_required', 426, '/realtime is a WebSocket endpoint: connect with Upgrade: websocket')
-    },
-    preValidation: async (request) => {
-      const token = requestToken(request, true)
-      if (token == null) throw new BkgError('unauthorized', 401, 'missing token: Authorization: Bearer <token> or ?token=<token>')
-      const principal = principalOf(request, token, keys)
-      if (principal == null) throw new BkgError('unauthorized', 401, 'invalid or expired token')
-      request.principal = principal
-    },
-    // a refused upgrade's socket is destroyed after the answer (@fastify/websocket): say so, or a
-    // keep-alive client sends its next request into the closed socket
-    onSend: async (request, reply, payload) => {
-      if (request.ws) reply.header('connection', 'close')
-      return payload
-    },
-    wsHandler: (socket: WebSocket, request) => {
+    summary: 'Realtime channels over WebSocket (see docs/api.md, "Realtime")',
+    tags: ['events'],
+    keys,
+    onSocket: (socket: WebSocket, request) => {
       let lastHeard = Date.now()
       const session = new RealtimeSession({
         events,

@@ -45,7 +45,8 @@ export async function * generate (input: GenerationInput): AsyncGenerator<{ text
     topK: sampling.topK ?? 40,
     topP: sampling.topP ?? 0.95,
     minP: sampling.minP ?? 0.05,
-    seed: sampling.seed,
+    // llama.cpp's sampler takes a uint32 seed: any integer a peer sends maps into it
+    seed: sampling.seed == null ? undefined : sampling.seed >>> 0,
     grammarEvaluationState: input.grammar != null ? new LlamaGrammarEvaluationState({ model, grammar: input.grammar }) : undefined
   })
   try {
