@@ -7,16 +7,13 @@
 import http from 'node:http'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { BkgError } from '../../lib/bkg-error.ts'
-import { FAKE_MODEL, FAKE_PEER, FAKE_SHA, settled, startFakeApi, until, type FakeApi, type FakeScript } from './api-fake.ts'
+import { FAKE_MODEL, FAKE_PEER, FAKE_SHA, settled, startFakeApi, until, type FakeApi, resetFake } from './api-fake.ts'
 
 let fake: FakeApi
-const defaults: FakeScript = { pieces: 5, piece: (index) => `t${index} `, pace: async () => { await new Promise<void>((resolve) => setImmediate(resolve)) }, busy: null, failAfter: null, refuse: null }
-
 beforeAll(async () => { fake = await startFakeApi() })
 afterAll(async () => { await fake.close() })
 beforeEach(() => {
-  Object.assign(fake.llm.script, defaults)
-  fake.llm.calls.length = 0
+  resetFake(fake)
 })
 
 const user = [{ role: 'user', content: 'hello' }]

@@ -198,6 +198,15 @@ export function fakeLlm (script: Partial<FakeScript> = {}): FakeLlm {
   return fake
 }
 
+/** what each test starts from: five quick pieces, no refusal */
+export const DEFAULT_SCRIPT: FakeScript = { pieces: 5, piece: (index) => `t${index} `, pace: async () => { await new Promise<void>((resolve) => setImmediate(resolve)) }, busy: null, failAfter: null, refuse: null }
+
+/** Puts the fake back to the default script and forgets the calls (a suite's beforeEach). */
+export function resetFake (fake: FakeApi): void {
+  Object.assign(fake.llm.script, DEFAULT_SCRIPT)
+  fake.llm.calls.length = 0
+}
+
 export const KEYS = { adminToken: 'admin-token-0123456789abcdef', secret: 'secret-0123456789abcdef0123456789' }
 
 export interface FakeApi {

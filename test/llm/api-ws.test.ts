@@ -5,16 +5,13 @@
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import WebSocket from 'ws'
-import { FAKE_MODEL, FAKE_PEER, settled, startFakeApi, until, type FakeApi, type FakeScript } from './api-fake.ts'
+import { FAKE_MODEL, FAKE_PEER, settled, startFakeApi, until, type FakeApi, resetFake } from './api-fake.ts'
 
 let fake: FakeApi
-const defaults: FakeScript = { pieces: 5, piece: (index) => `t${index} `, pace: async () => { await new Promise<void>((resolve) => setImmediate(resolve)) }, busy: null, failAfter: null, refuse: null }
-
 beforeAll(async () => { fake = await startFakeApi() })
 afterAll(async () => { await fake.close() })
 beforeEach(() => {
-  Object.assign(fake.llm.script, defaults)
-  fake.llm.calls.length = 0
+  resetFake(fake)
 })
 
 const user = [{ role: 'user', content: 'hello' }]

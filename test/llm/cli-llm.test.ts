@@ -9,12 +9,10 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { CLI_ENTRY } from '../../node/devnet/index.ts'
 import { cliEnv, expectCleanFailure, runBkg } from '../helpers/cli.ts'
 import { tempDir } from '../helpers/mesh.ts'
-import { FAKE_MODEL, FAKE_PEER, fakeVector, startFakeApi, until, type FakeApi, type FakeScript } from './api-fake.ts'
+import { FAKE_MODEL, FAKE_PEER, fakeVector, startFakeApi, until, type FakeApi, resetFake } from './api-fake.ts'
 
 let fake: FakeApi
 let tmp: Awaited<ReturnType<typeof tempDir>>
-const defaults: FakeScript = { pieces: 5, piece: (index) => `t${index} `, pace: async () => { await new Promise<void>((resolve) => setImmediate(resolve)) }, busy: null, failAfter: null, refuse: null }
-
 beforeAll(async () => {
   fake = await startFakeApi()
   tmp = await tempDir('bkg-llm-cli-')
@@ -24,8 +22,7 @@ afterAll(async () => {
   await tmp.remove()
 })
 beforeEach(() => {
-  Object.assign(fake.llm.script, defaults)
-  fake.llm.calls.length = 0
+  resetFake(fake)
 })
 
 const target = (token = fake.admin): string[] => ['--api', fake.url, '--token', token]

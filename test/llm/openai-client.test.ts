@@ -6,20 +6,17 @@
  */
 import OpenAI from 'openai'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
-import { FAKE_MODEL, FAKE_PEER, fakeVector, startFakeApi, type FakeApi, type FakeScript } from './api-fake.ts'
+import { FAKE_MODEL, FAKE_PEER, fakeVector, startFakeApi, type FakeApi, resetFake } from './api-fake.ts'
 
 let fake: FakeApi
 let client: OpenAI
-const defaults: FakeScript = { pieces: 5, piece: (index) => `t${index} `, pace: async () => { await new Promise<void>((resolve) => setImmediate(resolve)) }, busy: null, failAfter: null, refuse: null }
-
 beforeAll(async () => {
   fake = await startFakeApi()
   client = new OpenAI({ apiKey: fake.token, baseURL: `${fake.url}/v1`, maxRetries: 0 })
 })
 afterAll(async () => { await fake.close() })
 beforeEach(() => {
-  Object.assign(fake.llm.script, defaults)
-  fake.llm.calls.length = 0
+  resetFake(fake)
 })
 
 describe('chat completions', () => {
