@@ -119,4 +119,22 @@ describe('inference on a node', () => {
     expect(((await refused[0].json()) as { error: { code: string } }).error.code).toBe('llm_busy')
     expect(answers.filter((answer) => answer.status === 200).length).toBeGreaterThanOrEqual(2)
   })
+
+  it('unloading a model ends its running requests as cancelled and keeps the node answering', async () => {
+    const running = chat(a, { ...hello, seed: undefined, max_tokens: 1900, model: model.id, placement: 'local' })
+    await waitFor('the request generating', async () => {
+      const listed = (await a.api('GET', '/api/v1/admin/llm/models')).body.models as Array<{ id: string, slots: { busy: number } | null }>
+      return (listed.find((entry) => entry.id === model.id)?.slots?.busy ?? 0) > 0
+    }, 10_000, 5)
+    const unloaded = await a.api('POST', '/api/v1/admin/llm/models/unload', { model: model.id })
+    expect(unloaded.status).toBe(200)
+    expect(unloaded.body.loaded).toBe(false)
+    const ended = await running
+    expect(ended.status).toBe(200)
+    expect(ended.body.finish_reason).toBe('cancelled')
+    expect(ended.body.usage.completion_tokens).toBeLessThan(1900)
+    expect((await a.api('GET', '/api/v1/health')).status).toBe(200)
+    // a held model comes back at its next request
+    expect((await chat(a, { ...hello, model: model.id })).status).toBe(200)
+  })
 })

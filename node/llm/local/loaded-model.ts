@@ -29,6 +29,8 @@ export interface GenerationObserver {
 }
 
 const GRAMMAR_CACHE_SIZE = 32
+/** how long an unload waits for running requests to end before it frees the model under them */
+const UNLOAD_GRACE_MS = 2000
 
 /**
  * A GGUF model loaded into node-llama-cpp with one context of `parallel` sequences that the
@@ -56,6 +58,7 @@ export class LoadedModel {
   private readonly stopsByTemplate = new Map<string, { strings: string[], tokens: ReadonlySet<Token> }>()
   private readonly running = new Set<AbortController>()
   private disposed = false
+  private onIdle?: () => void
 
   private constructor (init: LoadedModelInit, runtime: LlamaRuntime, model: LlamaModel, shared: LlamaContext, wrapper: ChatWrapper) {
     this.id = init.id
@@ -150,7 +153,11 @@ export class LoadedModel {
       })
       const started = performance.now()
       let firstTokenMs = -1
-      let next = await stream.next()
+      const step = async (): ReturnType<typeof stream.next> => await stream.next().catch((err: unknown) => {
+        // a model unloaded under a paused reader: its native state is gone
+        throw this.disposed ? this.unloadedError() : err
+      })
+      let next = await step()
       while (next.done !== true) {
         if (firstTokenMs < 0) {
           firstTokenMs = performance.now() - accepted
@@ -158,7 +165,7 @@ export class LoadedModel {
         }
         // streamed text of a tools request would be the raw call envelope: its meaning comes at the end
         if (mode.kind !== 'tools') yield { type: 'text', text: next.value.text, tokens: next.value.tokens }
-        next = await stream.next()
+        next = await step()
       }
       const end = next.value
       options.observer.finished(end.completionTokens, performance.now() - started)
@@ -190,6 +197,7 @@ export class LoadedModel {
     } finally {
       options.signal?.removeEventListener('abort', onAbort)
       this.running.delete(controller)
+      if (this.running.size === 0) this.onIdle?.()
       if (!deterministic && sequence != null) this.free.push(sequence)
       release()
     }
@@ -299,18 +307,31 @@ export class LoadedModel {
   }
 
   private assertUsable (): void {
-    if (this.disposed) throw new BkgError('llm_model_unloaded', 409, `${this.id} was unloaded`)
+    if (this.disposed) throw this.unloadedError()
   }
 
-  /** Ends running requests (they finish as cancelled), refuses the queued ones, frees native memory. */
+  private unloadedError (): BkgError {
+    return new BkgError('llm_model_unloaded', 409, `${this.id} was unloaded`)
+  }
+
+  /**
+   * Ends running requests (each finishes as cancelled at its next token), refuses the queued ones,
+   * then frees native memory: at once when the running ones have ended, or after a grace period
+   * (a reader that stopped reading holds its request; its next read fails as unloaded).
+   */
   async dispose (): Promise<void> {
     if (this.disposed) return
     this.disposed = true
-    const gone = new BkgError('llm_model_unloaded', 409, `${this.id} was unloaded`)
-    this.queue.failAll(gone)
-    this.deterministicQueue.failAll(gone)
-    this.embedQueue.failAll(gone)
-    for (const controller of this.running) controller.abort()
+    this.queue.failAll(this.unloadedError())
+    this.deterministicQueue.failAll(this.unloadedError())
+    this.embedQueue.failAll(this.unloadedError())
+    if (this.running.size > 0) {
+      const ended = new Promise<void>((resolve) => { this.onIdle = resolve })
+      for (const controller of this.running) controller.abort()
+      let timer: NodeJS.Timeout | undefined
+      await Promise.race([ended, new Promise<void>((resolve) => { timer = setTimeout(resolve, UNLOAD_GRACE_MS) })])
+      clearTimeout(timer)
+    }
     await this.model.dispose()
   }
 }
