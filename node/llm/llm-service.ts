@@ -12,7 +12,13 @@ import { readAhead } from './local/read-ahead.ts'
 import type { CallOptions, ChatEvent, ChatRequest, EmbedRequest, EmbedResult, InferenceBackend, LlmApi, LlmModelInfo, MeshModel, ModelId } from './types.ts'
 
 /** tokens generated ahead of a consumer that is writing the previous ones (the bound of a stalled reader's waste) */
-const READ_AHEAD_EVENTS = 8
+const READ_AHEAD_EVENTS = 16
+/**
+ * A model faster than one token per this many ms streams its tokens in pieces of several: one
+ * write, one event and one client wake-up per piece instead of per token (a slower model's
+ * tokens each go out at once; the first token never waits).
+ */
+const STREAM_INTERVAL_MS = 5
 
 export interface LlmServiceInit {
   gpu: 'auto' | false
@@ -171,7 +177,7 @@ export class LlmService implements LlmApi {
     let outcome = 'error'
     let started = false
     try {
-      for await (const event of readAhead(model.chat(request, { ...options, servedBy: this.components.peerId, observer }), READ_AHEAD_EVENTS, mergeText)) {
+      for await (const event of readAhead(model.chat(request, { ...options, servedBy: this.components.peerId, observer }), { depth: READ_AHEAD_EVENTS, merge: mergeText, intervalMs: STREAM_INTERVAL_MS })) {
         if (event.type === 'start') {
           // a sequence was taken: peers learn how busy this node is
           started = true

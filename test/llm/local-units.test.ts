@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { FairQueue, LlmBusyError } from '../../node/llm/local/fair-queue.ts'
+import { readAhead } from '../../node/llm/local/read-ahead.ts'
 import { StopStrings } from '../../node/llm/local/stop-strings.ts'
 
 describe('FairQueue', () => {
@@ -64,5 +65,49 @@ describe('StopStrings', () => {
     }
     expect(stopped).toBe(true)
     expect(sent).toBe('hi ')
+  })
+})
+
+describe('readAhead', () => {
+  async function * counting (made: number[], count = 100): AsyncGenerator<number> {
+    for (let index = 0; index < count; index++) {
+      made.push(index)
+      await new Promise<void>((resolve) => setImmediate(resolve))
+      yield index
+    }
+  }
+  const settle = async (): Promise<void> => { for (let round = 0; round < 50; round++) await new Promise<void>((resolve) => setImmediate(resolve)) }
+
+  it('runs the source at most `depth` items ahead of a consumer that stopped reading', async () => {
+    const made: number[] = []
+    const ahead = readAhead(counting(made), { depth: 4 })
+    expect((await ahead.next()).value).toBe(0)
+    await settle()
+    // one taken, four waiting, one being made when the buffer filled
+    expect(made.length).toBeLessThanOrEqual(6)
+    await ahead.return(undefined)
+    const stopped = made.length
+    await settle()
+    expect(made.length).toBe(stopped)
+  })
+
+  it('hands over what piled up within the interval as one merged item, the first at once', async () => {
+    const made: number[] = []
+    const merged: number[][] = []
+    const items = readAhead(counting(made, 30), { depth: 64, intervalMs: 20, merge: (a: number[] | number, b: number[] | number) => [...[a].flat(), ...[b].flat()] as never })
+    for await (const item of items) merged.push([item].flat())
+    expect(merged.flat()).toEqual(Array.from({ length: 30 }, (_, index) => index))
+    expect(merged[0]).toEqual([0])
+    expect(merged.length).toBeLessThan(30)
+  })
+
+  it('passes the source\'s error on after the items before it', async () => {
+    async function * failing (): AsyncGenerator<number> {
+      yield 1
+      throw new Error('boom')
+    }
+    const seen: number[] = []
+    await expect((async () => { for await (const item of readAhead(failing(), { depth: 4 })) seen.push(item) })()).rejects.toThrow('boom')
+    expect(seen).toEqual([1])
   })
 })

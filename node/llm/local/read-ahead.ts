@@ -1,12 +1,23 @@
+export interface ReadAheadOptions<T> {
+  /** items pulled ahead of the consumer at most: a consumer that stops reading stops the source this many items later */
+  depth: number
+  /** joins two items into one, or null when they must stay apart */
+  merge?: (first: T, then: T) => T | null
+  /**
+   * Mergeable items are handed over at most this often: what the source makes in between goes out
+   * as one item (one socket write instead of one per token). The first item, and any item after a
+   * longer pause, goes out at once.
+   */
+  intervalMs?: number
+}
+
 /**
- * Pulls up to `depth` items of an async iterable ahead of its consumer. Generation computes the
- * next token on llama.cpp's native thread while the consumer writes the last one to its socket,
- * instead of one after the other; a consumer that stops reading still stops the source, `depth`
- * items later. Returning from the iteration returns the source (after its pending step).
- * `merge` joins items that are ready together: a consumer slower than the source then gets fewer,
- * larger items instead of falling further behind.
+ * Pulls items of an async iterable ahead of its consumer. Generation computes the next tokens while
+ * the consumer writes the last ones to its socket, instead of one after the other. Returning from
+ * the iteration returns the source (after its pending step).
  */
-export async function * readAhead<T> (source: AsyncIterable<T>, depth: number, merge?: (first: T, then: T) => T | null): AsyncGenerator<T> {
+export async function * readAhead<T> (source: AsyncIterable<T>, options: ReadAheadOptions<T>): AsyncGenerator<T> {
+  const { depth, merge, intervalMs = 0 } = options
   const iterator = source[Symbol.asyncIterator]()
   const ready: Array<IteratorResult<T>> = []
   // shared with the pump: closures would narrow plain `let`s away
@@ -39,17 +50,25 @@ export async function * readAhead<T> (source: AsyncIterable<T>, depth: number, m
     }
   }
   const pumping = pump()
+  const mergeable = (first: T): boolean => merge != null && merge(first, first) != null
+  let lastHandedOver = -Infinity
   try {
     while (true) {
-      const next = ready.shift()
-      if (next == null) {
+      if (ready.length === 0) {
         if (state.failure != null) throw state.failure.error
         await new Promise<void>((resolve) => { state.onReady = resolve })
         continue
       }
-      if (next.done === true) return
-      // items that piled up while the consumer was busy go out as one (one socket write, not many)
-      let value = next.value
+      const head = ready[0]
+      if (head.done === true) return
+      // a quick source: let a few more items come before handing over (a full buffer or the end goes at once)
+      const wait = lastHandedOver + intervalMs - performance.now()
+      if (wait > 0 && mergeable(head.value) && ready.length < depth && ready.at(-1)?.done !== true && state.failure == null) {
+        await new Promise<void>((resolve) => { setTimeout(resolve, wait) })
+        continue
+      }
+      ready.shift()
+      let value = head.value
       while (merge != null && ready.length > 0 && ready[0].done !== true) {
         const merged = merge(value, ready[0].value)
         if (merged == null) break
@@ -57,6 +76,8 @@ export async function * readAhead<T> (source: AsyncIterable<T>, depth: number, m
         ready.shift()
       }
       wake('onSpace')
+      // the interval runs between mergeable items: the first one after another kind goes at once
+      lastHandedOver = mergeable(value) ? performance.now() : -Infinity
       yield value
     }
   } finally {
