@@ -32,7 +32,9 @@ describe('inference through peers', () => {
     await a.start()
     b = await mesh.addNode('b', { args: ['--bootstrap', a.addrs[0]] })
     c = await mesh.addNode('c', { args: ['--bootstrap', a.addrs[0]] })
-    for (const node of [b, c]) await writeFile(join(node.paths.dir, 'config.json'), JSON.stringify({ llm: { announceIntervalMs: 1000 } }))
+    await writeFile(join(b.paths.dir, 'config.json'), JSON.stringify({ llm: { announceIntervalMs: 1000 } }))
+    // one sequence: c is easily saturated
+    await writeFile(join(c.paths.dir, 'config.json'), JSON.stringify({ llm: { announceIntervalMs: 1000, parallel: 1 } }))
     await Promise.all([b.start(), c.start()])
     await waitFor('b and c admitted', async () => {
       const peers = await peerIdsOf(a)
@@ -72,6 +74,28 @@ describe('inference through peers', () => {
     expect(body.text).toBe(direct.body.text)
     const metrics = (await b.api<string>('GET', '/metrics')).body
     expect(metrics).toMatch(/bkg_llm_fallbacks_total\{reason="missing"\} 1/)
+  })
+
+  it('sends a request to a peer with a free sequence when its own are all busy', { timeout: 60_000 }, async () => {
+    expect((await c.api('POST', '/api/v1/admin/llm/models/load', { model: model.id })).status).toBe(200)
+    await waitFor('c sees a announce the model', async () => (await meshOf(c)).some((entry) => entry.peerId === a.peerId))
+    const long = { model: model.id, messages: [{ role: 'user', content: 'go' }], max_tokens: 1900, temperature: 0, placement: 'local' }
+    const busy = c.api('POST', '/api/v1/llm/chat', long)
+    await waitFor('c\'s one sequence busy', async () => {
+      const listed = (await c.api('GET', '/api/v1/admin/llm/models')).body.models as Array<{ slots: { busy: number } | null }>
+      return (listed[0].slots?.busy ?? 0) > 0
+    }, 10_000, 5)
+    const answer = await c.api('POST', '/api/v1/llm/chat', { ...hello, seed: undefined, model: model.id })
+    expect(answer.status, JSON.stringify(answer.body)).toBe(200)
+    expect(answer.body.served_by).toBe(a.peerId)
+    expect((await c.api<string>('GET', '/metrics')).body).toMatch(/bkg_llm_fallbacks_total\{reason="saturated"\} 1/)
+    expect((await busy).body.served_by).toBe(c.peerId)
+    // c no longer serves it: the next test starts with a as the only candidate
+    expect((await c.api('POST', '/api/v1/admin/llm/models/unload', { model: model.id })).status).toBe(200)
+    await waitFor('b sees only a again', async () => {
+      const seen = await meshOf(b)
+      return seen.length === 1 && seen[0].peerId === a.peerId
+    })
   })
 
   it('goes on to another peer when the one it chose dies before the first token', { timeout: 90_000 }, async () => {
