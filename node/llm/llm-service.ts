@@ -244,14 +244,14 @@ export class LlmService implements LlmApi {
     return await this.mesh.backend.embed(request, options)
   }
 
-  async tokenize (model: ModelId | undefined, text: string): Promise<{ model: ModelId, tokens: number[] }> {
+  async tokenize (model: ModelId | undefined, text: string): Promise<{ model: ModelId, tokens: number[], servedBy: string }> {
     const loaded = await this.usable(this.resolve(model))
-    return { model: loaded.id, tokens: loaded.tokenize(text) }
+    return { model: loaded.id, tokens: loaded.tokenize(text), servedBy: this.components.peerId }
   }
 
-  async detokenize (model: ModelId | undefined, tokens: number[]): Promise<{ model: ModelId, text: string }> {
+  async detokenize (model: ModelId | undefined, tokens: number[]): Promise<{ model: ModelId, text: string, servedBy: string }> {
     const loaded = await this.usable(this.resolve(model))
-    return { model: loaded.id, text: loaded.detokenize(tokens) }
+    return { model: loaded.id, text: loaded.detokenize(tokens), servedBy: this.components.peerId }
   }
 
   private peerCanTake (id: ModelId, needsFreeSlot: boolean): boolean {

@@ -185,8 +185,9 @@ export interface MeshModel {
 export interface LlmApi {
   chat: (request: ChatRequest, options: CallOptions) => AsyncIterable<ChatEvent>
   embed: (request: EmbedRequest, options: CallOptions) => Promise<EmbedResult>
-  tokenize: (model: ModelId | undefined, text: string) => Promise<{ model: ModelId, tokens: number[] }>
-  detokenize: (model: ModelId | undefined, tokens: number[]) => Promise<{ model: ModelId, text: string }>
+  /** under a model loaded here (`servedBy` is this node) */
+  tokenize: (model: ModelId | undefined, text: string) => Promise<{ model: ModelId, tokens: number[], servedBy: string }>
+  detokenize: (model: ModelId | undefined, tokens: number[]) => Promise<{ model: ModelId, text: string, servedBy: string }>
   /** held GGUF models */
   models: () => LlmModelInfo[]
   /** models this node can answer for: loaded here, or announced by a peer */

@@ -39,9 +39,11 @@ describe('embed, tokenize, detokenize', () => {
 
   it('tokenizes and back', async () => {
     const tokens = await call('POST', '/api/v1/llm/tokenize', { text: 'héllo' })
-    expect(tokens.json).toEqual({ model: FAKE_MODEL, tokens: [...Buffer.from('héllo')] })
+    expect(tokens.json).toEqual({ model: FAKE_MODEL, tokens: [...Buffer.from('héllo')], served_by: FAKE_PEER })
+    expect(tokens.headers.get('x-bkg-served-by')).toBe(FAKE_PEER)
     const text = await call('POST', '/api/v1/llm/detokenize', { model: FAKE_MODEL, tokens: tokens.json.tokens })
-    expect(text.json).toEqual({ model: FAKE_MODEL, text: 'héllo' })
+    expect(text.json).toEqual({ model: FAKE_MODEL, text: 'héllo', served_by: FAKE_PEER })
+    expect(text.headers.get('x-bkg-served-by')).toBe(FAKE_PEER)
     expect((await call('POST', '/api/v1/llm/detokenize', { tokens: [-1] })).status).toBe(400)
   })
 })

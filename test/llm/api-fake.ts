@@ -167,10 +167,10 @@ export function fakeLlm (script: Partial<FakeScript> = {}): FakeLlm {
       return { ...provenanceOf(model, {}), dimensions: 8, embeddings, usage: { promptTokens: tokens, totalTokens: tokens } }
     },
     async tokenize (model, text) {
-      return { model: resolve(model), tokens: [...Buffer.from(text)] }
+      return { model: resolve(model), tokens: [...Buffer.from(text)], servedBy: FAKE_PEER }
     },
     async detokenize (model, tokens) {
-      return { model: resolve(model), text: Buffer.from(tokens).toString('utf8') }
+      return { model: resolve(model), text: Buffer.from(tokens).toString('utf8'), servedBy: FAKE_PEER }
     },
     models: () => held.map((id) => info(fake, id)),
     servable: () => [

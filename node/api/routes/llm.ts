@@ -91,9 +91,13 @@ export const llmRoutes: FastifyPluginAsyncZod<{ llm: LlmApi, keys: ApiKeys }> = 
       summary: 'The token ids of a text under a model loaded here',
       tags,
       body: z.object({ model: ModelField.optional(), text: z.string().max(CHAT_BODY_LIMIT) }).strict(),
-      response: { 200: z.object({ model: z.string(), tokens: z.array(z.number()) }) }
+      response: { 200: z.object({ model: z.string(), tokens: z.array(z.number()), served_by: z.string() }) }
     }
-  }, async (request) => await llm.tokenize(request.body.model === '' ? undefined : request.body.model, request.body.text))
+  }, async (request, reply) => {
+    const { model, tokens, servedBy } = await llm.tokenize(request.body.model === '' ? undefined : request.body.model, request.body.text)
+    reply.header(SERVED_BY_HEADER, servedBy)
+    return { model, tokens, served_by: servedBy }
+  })
 
   app.post('/api/v1/llm/detokenize', {
     config: { access: 'token' },
@@ -102,9 +106,13 @@ export const llmRoutes: FastifyPluginAsyncZod<{ llm: LlmApi, keys: ApiKeys }> = 
       summary: 'The text of token ids under a model loaded here',
       tags,
       body: z.object({ model: ModelField.optional(), tokens: z.array(z.number().int().min(0).max(2 ** 31 - 1)).max(MAX_TOKENS_IN) }).strict(),
-      response: { 200: z.object({ model: z.string(), text: z.string() }) }
+      response: { 200: z.object({ model: z.string(), text: z.string(), served_by: z.string() }) }
     }
-  }, async (request) => await llm.detokenize(request.body.model === '' ? undefined : request.body.model, request.body.tokens))
+  }, async (request, reply) => {
+    const { model, text, servedBy } = await llm.detokenize(request.body.model === '' ? undefined : request.body.model, request.body.tokens)
+    reply.header(SERVED_BY_HEADER, servedBy)
+    return { model, text, served_by: servedBy }
+  })
 
   app.get('/api/v1/admin/llm/models', {
     config: { access: 'admin' },
