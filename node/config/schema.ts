@@ -1,5 +1,6 @@
 import { multiaddr } from '@multiformats/multiaddr'
 import { z } from 'zod'
+import { ModelIdSchema } from '../../protocols/infer.ts'
 
 const multiaddrString = z.string().trim().refine((value) => {
   try {
@@ -91,9 +92,9 @@ export const NodeConfig = z.object({
     /** how often the node tells peers which models it serves and how busy it is (also at every change); every node of a mesh should use the same */
     announceIntervalMs: z.number().int().min(500).max(600_000).default(5000),
     /** NAME@VERSION of held models loaded when the node starts */
-    load: z.array(z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}@[0-9A-Za-z.+-]{1,64}$/, 'NAME@VERSION')).max(64).default([]),
+    load: z.array(ModelIdSchema).max(64).default([]),
     /** the model of requests that name none (else the first one loaded) */
-    defaultModel: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}@[0-9A-Za-z.+-]{1,64}$/, 'NAME@VERSION').optional()
+    defaultModel: ModelIdSchema.optional()
   }).strict().prefault({}),
   storage: z.object({
     /** where object bytes go: plain files, a content-addressed blockstore, or an external S3-compatible service */

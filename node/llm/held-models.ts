@@ -1,6 +1,7 @@
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import { BkgError } from '../../lib/bkg-error.ts'
+import { ModelIdSchema } from '../../protocols/infer.ts'
 import type { ModelService, StoredModel } from '../models/index.ts'
 import { readGgufFacts } from './gguf/gguf-header.ts'
 import type { GgufFacts, ModelId } from './types.ts'
@@ -16,12 +17,11 @@ export interface HeldGguf {
   path: string
 }
 
-const MODEL_ID = /^([a-z0-9][a-z0-9._-]{0,63})@([0-9A-Za-z.+-]{1,64})$/
-
 export function parseModelId (id: string): { name: string, version: string } {
-  const match = MODEL_ID.exec(id)
-  if (match == null) throw new BkgError('invalid_request', 400, `"${id}" is not a model id: NAME@VERSION, e.g. tiny-llama@1.0.0`)
-  return { name: match[1], version: match[2] }
+  if (!ModelIdSchema.safeParse(id).success) throw new BkgError('invalid_request', 400, `"${id}" is not a model id: NAME@VERSION, e.g. tiny-llama@1.0.0`)
+  // a package name has no @
+  const at = id.indexOf('@')
+  return { name: id.slice(0, at), version: id.slice(at + 1) }
 }
 
 /** The GGUF file of a held package: the first `.gguf` in its manifest, or null. */

@@ -387,20 +387,6 @@ export class LlmService implements LlmApi {
     return this.defaultId
   }
 
-  /** what this node serves and how busy it is: the announcement's content */
-  announced (): { models: Array<{ id: ModelId, sha256: string }>, slots: { busy: number, total: number, queued: number } } {
-    const slots = { busy: 0, total: 0, queued: 0 }
-    const models = []
-    for (const model of this.loaded.values()) {
-      const now = model.slots()
-      slots.busy += now.busy
-      slots.total += now.total
-      slots.queued += now.queued
-      models.push({ id: model.id, sha256: model.sha256 })
-    }
-    return { models, slots }
-  }
-
   models (): LlmModelInfo[] {
     return this.held.list().map((held) => this.info(held.id))
   }

@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod'
 import { z } from 'zod'
+import { ModelIdSchema } from '../../../protocols/infer.ts'
 import type { LlmApi } from '../../llm/index.ts'
 import type { ApiKeys } from '../auth.ts'
 import { CHAT_BODY_LIMIT, chatFields, chatRequestOf, MAX_EMBED_INPUTS, MAX_TOKENS_IN, ModelField, Placement } from '../openai/request.ts'
@@ -41,7 +42,6 @@ const ModelInfo = z.object({
   slots: Slots.nullable()
 })
 const MeshModel = z.object({ id: z.string(), sha256: z.string(), peerId: z.string(), slots: Slots, latencyMs: z.number().nullable(), seenAt: z.string() })
-const ModelRef = z.string().min(3).max(256).regex(/^[^@\s]+@[^@\s]+$/, 'a model: NAME@VERSION')
 
 /**
  * `/api/v1/llm/*`: chat (JSON, SSE, WebSocket), embeddings, tokenizing; and
@@ -128,7 +128,7 @@ export const llmRoutes: FastifyPluginAsyncZod<{ llm: LlmApi, keys: ApiKeys }> = 
     schema: {
       summary: 'Verify a held model package again and load its GGUF (`pull`: fetch it from the mesh first; `default`: make it the default)',
       tags,
-      body: z.object({ model: ModelRef, pull: z.boolean().optional(), default: z.boolean().optional() }).strict(),
+      body: z.object({ model: ModelIdSchema, pull: z.boolean().optional(), default: z.boolean().optional() }).strict(),
       response: { 200: ModelInfo }
     }
   }, async (request, reply) => {
@@ -145,7 +145,7 @@ export const llmRoutes: FastifyPluginAsyncZod<{ llm: LlmApi, keys: ApiKeys }> = 
 
   app.post('/api/v1/admin/llm/models/unload', {
     config: { access: 'admin' },
-    schema: { summary: 'Unload a model (its running requests end as cancelled, queued ones are refused with 409)', tags, body: z.object({ model: ModelRef }).strict(), response: { 200: ModelInfo } }
+    schema: { summary: 'Unload a model (its running requests end as cancelled, queued ones are refused with 409)', tags, body: z.object({ model: ModelIdSchema }).strict(), response: { 200: ModelInfo } }
   }, async (request) => await llm.unload(request.body.model))
 
   app.put('/api/v1/admin/llm/default', {
@@ -153,7 +153,7 @@ export const llmRoutes: FastifyPluginAsyncZod<{ llm: LlmApi, keys: ApiKeys }> = 
     schema: {
       summary: 'The model requests without `model` use (null: none)',
       tags,
-      body: z.object({ model: ModelRef.nullable() }).strict(),
+      body: z.object({ model: ModelIdSchema.nullable() }).strict(),
       response: { 200: z.object({ default: z.string().nullable(), model: ModelInfo.nullable() }) }
     }
   }, async (request) => {

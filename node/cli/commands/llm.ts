@@ -1,6 +1,7 @@
 import { writeFile } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import { InvalidArgumentError, type Command } from 'commander'
+import { ModelIdSchema } from '../../../protocols/infer.ts'
 import { defaultDataDir } from '../../identity/index.ts'
 import type { LlmModelInfo, MeshModel } from '../../llm/index.ts'
 import { CliError, EXIT } from '../errors.ts'
@@ -27,7 +28,7 @@ function number (min: number, max: number, integer: boolean) {
 }
 
 function modelId (value: string): string {
-  if (!/^[^@\s]+@[^@\s]+$/.test(value)) throw new InvalidArgumentError(`"${value}" is not a model: NAME@VERSION`)
+  if (!ModelIdSchema.safeParse(value).success) throw new InvalidArgumentError(`"${value}" is not a model: NAME@VERSION`)
   return value
 }
 
