@@ -1,15 +1,9 @@
 import { z } from 'zod'
 import { BkgError } from '../../lib/bkg-error.ts'
-import type { ChatEvent, ChatRequest, ChatResult, EmbedResult, LlmModelInfo } from '../llm/index.ts'
+import { LLM_LIMITS, type ChatEvent, type ChatRequest, type ChatResult, type EmbedResult, type LlmModelInfo } from '../llm/index.ts'
 import { RunProgress } from './progress.ts'
 import type { McpServices } from './services.ts'
 import { defineTool, type ToolDefinition } from './tool-kit.ts'
-
-// the REST routes' bounds (node/api/openai/request.ts), so a call refused here would be refused there too
-const MAX_MESSAGES = 1024
-const MAX_TEXT = 4 * 1024 * 1024
-const MAX_EMBED_INPUTS = 2048
-const MAX_TOKENS = 1_000_000
 
 const Model = z.string().max(256).describe('NAME@VERSION of a GGUF model package (llm_models lists them); absent, empty or "default": the node\'s default model')
 const Placement = z.enum(['auto', 'local', 'peer']).describe('auto (default): here, or a peer that serves the model when this node lacks it or is busy; local: only here; peer: only on a peer')
@@ -18,15 +12,15 @@ const ChatInput = z.strictObject({
   model: Model.optional(),
   messages: z.array(z.strictObject({
     role: z.enum(['system', 'user', 'assistant']),
-    content: z.string().max(MAX_TEXT)
-  })).min(1).max(MAX_MESSAGES).optional().describe('the conversation so far, oldest first (give this or prompt)'),
-  prompt: z.string().max(MAX_TEXT).optional().describe('shortcut for messages: [{role: "user", content: prompt}]'),
-  max_tokens: z.number().int().min(1).max(MAX_TOKENS).optional().describe('most tokens to generate'),
+    content: z.string().max(LLM_LIMITS.MAX_TEXT)
+  })).min(1).max(LLM_LIMITS.MAX_MESSAGES).optional().describe('the conversation so far, oldest first (give this or prompt)'),
+  prompt: z.string().max(LLM_LIMITS.MAX_TEXT).optional().describe('shortcut for messages: [{role: "user", content: prompt}]'),
+  max_tokens: z.number().int().min(1).max(LLM_LIMITS.MAX_TOKENS_IN).optional().describe('most tokens to generate'),
   temperature: z.number().min(0).max(2).optional().describe('0 = greedy'),
   top_p: z.number().min(0).max(1).optional(),
   top_k: z.number().int().min(0).max(100_000).optional(),
   seed: z.number().int().min(0).max(2 ** 32 - 1).optional().describe('with a seed the answer is deterministic: the same text for the same model and request on every node'),
-  stop: z.union([z.string().min(1).max(1024), z.array(z.string().min(1).max(1024)).max(16)]).optional().describe('generation ends before any of these strings'),
+  stop: z.union([z.string().min(1).max(1024), z.array(z.string().min(1).max(1024)).max(LLM_LIMITS.MAX_STOP)]).optional().describe('generation ends before any of these strings'),
   json_schema: z.record(z.string(), z.unknown()).optional().describe('a JSON Schema the answer must match: the output is constrained to JSON of this shape'),
   placement: Placement.optional()
 }).refine((args) => (args.messages == null) !== (args.prompt == null), { message: 'give messages or prompt (exactly one)' })
@@ -49,7 +43,7 @@ const ChatOutput = z.object({
 
 const EmbedInput = z.strictObject({
   model: Model.optional(),
-  input: z.union([z.string().max(MAX_TEXT), z.array(z.string().max(MAX_TEXT)).min(1).max(MAX_EMBED_INPUTS)]).describe('a text, or several'),
+  input: z.union([z.string().max(LLM_LIMITS.MAX_TEXT), z.array(z.string().max(LLM_LIMITS.MAX_TEXT)).min(1).max(LLM_LIMITS.MAX_EMBED_INPUTS)]).describe('a text, or several'),
   placement: Placement.optional()
 })
 

@@ -1,6 +1,6 @@
 import { z } from 'zod'
 import { BkgError } from '../../../lib/bkg-error.ts'
-import type { ChatMessage, ChatRequest, ResponseFormat, ToolChoice, ToolDefinition } from '../../llm/index.ts'
+import { LLM_LIMITS, type ChatMessage, type ChatRequest, type ResponseFormat, type ToolChoice, type ToolDefinition } from '../../llm/index.ts'
 
 /**
  * Chat request bodies in OpenAI's shape (messages, tools, response_format, snake_case sampling),
@@ -10,12 +10,7 @@ import type { ChatMessage, ChatRequest, ResponseFormat, ToolChoice, ToolDefiniti
 
 /** a chat body may carry a long conversation; the untrusted-JSON parser bounds its depth */
 export const CHAT_BODY_LIMIT = 8 * 1024 * 1024
-export const MAX_MESSAGES = 1024
-const MAX_TEXT = 4 * 1024 * 1024
-export const MAX_TOOLS = 128
-const MAX_STOP = 16
-export const MAX_EMBED_INPUTS = 2048
-export const MAX_TOKENS_IN = 1_000_000
+export const { MAX_MESSAGES, MAX_TEXT, MAX_TOOLS, MAX_STOP, MAX_EMBED_INPUTS, MAX_TOKENS_IN } = LLM_LIMITS
 
 /** text parts of a content array; other part types are refused when mapped (no images here) */
 const ContentPart = z.looseObject({ type: z.string().max(64), text: z.string().max(MAX_TEXT).optional() })
