@@ -2,6 +2,7 @@ import type { Logger } from 'pino'
 import type { Registry } from 'prom-client'
 import semver from 'semver'
 import { BkgError } from '../../lib/bkg-error.ts'
+import { mightSucceedElsewhere } from './another-node.ts'
 import { defaultThreads, LLM_DEFAULTS } from './constants.ts'
 import { HeldModels, parseModelId, type ModelSource } from './held-models.ts'
 import { LlmMetrics } from './llm-metrics.ts'
@@ -156,7 +157,7 @@ export class LlmService implements LlmApi {
       first = await stream.next()
     } catch (err) {
       // nothing was sent yet: a peer may still answer
-      if (placement === 'local' || isClientError(err) || !this.peerCanTake(id, false)) throw err
+      if (placement === 'local' || !mightSucceedElsewhere(err) || !this.peerCanTake(id, false)) throw err
       yield * this.viaPeer(routed, options, err instanceof LlmBusyError ? 'saturated' : 'failed')
       return
     }
@@ -229,7 +230,7 @@ export class LlmService implements LlmApi {
     try {
       return await this.embedHere(routed, options)
     } catch (err) {
-      if (placement === 'local' || isClientError(err) || !this.peerCanTake(id, false)) throw err
+      if (placement === 'local' || !mightSucceedElsewhere(err) || !this.peerCanTake(id, false)) throw err
       return await this.embedViaPeer(routed, options, err instanceof LlmBusyError ? 'saturated' : (err as BkgError).status === 404 ? 'missing' : 'failed')
     }
   }
@@ -429,13 +430,10 @@ export class LlmService implements LlmApi {
 }
 
 /** text pieces generated while the consumer was writing go out as one piece */
-function mergeText (first: ChatEvent, then: ChatEvent): ChatEvent | null {
-  if (first.type !== 'text' || then.type !== 'text') return null
-  return { type: 'text', text: first.text + then.text, tokens: first.tokens + then.tokens }
-}
-
-/** a refusal of the request itself (bad input): another node would refuse it too */
-function isClientError (err: unknown): boolean {
-  const status = (err as BkgError).status
-  return typeof status === 'number' && status >= 400 && status < 500 && ![404, 409, 422, 429].includes(status)
+const mergeText = {
+  accepts: (event: ChatEvent): boolean => event.type === 'text',
+  join: (first: ChatEvent, then: ChatEvent): ChatEvent => {
+    const [a, b] = [first, then] as Array<Extract<ChatEvent, { type: 'text' }>>
+    return { type: 'text', text: a.text + b.text, tokens: a.tokens + b.tokens }
+  }
 }

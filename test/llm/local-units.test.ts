@@ -94,7 +94,7 @@ describe('readAhead', () => {
   it('hands over what piled up within the interval as one merged item, the first at once', async () => {
     const made: number[] = []
     const merged: number[][] = []
-    const items = readAhead(counting(made, 30), { depth: 64, intervalMs: 20, merge: (a: number[] | number, b: number[] | number) => [...[a].flat(), ...[b].flat()] as never })
+    const items = readAhead(counting(made, 30), { depth: 64, intervalMs: 20, merge: { accepts: () => true, join: (a: number[] | number, b: number[] | number) => [...[a].flat(), ...[b].flat()] as never } })
     for await (const item of items) merged.push([item].flat())
     expect(merged.flat()).toEqual(Array.from({ length: 30 }, (_, index) => index))
     expect(merged[0]).toEqual([0])

@@ -1,8 +1,8 @@
 export interface ReadAheadOptions<T> {
   /** items pulled ahead of the consumer at most: a consumer that stops reading stops the source this many items later */
   depth: number
-  /** joins two items into one, or null when they must stay apart */
-  merge?: (first: T, then: T) => T | null
+  /** items that may be joined (`accepts`), and how two of them become one */
+  merge?: { accepts: (item: T) => boolean, join: (first: T, then: T) => T }
   /**
    * Mergeable items are handed over at most this often: what the source makes in between goes out
    * as one item (one socket write instead of one per token). The first item, and any item after a
@@ -50,7 +50,7 @@ export async function * readAhead<T> (source: AsyncIterable<T>, options: ReadAhe
     }
   }
   const pumping = pump()
-  const mergeable = (first: T): boolean => merge != null && merge(first, first) != null
+  const mergeable = (item: T): boolean => merge?.accepts(item) === true
   let lastHandedOver = -Infinity
   try {
     while (true) {
@@ -69,11 +69,8 @@ export async function * readAhead<T> (source: AsyncIterable<T>, options: ReadAhe
       }
       ready.shift()
       let value = head.value
-      while (merge != null && ready.length > 0 && ready[0].done !== true) {
-        const merged = merge(value, ready[0].value)
-        if (merged == null) break
-        value = merged
-        ready.shift()
+      while (merge != null && mergeable(value) && ready.length > 0 && ready[0].done !== true && mergeable(ready[0].value)) {
+        value = merge.join(value, ready.shift()!.value as T)
       }
       wake('onSpace')
       // the interval runs between mergeable items: the first one after another kind goes at once

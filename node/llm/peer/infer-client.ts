@@ -35,19 +35,6 @@ export class PeerInferError extends BkgError {
   }
 }
 
-/**
- * 4xx statuses that are the serving peer's state, not the request's fault: refused admission
- * (403), the model not there (404) or unloaded (409), its GGUF refused by that peer's loader
- * (422), busy (429). As llm-service.ts's isClientError counts them.
- */
-const PEER_STATE_STATUSES = new Set([403, 404, 408, 409, 422, 429])
-
-/** Whether the same request may succeed on another peer (the error is the peer's, not the request's). */
-export function worthAnotherPeer (err: unknown): boolean {
-  if (!(err instanceof BkgError)) return true
-  return err.status >= 500 || PEER_STATE_STATUSES.has(err.status)
-}
-
 function streamFailure (peer: string, err: unknown): PeerInferError {
   if (err instanceof PeerInferError) return err
   const message = err instanceof Error ? err.message : String(err)

@@ -4,7 +4,8 @@ import { BkgError } from '../../../lib/bkg-error.ts'
 import { MAX_FAILED_PEERS } from '../../../protocols/infer.ts'
 import type { CallOptions, ChatEvent, ChatRequest, EmbedRequest, EmbedResult, InferenceBackend, ModelId } from '../types.ts'
 import type { ModelCandidate } from './announcements.ts'
-import { peerChat, peerEmbed, PeerInferError, worthAnotherPeer, type InferDial } from './infer-client.ts'
+import { mightSucceedElsewhere } from '../another-node.ts'
+import { peerChat, peerEmbed, PeerInferError, type InferDial } from './infer-client.ts'
 import type { PeerChoice } from './peer-choice.ts'
 
 export interface RemoteBackendInit {
@@ -76,7 +77,7 @@ export class RemoteBackend implements InferenceBackend {
           try {
             step = await iterator.next()
           } catch (err) {
-            if (committed || options.signal?.aborted === true || !worthAnotherPeer(err)) throw err
+            if (committed || options.signal?.aborted === true || !mightSucceedElsewhere(err)) throw err
             lastError = err
             break
           }
@@ -127,7 +128,7 @@ export class RemoteBackend implements InferenceBackend {
         if (result.modelSha256 === peer.sha256) return result
         lastError = new PeerInferError(peer.peerId, 'llm_model_mismatch', 502, `peer ${peer.peerId} announced ${request.model} as ${peer.sha256} but runs ${result.modelSha256}`)
       } catch (err) {
-        if (options.signal?.aborted === true || !worthAnotherPeer(err)) throw err
+        if (options.signal?.aborted === true || !mightSucceedElsewhere(err)) throw err
         lastError = err
       } finally {
         release()
