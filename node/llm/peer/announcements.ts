@@ -163,10 +163,11 @@ export class LlmAnnouncements {
     if (state.models.length === 0 && !this.announcedModels) return
     // strictly increasing, so receivers can drop an older announcement that arrives late
     const at = this.lastAt = Math.max(this.now(), this.lastAt + 1)
-    const { bytes, omitted } = encodeAnnouncement({ v: 1, peerId: this.self, models: state.models, slots: state.slots, at })
-    if (omitted > 0) this.deps.log.warn({ omitted }, 'some loaded models did not fit in the announcement')
-    this.announcedModels = state.models.length > 0
+    // callers do not wait (timers, changes): nothing may escape as a rejection
     try {
+      const { bytes, omitted } = encodeAnnouncement({ v: 1, peerId: this.self, models: state.models, slots: state.slots, at })
+      if (omitted > 0) this.deps.log.warn({ omitted }, 'some loaded models did not fit in the announcement')
+      this.announcedModels = state.models.length > 0
       await this.deps.pubsub.publish(LLM_TOPIC, bytes)
     } catch (err) {
       this.deps.log.debug({ err: (err as Error).message }, 'announcing loaded models failed')
