@@ -95,7 +95,7 @@ export class HeldModels {
       const now = await this.source.waitForJob(job.id, Math.min(1000, Math.max(0, deadline - Date.now())))
       if (now?.state === 'done') return
       if (now == null || now.state === 'failed') {
-        throw new BkgError(now?.error?.code ?? 'pull_failed', 502, `pulling ${id} failed: ${now?.error?.message ?? 'the job is gone'}`)
+        throw new BkgError(now?.error?.code ?? 'pull_failed', now?.error?.status ?? 502, `pulling ${id} failed: ${now?.error?.message ?? 'the job is gone'}`)
       }
       if (Date.now() >= deadline) throw new BkgError('pull_timeout', 504, `${id} did not arrive within ${Math.round(timeoutMs / 1000)} s (the pull goes on: job ${job.id})`)
     }

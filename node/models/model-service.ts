@@ -179,8 +179,8 @@ export class ModelService extends EventEmitter<ModelServiceEvents> {
       void this.announce(model).catch((err: unknown) => { this.deps.log.warn({ err }, 'announcing a pulled model failed') })
     }, (err: Error) => {
       job.state = 'failed'
-      // BKG's own refusals keep their code; anything else (ENOSPC, a stream reset) is pull_failed
-      job.error = { code: err instanceof BkgError ? err.code : 'pull_failed', message: err.message }
+      // BKG's own refusals keep their code and status; anything else (ENOSPC, a stream reset) is pull_failed
+      job.error = err instanceof BkgError ? { code: err.code, message: err.message, status: err.status } : { code: 'pull_failed', message: err.message }
       this.deps.log.warn({ model: `${name}@${version ?? 'latest'}`, err: err.message }, 'pull failed')
     }).finally(() => {
       job.finishedAt = new Date().toISOString()

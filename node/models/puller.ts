@@ -34,7 +34,8 @@ export interface PullProgress {
   /** block frames received from providers, duplicates included */
   fetchedBlocks: number
   peers: string[]
-  error: { code: string, message: string } | null
+  /** `status`: the HTTP status of a BKG refusal (404 when no peer holds the model), for callers that answer with it */
+  error: { code: string, message: string, status?: number } | null
 }
 
 /** Pull tuning; defaults in constants.ts. */
